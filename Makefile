@@ -1,0 +1,53 @@
+# loginvault — `make ingest` runs the job on the local stack, `make test` runs the tests.
+# Every target creates the virtualenv (.venv) first when needed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Point a command at the local stack (user-set PG_DSN / SQS_QUEUE_URL / keys win).
+WITH_ENV := eval "$$($(PY) -m ingest stack env)" &&
+COUNT ?= 100
+
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "creating $(VENV) (Python deps pinned by constraints.txt)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip >&2
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' >&2
+	@touch $@
+
+venv: $(STAMP) ## create the virtualenv with all Python dependencies
+
+stack-up: $(STAMP) ## start local PostgreSQL (.local/pg) and moto SQS (127.0.0.1:4566), create queue + roles
+	@$(PY) -m ingest stack up
+
+stack-down: $(STAMP) ## stop the local stack (data in .local/ is kept)
+	@$(PY) -m ingest stack down
+
+stack-status: $(STAMP) ## say whether local PostgreSQL and moto are up
+	@$(PY) -m ingest stack status
+
+env: $(STAMP) ## print `export …` lines for the local stack: eval "$$(make -s env)"
+	@$(PY) -m ingest stack env
+
+bootstrap: $(STAMP) ## run ingest/sql/bootstrap.sql as the admin PG_DSN
+	@$(WITH_ENV) $(PY) -m ingest bootstrap
+
+seed: stack-up ## send COUNT (default 100) synthetic login events to the queue
+	@$(WITH_ENV) $(PY) -m ingest seed --count $(COUNT)
+
+ingest: $(STAMP) ## stack up (+100 sample events into a new queue), then drain the queue into raw.login_events
+	@$(PY) -m ingest stack up --seed-if-new 100
+	@$(WITH_ENV) $(PY) -m ingest run
+
+test: $(STAMP) ## run the tests (own throwaway PostgreSQL and moto; nothing local needs to be up)
+	@$(PY) -m pytest
+
+clean: stack-down ## stop the stack and delete .local/ (keys included) and the venv
+	rm -rf .local $(VENV)

@@ -1,0 +1,170 @@
+"""`python -m ingest`: the command line of loginvault (stack, seed, run)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from ingest import LoginvaultError, config
+
+log = logging.getLogger("ingest")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {number}")
+    return number
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from ingest import stack
+
+    if args.action == "up":
+        stack.stack_up(seed_if_new=args.seed_if_new)
+    elif args.action == "down":
+        stack.stack_down()
+    elif args.action == "status":
+        for part, up in stack.stack_status().items():
+            print(f"{part}: {'up' if up else 'down'}")
+    elif args.action == "env":
+        for name, value in stack.stack_env().items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from ingest import stack
+
+    stack.bootstrap(config.require("PG_DSN"))
+    print("bootstrap: done", file=sys.stderr)
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from ingest import sample
+
+    events = sample.file_events(Path(args.file)) if args.file else sample.synthetic_events(args.count, args.random_seed)
+    sent = sample.send_events(config.SqsSettings.from_env(), events)
+    print(f"seed: sent {sent} messages to {config.require('SQS_QUEUE_URL')}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ingest.pipeline import Ingest, RawLoader, RunOptions
+    from ingest.sqs import Queue
+
+    options = RunOptions(
+        follow=args.follow,
+        max_messages=args.max_messages,
+        batch_size=args.batch_size,
+        wait_seconds=args.wait_time,
+        visibility_timeout=args.visibility_timeout,
+        retry_budget_seconds=args.retry_budget,
+    )
+    queue = Queue(config.SqsSettings.from_env())
+    queue.attributes()  # pre-flight: endpoint, queue and credentials
+    loader = RawLoader(config.role_dsn(config.LOADER_ROLE), retry_budget_seconds=options.retry_budget_seconds)
+    try:
+        loader.check()
+        ingest = Ingest(queue, loader, options)
+        ingest.install_signal_handlers()
+        stats = ingest.run()
+    finally:
+        loader.close()
+    print(f"ingest: {stats.line()}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest", description="loginvault: SQS login events → PostgreSQL, PII masked."
+    )
+    parser.add_argument(
+        "--log-level",
+        default=config.env("LOGINVAULT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (env LOGINVAULT_LOG_LEVEL)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("stack", help="the local PostgreSQL + moto SQS stack")
+    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.add_argument(
+        "--seed-if-new",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with up: send N sample events if the queue was just created",
+    )
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("bootstrap", help="run the idempotent bootstrap SQL as the admin PG_DSN")
+    p.set_defaults(func=cmd_bootstrap)
+
+    p = sub.add_parser("seed", help="send sample login events to SQS_QUEUE_URL")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--count", type=_positive, default=100, help="synthetic events to send (default 100)")
+    group.add_argument(
+        "--file", help="send the events of a JSON array / JSON Lines file (.gz ok); string elements are sent as-is"
+    )
+    p.add_argument("--random-seed", type=int, default=42, help="seed of the synthetic generator (default 42)")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("run", help="ingest SQS_QUEUE_URL into raw.login_events (drains, then exits)")
+    p.add_argument("--follow", action="store_true", help="keep polling until SIGINT/SIGTERM")
+    p.add_argument("--max-messages", type=_positive, metavar="N", help="stop after receiving N messages")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=config.env_int("INGEST_BATCH_SIZE", 1000),
+        help="messages per load (micro-batch), default 1000 (env INGEST_BATCH_SIZE)",
+    )
+    p.add_argument(
+        "--wait-time",
+        type=int,
+        default=3,
+        choices=range(0, 21),
+        metavar="S",
+        help="long-poll seconds; without --follow the run ends after an empty poll this long (default 3)",
+    )
+    p.add_argument(
+        "--visibility-timeout",
+        type=_positive,
+        default=config.env_int("SQS_VISIBILITY_TIMEOUT", config.DEFAULT_VISIBILITY_TIMEOUT),
+        metavar="S",
+        help="receive visibility timeout, well above a batch's load time (default 300, env SQS_VISIBILITY_TIMEOUT)",
+    )
+    p.add_argument(
+        "--retry-budget",
+        type=float,
+        default=float(config.env_int("INGEST_RETRY_BUDGET", 60)),
+        metavar="S",
+        help="seconds to keep retrying a failing load before exiting non-zero (default 60, env INGEST_RETRY_BUDGET)",
+    )
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for noisy in ("botocore", "urllib3", "dlt"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return args.func(args)
+    except LoginvaultError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,116 @@
+"""Names and settings of loginvault: one place for every queue, schema, role, key and env var."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from ingest import LoginvaultError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+QUEUE_NAME = "login-queue"
+DLQ_MAX_RECEIVE_COUNT = 5
+
+DATABASE_NAME = "loginvault"
+RAW_SCHEMA = "raw"
+RAW_TABLE = "login_events"
+PIPELINE_NAME = "loginvault_ingest"
+
+LOADER_ROLE = "loginvault_loader"
+TRANSFORMER_ROLE = "loginvault_transformer"
+ANALYST_ROLE = "loginvault_analyst"
+PII_ADMIN_ROLE = "loginvault_pii_admin"
+
+HMAC_KEY_ENV = "LOGINVAULT_HMAC_KEY"
+ENCRYPTION_KEY_ENV = "LOGINVAULT_ENCRYPTION_KEY"
+KEY_ENVS = (HMAC_KEY_ENV, ENCRYPTION_KEY_ENV)
+# Session settings through which the keys reach PostgreSQL (read with current_setting()).
+KEY_SETTINGS = {HMAC_KEY_ENV: "loginvault.hmac_key", ENCRYPTION_KEY_ENV: "loginvault.encryption_key"}
+MIN_KEY_BYTES = 32
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_VISIBILITY_TIMEOUT = 300
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """An environment variable, with empty strings treated as unset."""
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_int(name: str, default: int) -> int:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise LoginvaultError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def require(name: str, hint: str = 'run `eval "$(make -s env)"` or set it yourself') -> str:
+    value = env(name)
+    if value is None:
+        raise LoginvaultError(f"{name} is not set: {hint}")
+    return value
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", dsn))
+
+
+def dsn_with_role(dsn: str, role: str) -> str:
+    """`dsn` whose sessions act as `role` (a startup `-c role=…` option).
+
+    The admin DSN's user must be a member of `role` (bootstrap.sql grants that). Operators
+    who give each role its own login set LOGINVAULT_<ROLE>_DSN instead.
+    """
+    if "://" not in dsn:
+        raise LoginvaultError("PG_DSN must be a URL such as postgresql://user:password@host:5432/loginvault")
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query.get('options', '')} -c role={role}".strip()
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def role_dsn(role: str) -> str:
+    """The DSN for one loginvault role: LOGINVAULT_<ROLE>_DSN, else PG_DSN acting as the role."""
+    own = env(f"{role.upper()}_DSN")
+    if own:
+        return own
+    return dsn_with_role(require("PG_DSN"), role)
+
+
+def check_key(name: str) -> str:
+    """The value of a PII key env var; a missing or weak key fails loudly."""
+    value = require(name, 'run `eval "$(make -s env)"` or set a random key of at least 32 bytes')
+    if len(value.encode()) < MIN_KEY_BYTES:
+        raise LoginvaultError(
+            f"{name} is too short: use at least {MIN_KEY_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class SqsSettings:
+    queue_url: str
+    endpoint_url: str | None
+    region: str
+
+    @classmethod
+    def from_env(cls) -> SqsSettings:
+        return cls(
+            queue_url=require("SQS_QUEUE_URL"),
+            endpoint_url=env("SQS_ENDPOINT_URL"),
+            region=env("AWS_REGION", env("AWS_DEFAULT_REGION", DEFAULT_REGION)),
+        )
+
+
+def dlq_name(queue_name: str) -> str:
+    """The dead-letter queue's name for a queue: `login-queue` → `login-queue-dlq`."""
+    return f"{queue_name}-dlq"

@@ -1,0 +1,213 @@
+"""SQS plumbing: a retrying boto3 client, long-polling receive, checked batch delete and send.
+
+Every call that can fail because of the user's setup (endpoint, queue, credentials) is wrapped in
+`translate_errors`, which turns botocore's exceptions into one-sentence LoginvaultErrors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
+
+from ingest import LoginvaultError, config
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 10  # SQS's limit for ReceiveMessage, SendMessageBatch and DeleteMessageBatch
+MAX_WAIT_SECONDS = 20  # SQS's limit for WaitTimeSeconds
+MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch payload limit
+RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery of an SQS message, as it lands in raw.login_events."""
+
+    message_id: str
+    body: str
+    sent_at: datetime
+    received_at: datetime
+    receive_count: int
+    receipt_handle: str
+
+
+def make_client(endpoint_url: str | None, region: str, max_attempts: int = 5, read_timeout: int = 30):
+    """A boto3 SQS client with botocore's standard retry mode and bounded attempts."""
+    cfg = Config(
+        region_name=region,
+        retries={"mode": config.env("AWS_RETRY_MODE", "standard"), "max_attempts": max_attempts},
+        connect_timeout=5,
+        # Long polls hold the connection for up to 20 s: the read timeout must be longer.
+        read_timeout=max(read_timeout, MAX_WAIT_SECONDS + 10),
+        max_pool_connections=32,
+    )
+    return boto3.session.Session().client("sqs", endpoint_url=endpoint_url, config=cfg)
+
+
+@contextlib.contextmanager
+def translate_errors(endpoint_url: str | None, queue_url: str | None = None) -> Iterator[None]:
+    """Turn the SQS errors a user can cause into one clear sentence."""
+    where = endpoint_url or "AWS's default SQS endpoint"
+    try:
+        yield
+    except EndpointConnectionError:
+        raise LoginvaultError(
+            f"cannot reach the SQS endpoint {where}: is it running (`make stack-up`) and SQS_ENDPOINT_URL right?"
+        ) from None
+    except NoCredentialsError:
+        raise LoginvaultError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile"
+        ) from None
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+            raise LoginvaultError(
+                f"the SQS queue {queue_url or ''} does not exist: check SQS_QUEUE_URL (or run `make stack-up`)"
+            ) from None
+        if code in {
+            "AccessDenied",
+            "AccessDeniedException",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "UnrecognizedClientException",
+        }:
+            raise LoginvaultError(
+                f"SQS refused the credentials or permissions ({code}) for {queue_url or where}"
+            ) from None
+        raise LoginvaultError(f"SQS call failed: {code}: {exc.response.get('Error', {}).get('Message', '')}") from None
+    except BotoCoreError as exc:
+        raise LoginvaultError(f"SQS call to {where} failed: {exc}") from None
+
+
+class Queue:
+    """One SQS queue: receive, delete and send through a shared, thread-safe boto3 client."""
+
+    def __init__(self, settings: config.SqsSettings, client=None) -> None:
+        self.settings = settings
+        self.url = settings.queue_url
+        self.client = client or make_client(settings.endpoint_url, settings.region)
+
+    def errors(self):
+        return translate_errors(self.settings.endpoint_url, self.url)
+
+    def attributes(self) -> dict[str, str]:
+        """Queue attributes; also the pre-flight check that endpoint, queue and credentials work."""
+        with self.errors():
+            return self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+
+    def depth(self) -> tuple[int, int]:
+        """(visible, in flight) messages, as SQS approximates them."""
+        attrs = self.attributes()
+        return int(attrs.get("ApproximateNumberOfMessages", 0)), int(
+            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )
+
+    def receive(
+        self,
+        max_messages: int = MAX_BATCH,
+        wait_seconds: int = MAX_WAIT_SECONDS,
+        visibility_timeout: int = config.DEFAULT_VISIBILITY_TIMEOUT,
+    ) -> list[Message]:
+        """One long-polling ReceiveMessage call."""
+        with self.errors():
+            response = self.client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max(1, min(max_messages, MAX_BATCH)),
+                WaitTimeSeconds=max(0, min(wait_seconds, MAX_WAIT_SECONDS)),
+                VisibilityTimeout=visibility_timeout,
+                MessageSystemAttributeNames=RECEIVE_ATTRIBUTES,
+            )
+        received_at = datetime.now(timezone.utc)
+        return [_message(m, received_at) for m in response.get("Messages", [])]
+
+    def delete(self, messages: Sequence[Message]) -> tuple[int, list[dict]]:
+        """DeleteMessageBatch in chunks of 10; returns (deleted, failed entries), every entry checked."""
+        deleted, failed = 0, []
+        for chunk in _chunks(messages, MAX_BATCH):
+            entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)]
+            with self.errors():
+                response = self.client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+            deleted += len(response.get("Successful", []))
+            for entry in response.get("Failed", []):
+                message = chunk[int(entry["Id"])]
+                failed.append(
+                    {"message_id": message.message_id, "code": entry.get("Code"), "reason": entry.get("Message")}
+                )
+        return deleted, failed
+
+    def change_visibility(self, messages: Sequence[Message], timeout: int) -> list[dict]:
+        """ChangeMessageVisibilityBatch; returns the failed entries (e.g. stale receipt handles)."""
+        failed = []
+        for chunk in _chunks(messages, MAX_BATCH):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
+                for i, m in enumerate(chunk)
+            ]
+            with self.errors():
+                response = self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
+            failed += [
+                {"message_id": chunk[int(e["Id"])].message_id, "code": e.get("Code")}
+                for e in response.get("Failed", [])
+            ]
+        return failed
+
+    def send(self, bodies: Iterable[str]) -> int:
+        """SendMessageBatch in chunks of ≤10 messages and ≤256 KiB; raises if any entry failed."""
+        sent = 0
+        for chunk in _send_chunks(bodies):
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
+            with self.errors():
+                response = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            if response.get("Failed"):
+                first = response["Failed"][0]
+                raise LoginvaultError(
+                    f"SQS rejected {len(response['Failed'])} of {len(chunk)} messages: {first.get('Code')}: {first.get('Message')}"
+                )
+            sent += len(response.get("Successful", []))
+        return sent
+
+
+def _message(raw: dict, received_at: datetime) -> Message:
+    attrs = raw.get("Attributes", {})
+    sent_ms = int(attrs.get("SentTimestamp", 0)) or int(received_at.timestamp() * 1000)
+    return Message(
+        message_id=raw["MessageId"],
+        body=raw["Body"],
+        sent_at=datetime.fromtimestamp(sent_ms / 1000, timezone.utc),
+        received_at=received_at,
+        receive_count=int(attrs.get("ApproximateReceiveCount", 1)),
+        receipt_handle=raw["ReceiptHandle"],
+    )
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _send_chunks(bodies: Iterable[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for body in bodies:
+        n = len(body.encode("utf-8"))
+        if n > MAX_BATCH_BYTES:
+            raise LoginvaultError(f"a message of {n} bytes exceeds SQS's 256 KiB limit")
+        if chunk and (len(chunk) == MAX_BATCH or size + n > MAX_BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(body)
+        size += n
+    if chunk:
+        yield chunk
