@@ -82,6 +82,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transform(args: argparse.Namespace) -> int:
+    """Run dbt in dbt_project/ as the transformer, keys in the session (default: `dbt build`)."""
+    import os
+    import shutil
+    import subprocess
+
+    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt")
+    if dbt is None:
+        raise LoginvaultError("dbt is not installed: run `make venv`")
+    env = {**os.environ, **config.dbt_env()}
+    return subprocess.run([dbt, *(args.dbt_args or ["build"])], cwd=config.DBT_PROJECT_DIR, env=env).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ingest", description="loginvault: SQS login events → PostgreSQL, PII masked."
@@ -149,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep retrying a failing load before exiting non-zero (default 60, env INGEST_RETRY_BUDGET)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("transform", help="run dbt in dbt_project/ as loginvault_transformer (default: dbt build)")
+    p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --warn-error`")
+    p.set_defaults(func=cmd_transform)
     return parser
 
 

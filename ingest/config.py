@@ -114,3 +114,44 @@ class SqsSettings:
 def dlq_name(queue_name: str) -> str:
     """The dead-letter queue's name for a queue: `login-queue` → `login-queue-dlq`."""
     return f"{queue_name}-dlq"
+
+
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE for a DSN: what dbt's profile and psql read."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        raise LoginvaultError(f"cannot parse the DSN {redact_dsn(dsn)}: expected postgresql://user:password@host:port/db") from None
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
+    return {env_name: str(params[key]) for key, env_name in names.items() if params.get(key) not in (None, "")}
+
+
+def key_options(keys: dict[str, str] | None = None) -> str:
+    """PGOPTIONS that put the PII keys in the session as loginvault.* settings.
+
+    `keys` maps LOGINVAULT_*_KEY names to values (default: the environment, checked). Startup
+    options are neither SQL nor logged, so the keys never reach compiled SQL, dbt's logs or
+    the server's statement log.
+    """
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+    values = keys if keys is not None else {name: check_key(name) for name in KEY_SETTINGS}
+    return " ".join(f"-c {setting}={escape(values[name])}" for name, setting in KEY_SETTINGS.items())
+
+
+def dbt_env() -> dict[str, str]:
+    """The environment dbt runs in: the transformer's connection, the keys, no telemetry."""
+    dsn = env(f"{TRANSFORMER_ROLE.upper()}_DSN") or require("PG_DSN")
+    return {
+        **libpq_env(dsn),
+        "PGOPTIONS": key_options(),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }

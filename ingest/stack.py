@@ -256,14 +256,14 @@ class MotoServer:
                 f"port {self.port} on {HOST} is taken by another program: set LOGINVAULT_SQS_PORT to a free port"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / f"moto-{self.port}.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with open(self.root / f"moto-{self.port}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pidfile.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
         while not _port_open(HOST, self.port):
@@ -276,6 +276,12 @@ class MotoServer:
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             for _ in range(100):
+                try:
+                    # Started by this very process (the tests): reap it, or it lingers as a zombie.
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        break
+                except ChildProcessError:
+                    pass  # started by an earlier command: init reaps it
                 try:
                     os.kill(pid, 0)
                 except ProcessLookupError:
@@ -360,6 +366,9 @@ def stack_env() -> dict[str, str]:
     for name in list(local):
         if config.env(name) is not None:
             values[name] = config.env(name)
+    # The same connection and keys for psql and dbt, which read libpq's variables.
+    values.update(config.libpq_env(values["PG_DSN"]))
+    values["PGOPTIONS"] = config.key_options(values)
     return values
 
 

@@ -27,6 +27,8 @@ BEGIN
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO loginvault_loader, loginvault_transformer,'
                    ' loginvault_analyst, loginvault_pii_admin', current_database());
+    -- dbt's incremental models and unit tests stage rows in temporary tables.
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO loginvault_transformer', current_database());
 END
 $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;

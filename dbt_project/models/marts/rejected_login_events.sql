@@ -1,0 +1,19 @@
+{#- One row per message that could not enter user_logins, with the reason; no payload values. -#}
+{{ config(
+    incremental_strategy='append',
+    indexes=[{'columns': ['message_id'], 'unique': True}],
+    post_hook="{{ loginvault_set_watermark() }}",
+) }}
+
+select
+    v.message_id,
+    v.rejection_reason as reason,
+    v.sent_at,
+    v.received_at
+from {{ ref('int_login_events_validated') }} as v
+where
+    v.rejection_reason is not null
+    {%- if is_incremental() %}
+        and {{ loginvault_after_watermark('v._transformed_at') }}
+        and not exists (select 1 from {{ this }} as t where t.message_id = v.message_id)
+    {%- endif %}

@@ -1,0 +1,73 @@
+{#- Catches broken masking of one token column of a model keyed by message_id:
+    - nondeterministic: one cleartext value got more than one token;
+    - collision: one token stands for more than one cleartext value;
+    - mismatch: the stored token is not the keyed HMAC of the value (wrong key or rule);
+    - orphan_row: a token without a value, or a value without a token;
+    - not_in_vault / vault_orphan: the token is missing from pii.vault, or the vault holds a
+      token of this kind that no row carries.
+    Returns the failure kind, the token (never the cleartext) and a count. -#}
+{% test pii_token_is_bijective(model, column_name, kind) %}
+
+with pairs as (
+
+    select
+        m.{{ column_name }} as token,
+        {{ pii_canonical('v.' ~ kind, kind) }} as value
+    from {{ model }} as m
+    inner join {{ ref('int_login_events_validated') }} as v on v.message_id = m.message_id
+
+),
+
+failures as (
+
+    select 'nondeterministic' as failure, min(token) as token, count(distinct token) as n
+    from pairs
+    where value is not null
+    group by value
+    having count(distinct token) > 1
+
+    union all
+
+    select 'collision', token, count(distinct value)
+    from pairs
+    where token is not null
+    group by token
+    having count(distinct value) > 1
+
+    union all
+
+    select 'mismatch', token, count(*)
+    from pairs
+    where token <> {{ pii_hmac('value') }}
+    group by token
+
+    union all
+
+    select 'orphan_row', token, count(*)
+    from pairs
+    where (token is null) <> (value is null)
+    group by token
+
+    union all
+
+    select 'not_in_vault', p.token, count(*)
+    from pairs as p
+    where p.token is not null
+        and not exists (
+            select 1 from {{ ref('vault') }} as vt
+            where vt.token = p.token and vt.kind = '{{ kind }}'
+        )
+    group by p.token
+
+    union all
+
+    select 'vault_orphan', vt.token, 1
+    from {{ ref('vault') }} as vt
+    where vt.kind = '{{ kind }}'
+        and not exists (select 1 from {{ model }} as m where m.{{ column_name }} = vt.token)
+
+)
+
+select * from failures
+
+{% endtest %}
