@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 WITH_ENV := eval "$$($(PY) -m ingest stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest test clean
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform summary demo docs lint test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,8 +46,26 @@ ingest: $(STAMP) ## stack up (+100 sample events into a new queue), then drain t
 	@$(PY) -m ingest stack up --seed-if-new 100
 	@$(WITH_ENV) $(PY) -m ingest run
 
-test: $(STAMP) ## run the tests (own throwaway PostgreSQL and moto; nothing local needs to be up)
+transform: $(STAMP) ## dbt build (models + tests) as loginvault_transformer, keys in the session
+	@$(WITH_ENV) $(PY) -m ingest transform build
+
+summary: $(STAMP) ## print what an analyst sees: mart rows, rejections by reason, shared IPs/devices, samples
+	@$(WITH_ENV) $(PY) -m ingest summary
+
+demo: ingest transform summary ## the whole job on the local stack: stack up, seed, ingest, transform, summary
+
+docs: $(STAMP) ## build the static dbt docs site (dbt_project/target/static_index.html)
+	@$(WITH_ENV) $(PY) -m ingest transform docs generate --static
+	@echo "docs: open file://$(CURDIR)/dbt_project/target/static_index.html"
+
+lint: $(STAMP) ## sqlfluff (postgres, jinja templater) on dbt_project/, ruff on the Python code
+	@$(VENV)/bin/sqlfluff lint dbt_project --processes 2
+	@$(VENV)/bin/ruff check ingest tests
+	@$(VENV)/bin/ruff format --check ingest tests
+
+test: $(STAMP) lint ## lint, then the tests: pytest + dbt build --warn-error on their own throwaway PostgreSQL and moto
 	@$(PY) -m pytest
 
-clean: stack-down ## stop the stack and delete .local/ (keys included) and the venv
-	rm -rf .local $(VENV)
+clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, and the venv
+	@if [ -x $(PY) ]; then $(PY) -m ingest stack down; fi
+	rm -rf .local $(VENV) dbt_project/target dbt_project/logs

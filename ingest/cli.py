@@ -95,6 +95,66 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return subprocess.run([dbt, *(args.dbt_args or ["build"])], cwd=config.DBT_PROJECT_DIR, env=env).returncode
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from ingest.recover import recover
+
+    if args.token:
+        result = recover(reason=args.reason, token=args.token)
+    else:
+        kind, value = ("ip", args.ip) if args.ip is not None else ("device_id", args.device_id)
+        result = recover(reason=args.reason, value=value, kind=kind)
+    if result.direction == "token_to_value":
+        if not result.found:
+            print("recover: no such token in the vault (the lookup was audited)", file=sys.stderr)
+            return 1
+        print(f"{result.kind}\t{result.value}")
+    else:
+        print(f"{result.token}\t{result.logins}")
+        print(
+            f"recover: {result.kind} token carried by {result.logins} login(s); the lookup was audited", file=sys.stderr
+        )
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """What an analyst sees: mart size, rejections by reason, shared IPs/devices, sample rows."""
+    import psycopg
+
+    dsn = config.role_dsn(config.ANALYST_ROLE)
+    mart = config.MART_SCHEMA
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            logins = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
+            reasons = conn.execute(
+                f"SELECT reason, count(*) FROM {mart}.rejected_login_events GROUP BY 1 ORDER BY 2 DESC, 1"  # noqa: S608
+            ).fetchall()
+            shared = {
+                column: conn.execute(
+                    f"SELECT count(*) FROM (SELECT {column} FROM {mart}.user_logins WHERE {column} IS NOT NULL"  # noqa: S608
+                    f" GROUP BY 1 HAVING count(DISTINCT user_id) > 1) AS s"
+                ).fetchone()[0]
+                for column in ("masked_ip", "masked_device_id")
+            }
+            sample = conn.execute(
+                f"SELECT user_id, device_type, left(masked_ip, 12) || '…', left(masked_device_id, 12) || '…',"  # noqa: S608
+                f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"
+            ).fetchall()
+    except psycopg.OperationalError as exc:
+        raise LoginvaultError(
+            f"cannot connect to PostgreSQL at {config.redact_dsn(dsn)}: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    except psycopg.errors.UndefinedTable:
+        raise LoginvaultError("the marts do not exist yet: run `make transform` first") from None
+    print(f"user_logins: {logins} rows (as {config.ANALYST_ROLE})")
+    print(f"rejected_login_events: {sum(n for _, n in reasons)} rows" + "".join(f"\n  {r}: {n}" for r, n in reasons))
+    print(f"IPs shared by more than one user: {shared['masked_ip']}")
+    print(f"devices shared by more than one user: {shared['masked_device_id']}")
+    print("sample rows (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date):")
+    for row in sample:
+        print("  " + " | ".join("NULL" if v is None else str(v) for v in row))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ingest", description="loginvault: SQS login events → PostgreSQL, PII masked."
@@ -162,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep retrying a failing load before exiting non-zero (default 60, env INGEST_RETRY_BUDGET)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("recover", help="as loginvault_pii_admin: token → value, or value → token (audited)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--token", help="print the kind and cleartext of this token")
+    what.add_argument("--ip", help="print the token of this IP and how many logins carry it")
+    what.add_argument("--device-id", help="print the token of this device id and how many logins carry it")
+    p.add_argument("--reason", required=True, help="why (ticket, request): written to pii.recovery_audit")
+    p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("summary", help="print what an analyst sees in the marts (as loginvault_analyst)")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("transform", help="run dbt in dbt_project/ as loginvault_transformer (default: dbt build)")
     p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --warn-error`")

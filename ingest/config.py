@@ -18,7 +18,12 @@ DLQ_MAX_RECEIVE_COUNT = 5
 DATABASE_NAME = "loginvault"
 RAW_SCHEMA = "raw"
 RAW_TABLE = "login_events"
+STAGING_SCHEMA = "staging"
+PII_SCHEMA = "pii"
 PIPELINE_NAME = "loginvault_ingest"
+
+# The analysts' schema (dbt_project/dbt_project.yml reads the same variable).
+MART_SCHEMA = os.environ.get("LOGINVAULT_MART_SCHEMA", "").strip() or "public"
 
 LOADER_ROLE = "loginvault_loader"
 TRANSFORMER_ROLE = "loginvault_transformer"
@@ -126,7 +131,9 @@ def libpq_env(dsn: str) -> dict[str, str]:
     try:
         params = conninfo_to_dict(dsn)
     except Exception:
-        raise LoginvaultError(f"cannot parse the DSN {redact_dsn(dsn)}: expected postgresql://user:password@host:port/db") from None
+        raise LoginvaultError(
+            f"cannot parse the DSN {redact_dsn(dsn)}: expected postgresql://user:password@host:port/db"
+        ) from None
     names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
     return {env_name: str(params[key]) for key, env_name in names.items() if params.get(key) not in (None, "")}
 

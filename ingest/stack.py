@@ -190,6 +190,7 @@ def bootstrap(admin_dsn: str) -> None:
 
     try:
         with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT set_config('loginvault.mart_schema', %s, false)", (config.MART_SCHEMA,))
             conn.execute(BOOTSTRAP_SQL.read_text())
     except psycopg.OperationalError as exc:
         raise LoginvaultError(
@@ -200,13 +201,14 @@ def bootstrap(admin_dsn: str) -> None:
 
 
 def local_cluster() -> PgCluster:
+    password = local_secrets()["LOGINVAULT_LOCAL_PG_PASSWORD"]  # creates LOCAL_DIR when missing
     root = LOCAL_DIR / "pg"
-    if not _postgres_can_reach(LOCAL_DIR.parent):
-        # The checkout is in a directory the postgres OS user cannot enter (e.g. a 0700 mktemp):
+    if not _postgres_can_reach(LOCAL_DIR):
+        # LOCAL_DIR is, or is in, a directory the postgres OS user cannot enter (e.g. a 0700 mktemp):
         # keep the cluster in a per-checkout directory under /tmp instead.
         digest = hashlib.sha256(str(LOCAL_DIR).encode()).hexdigest()[:10]
         root = Path("/tmp") / f"loginvault-pg-{digest}"
-    return PgCluster(root=root, port=PG_PORT, password=local_secrets()["LOGINVAULT_LOCAL_PG_PASSWORD"])
+    return PgCluster(root=root, port=PG_PORT, password=password)
 
 
 # ---------------------------------------------------------------- moto SQS

@@ -61,13 +61,59 @@ GRANT SELECT ON ALL TABLES IN SCHEMA raw TO loginvault_transformer;
 ALTER DEFAULT PRIVILEGES FOR ROLE loginvault_loader IN SCHEMA raw
     GRANT SELECT ON TABLES TO loginvault_transformer;
 
--- staging and pii belong to the transformer; analysts get no usage on either.
+-- staging belongs to the transformer; analysts get no usage on it (nor on raw or pii).
 CREATE SCHEMA IF NOT EXISTS staging AUTHORIZATION loginvault_transformer;
-CREATE SCHEMA IF NOT EXISTS pii AUTHORIZATION loginvault_transformer;
 REVOKE ALL ON SCHEMA staging FROM PUBLIC;
+
+-- pii belongs to the admin, so that the transformer (which builds pii.vault there) can
+-- neither drop nor rewrite the recovery audit.
+CREATE SCHEMA IF NOT EXISTS pii;
+ALTER SCHEMA pii OWNER TO CURRENT_USER;
 REVOKE ALL ON SCHEMA pii FROM PUBLIC;
+GRANT USAGE, CREATE ON SCHEMA pii TO loginvault_transformer;
 GRANT USAGE ON SCHEMA pii TO loginvault_pii_admin;
 
--- The mart schema (public by default): the transformer builds there, analysts read there.
-GRANT USAGE, CREATE ON SCHEMA public TO loginvault_transformer;
-GRANT USAGE ON SCHEMA public TO loginvault_analyst;
+-- Every recovery, appended by `python -m ingest recover` as loginvault_pii_admin, which may
+-- insert but not read, change or delete. Never holds a cleartext value.
+CREATE TABLE IF NOT EXISTS pii.recovery_audit (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    recovered_at    timestamptz NOT NULL DEFAULT now(),
+    login_user      text        NOT NULL DEFAULT session_user,
+    acting_role     text        NOT NULL DEFAULT current_user,
+    client_addr     inet                 DEFAULT inet_client_addr(),
+    direction       text        NOT NULL CHECK (direction IN ('token_to_value', 'value_to_token')),
+    kind            text                 CHECK (kind IN ('ip', 'device_id')),
+    token           text        NOT NULL,
+    found           boolean     NOT NULL,
+    reason          text        NOT NULL CHECK (btrim(reason) <> '')
+);
+REVOKE ALL ON pii.recovery_audit FROM PUBLIC;
+GRANT INSERT ON pii.recovery_audit TO loginvault_pii_admin;
+COMMENT ON TABLE pii.recovery_audit IS 'Who recovered which token, when and why (loginvault recover).';
+
+-- The mart schema (session setting loginvault.mart_schema, default public): the transformer
+-- builds there, analysts read there. A bare user_logins of the original exercise's DDL (no
+-- message_id) is replaced: dropped when empty, else kept as user_logins_before_loginvault.
+DO $$
+DECLARE
+    mart text := coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public');
+    n bigint;
+BEGIN
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', mart);
+    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO loginvault_transformer', mart);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO loginvault_analyst, loginvault_pii_admin', mart);
+    IF to_regclass(format('%I.user_logins', mart)) IS NOT NULL AND NOT EXISTS (
+        SELECT FROM information_schema.columns
+        WHERE table_schema = mart AND table_name = 'user_logins' AND column_name = 'message_id'
+    ) THEN
+        EXECUTE format('SELECT count(*) FROM %I.user_logins', mart) INTO n;
+        IF n = 0 THEN
+            EXECUTE format('DROP TABLE %I.user_logins', mart);
+            RAISE NOTICE 'dropped the empty pre-existing %.user_logins: dbt builds it with the same DDL plus message_id, app_version_text', mart;
+        ELSE
+            EXECUTE format('ALTER TABLE %I.user_logins RENAME TO user_logins_before_loginvault', mart);
+            RAISE NOTICE 'kept the pre-existing %.user_logins (% rows) as user_logins_before_loginvault', mart, n;
+        END IF;
+    END IF;
+END
+$$;
