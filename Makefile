@@ -59,9 +59,9 @@ docs: $(STAMP) ## build the static dbt docs site (dbt_project/target/static_inde
 	@echo "docs: open file://$(CURDIR)/dbt_project/target/static_index.html"
 
 lint: $(STAMP) ## sqlfluff (postgres, jinja templater) on dbt_project/, ruff on the Python code
-	@$(VENV)/bin/sqlfluff lint dbt_project --processes 2
-	@$(VENV)/bin/ruff check ingest tests
-	@$(VENV)/bin/ruff format --check ingest tests
+	@$(VENV)/bin/sqlfluff lint dbt_project
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
 
 test: $(STAMP) lint ## lint, then the tests: pytest + dbt build --warn-error on their own throwaway PostgreSQL and moto
 	@$(PY) -m pytest

@@ -1,6 +1,7 @@
 {#- Safe parsers, created on every run start (idempotent). PostgreSQL 15 has no
     pg_input_is_valid(), so each catches its own error: a malformed body or IP becomes NULL,
-    never a failed run. -#}
+    never a failed run. Catching an error opens a subtransaction, which parallel query
+    forbids: hence `parallel unsafe`. -#}
 
 {% macro loginvault_function(name) -%}
     staging.loginvault_{{ name }}
@@ -10,16 +11,16 @@
     dbt-postgres applies the profile's `role` with a SET that its hook runner rolls back, so
     the hook sets it again: what it creates must belong to the transformer, not the login. -#}
 {% macro loginvault_on_run_start() %}
-{% if target.role %}set role {{ adapter.quote(target.role) }};{% endif %}
-{{ loginvault_require_keys() }}
-{{ loginvault_create_functions() }}
-{{ loginvault_create_watermarks() }}
+    {% if target.role %}set role {{ adapter.quote(target.role) }};{% endif %}
+    {{ loginvault_require_keys() }}
+    {{ loginvault_create_functions() }}
+    {{ loginvault_create_watermarks() }}
 {% endmacro %}
 
 {% macro loginvault_create_functions() %}
 -- jsonb of a body, or NULL when it is not JSON or holds what jsonb cannot store.
 create or replace function {{ loginvault_function('try_jsonb') }}(body text) returns jsonb
-language plpgsql immutable strict parallel safe as $fn$
+language plpgsql immutable strict parallel unsafe as $fn$
 begin
     return body::jsonb;
 exception when others then
@@ -30,7 +31,7 @@ $fn$;
 -- Why a body does not parse: unsupported_json_escape (\u0000; jsonb cannot store it) or
 -- invalid_json (syntax, lone surrogates, nesting too deep); NULL when it parses.
 create or replace function {{ loginvault_function('json_error') }}(body text) returns text
-language plpgsql immutable strict parallel safe as $fn$
+language plpgsql immutable strict parallel unsafe as $fn$
 begin
     perform body::jsonb;
     return null;
@@ -43,7 +44,7 @@ $fn$;
 -- inet of a single IPv4/IPv6 address, or NULL: no masks, zone ids, spaces, or IPv4 octets
 -- with leading zeros (ambiguous: octal to some parsers).
 create or replace function {{ loginvault_function('try_inet') }}(value text) returns inet
-language plpgsql immutable strict parallel safe as $fn$
+language plpgsql immutable strict parallel unsafe as $fn$
 begin
     if value !~ '^[0-9A-Fa-f:.]+$' or (value ~ '\.' and value ~ '(^|[:.])0[0-9]+(\.|$)') then
         return null;

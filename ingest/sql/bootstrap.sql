@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS raw.login_events (
     _dlt_id       varchar     NOT NULL
 );
 ALTER TABLE raw.login_events OWNER TO loginvault_loader;
+-- dlt's record of completed loads, as dlt creates it on its first load; made here too so that
+-- dbt can build (nothing to do) before the first ingest.
+CREATE TABLE IF NOT EXISTS raw._dlt_loads (
+    load_id             varchar     NOT NULL,
+    schema_name         varchar,
+    status              bigint      NOT NULL,
+    inserted_at         timestamptz NOT NULL,
+    schema_version_hash varchar
+);
+ALTER TABLE raw._dlt_loads OWNER TO loginvault_loader;
 CREATE INDEX IF NOT EXISTS login_events_message_id_idx ON raw.login_events (message_id);
 CREATE INDEX IF NOT EXISTS login_events_dlt_load_id_idx ON raw.login_events (_dlt_load_id);
 COMMENT ON TABLE raw.login_events IS

@@ -15,5 +15,8 @@ where
     v.rejection_reason is not null
     {%- if is_incremental() %}
         and {{ loginvault_after_watermark('v._transformed_at') }}
-        and not exists (select 1 from {{ this }} as t where t.message_id = v.message_id)
+        and not exists (
+            select 1 from {{ this }} as t
+            where t.message_id = v.message_id
+        )
     {%- endif %}

@@ -8,7 +8,7 @@
 
 with valid as (
 
-    select *
+    select v.*
     from {{ ref('int_login_events_validated') }} as v
     where
         v.rejection_reason is null
@@ -20,11 +20,17 @@ with valid as (
 
 cleartext as (
 
-    select 'ip' as kind, {{ pii_canonical('ip', 'ip') }} as value, sent_at
+    select
+        'ip' as kind,
+        {{ pii_canonical('ip', 'ip') }} as value,
+        sent_at
     from valid
     where ip is not null
     union all
-    select 'device_id' as kind, {{ pii_canonical('device_id', 'device_id') }} as value, sent_at
+    select
+        'device_id' as kind,
+        {{ pii_canonical('device_id', 'device_id') }} as value,
+        sent_at
     from valid
     where device_id is not null
 
@@ -32,7 +38,10 @@ cleartext as (
 
 distinct_values as (
 
-    select kind, value, min(sent_at) as first_seen_at
+    select
+        kind,
+        value,
+        min(sent_at) as first_seen_at
     from cleartext
     group by kind, value
 
@@ -40,7 +49,11 @@ distinct_values as (
 
 tokenized as (
 
-    select kind, value, first_seen_at, {{ pii_hmac('value') }} as token
+    select
+        kind,
+        value,
+        first_seen_at,
+        {{ pii_hmac('value') }} as token
     from distinct_values
 
 )

@@ -2,7 +2,7 @@
     `model` equals an ip or device_id (as sent, or canonical) from the staged payloads.
     Returns only the column name and how many values leaked, never the values. -#}
 {% test no_cleartext_pii(model) %}
-{%- set columns = adapter.get_columns_in_relation(model) -%}
+    {%- set columns = adapter.get_columns_in_relation(model) -%}
 
 with cleartext as (
 

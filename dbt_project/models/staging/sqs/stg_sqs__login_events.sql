@@ -21,23 +21,25 @@ with deliveries as (
         r._dlt_load_id,
         r._dlt_id
     from {{ source('sqs', 'login_events') }} as r
-    where r._dlt_load_id in (
-        select l.load_id
-        from {{ source('sqs', '_dlt_loads') }} as l
-        where l.status = 0
+    where
+        r._dlt_load_id in (
+            select l.load_id
+            from {{ source('sqs', '_dlt_loads') }} as l
+            where
+                l.status = 0
+                {%- if is_incremental() %}
+                    and not exists (
+                        select 1 from {{ this }} as t
+                        where t._dlt_load_id = l.load_id
+                    )
+                {%- endif %}
+        )
         {%- if is_incremental() %}
             and not exists (
                 select 1 from {{ this }} as t
-                where t._dlt_load_id = l.load_id
+                where t.message_id = r.message_id
             )
         {%- endif %}
-    )
-    {%- if is_incremental() %}
-        and not exists (
-            select 1 from {{ this }} as t
-            where t.message_id = r.message_id
-        )
-    {%- endif %}
 
 ),
 
