@@ -19,6 +19,13 @@ create table if not exists staging.loginvault_watermarks (
     )
 {%- endmacro %}
 
+{#- The rows of `alias` (a view over staging) that a message-keyed model has not taken yet:
+    staged after its watermark, and not already in it (a safety net should staging be rebuilt). -#}
+{% macro loginvault_new_messages(alias) -%}
+    {{ loginvault_after_watermark(alias ~ '._transformed_at') }}
+    and not exists (select 1 from {{ this }} as t where t.message_id = {{ alias }}.message_id)
+{%- endmacro %}
+
 {#- post_hook: runs inside the model's transaction, so the mark moves only with the data. -#}
 {% macro loginvault_set_watermark() %}
 insert into staging.loginvault_watermarks (model, high)

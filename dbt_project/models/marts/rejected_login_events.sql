@@ -14,9 +14,5 @@ from {{ ref('int_login_events_validated') }} as v
 where
     v.rejection_reason is not null
     {%- if is_incremental() %}
-        and {{ loginvault_after_watermark('v._transformed_at') }}
-        and not exists (
-            select 1 from {{ this }} as t
-            where t.message_id = v.message_id
-        )
+        and {{ loginvault_new_messages('v') }}
     {%- endif %}
