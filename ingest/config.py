@@ -65,8 +65,15 @@ def require(name: str, hint: str = 'run `eval "$(make -s env)"` or set it yourse
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", dsn))
+    """The DSN without its password, for messages and logs (URL or key=value form)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        user, sep, _ = parts.netloc.rpartition("@")
+        if sep and ":" in user:
+            parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{parts.netloc.rpartition('@')[2]}")
+        return urlunsplit(parts)
+    # key=value: password='quoted value' or password=plain
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
 
 
 def dsn_with_role(dsn: str, role: str) -> str:

@@ -24,10 +24,14 @@ from ingest.sqs import MAX_BATCH, Message, Queue
 
 # dlt's settings for this pipeline, unless the user's dlt config says otherwise.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
-os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
+# dlt logs a failing job with its traceback and the database's DETAIL (which quotes the row, i.e.
+# cleartext PII); RawLoader reports the root cause in one line instead.
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
 # Arrow tables get dlt's row id and load id too: raw rows link to raw._dlt_loads.
 os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
 os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
+# A failing job raises at once: RawLoader owns the retries (backoff, jitter, one budget).
+os.environ.setdefault("LOAD__RAISE_ON_MAX_RETRIES", "1")
 # Each process keeps its own throwaway working dir; there is no dlt state to restore.
 os.environ.setdefault("RESTORE_FROM_DESTINATION", "false")
 

@@ -7,6 +7,7 @@ Nothing local is started for what the user configured: a set PG_DSN or SQS_QUEUE
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -290,7 +291,8 @@ class MotoServer:
                     break
                 time.sleep(0.05)
             else:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may exit just now
+                    os.kill(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
 
     def ensure_up(self) -> bool:

@@ -1,0 +1,290 @@
+"""Fixtures: a throwaway PostgreSQL cluster and moto SQS server per session, a database and a queue per test.
+
+Everything runs on free ports in directories under /tmp and is removed at the end of the session,
+so the suite never touches the local stack (.local/, ports 54320/4566) a developer may have up.
+The cluster lives under /tmp because pytest's own tmp dirs are 0700 root, which the `postgres`
+OS user (initdb and pg_ctl run as it when we are root) cannot enter.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingest import config, stack
+from ingest.sqs import Queue
+
+REPO_ROOT = config.REPO_ROOT
+REGION = "us-east-1"
+TEMPLATE_DB = "loginvault_template"
+# Variables that would point a subprocess at something else than this test's cluster and queue.
+FOREIGN_ENV_PREFIXES = ("PG", "SQS_", "AWS_", "LOGINVAULT_", "INGEST_")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmpdir plugin reads --basetemp
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs the throwaway PostgreSQL cluster and/or moto server")
+    config.addinivalue_line(
+        "markers", "slow: takes more than a few seconds (subprocesses, retries, a cluster of its own)"
+    )
+    if config.option.basetemp is None:
+        # tmp_path dirs go to a per-run dir removed at exit, instead of pytest's default of keeping
+        # the last runs in /tmp/pytest-of-<user>. Pass --basetemp to keep them for a post-mortem.
+        basetemp = tempfile.mkdtemp(prefix="loginvault-pytest-", dir="/tmp")
+        config.option.basetemp = basetemp
+        config.add_cleanup(lambda: shutil.rmtree(basetemp, ignore_errors=True))
+
+
+# ---------------------------------------------------------------- directories and processes
+
+
+_TMP_DIRS: list[Path] = []
+
+
+def make_tmp_dir(prefix: str) -> Path:
+    """A fresh directory under /tmp that the postgres OS user can enter (mkdtemp makes it 0700).
+
+    Removed at the end of the session at the latest (see pytest_unconfigure).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    _TMP_DIRS.append(path)
+    return path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _TMP_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def new_cluster(prefix: str = "loginvault-test-pg-") -> stack.PgCluster:
+    """An initialized, started cluster on a free port with a random admin password."""
+    cluster = stack.PgCluster(root=make_tmp_dir(prefix), port=stack.free_port(), password=secrets.token_hex(16))
+    try:
+        cluster.init()
+        cluster.start()
+    except BaseException:
+        remove_cluster(cluster)
+        raise
+    return cluster
+
+
+def remove_cluster(cluster: stack.PgCluster) -> None:
+    try:
+        if cluster.initialized():
+            cluster.stop("immediate")
+    finally:
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[stack.PgCluster]:
+    cluster = new_cluster()
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_cluster: stack.PgCluster) -> str:
+    """A database bootstrapped once; every test database is a copy of it."""
+    stack.ensure_database(pg_cluster.dsn("postgres"), TEMPLATE_DB)
+    stack.bootstrap(pg_cluster.dsn(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+def create_test_database(cluster: stack.PgCluster, template: str) -> str:
+    """A copy of the bootstrapped template (fast), bootstrapped again for what a copy lacks.
+
+    CREATE DATABASE … TEMPLATE copies schemas, tables and grants on them, but not the database's
+    own ACL (bootstrap revokes CONNECT/TEMP from PUBLIC); the idempotent re-run takes milliseconds.
+    """
+    name = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    stack.bootstrap(cluster.dsn(name))
+    return name
+
+
+def drop_test_database(cluster: stack.PgCluster, name: str) -> None:
+    if not cluster.running():
+        return
+    with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: stack.PgCluster, template_db: str) -> Iterator[str]:
+    """The admin DSN of a fresh, bootstrapped database of this test's own."""
+    name = create_test_database(pg_cluster, template_db)
+    try:
+        yield pg_cluster.dsn(name)
+    finally:
+        drop_test_database(pg_cluster, name)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[stack.MotoServer]:
+    server = stack.MotoServer(root=make_tmp_dir("loginvault-test-moto-"), port=stack.free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- environment
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PG_DSN, SQS_*, keys or stack settings of the developer's shell; moto's fake AWS credentials."""
+    for name in list(os.environ):
+        if name.startswith(FOREIGN_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_REGION", REGION)
+
+
+def base_env() -> dict[str, str]:
+    """os.environ without anything that could point a subprocess elsewhere, plus fake AWS credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)}
+    env.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_REGION=REGION,
+        LOGINVAULT_HMAC_KEY=secrets.token_hex(32),
+        LOGINVAULT_ENCRYPTION_KEY=secrets.token_hex(32),
+        # A stray `stack` command must never reach the developer's .local/.
+        LOGINVAULT_LOCAL_DIR="/nonexistent/loginvault-tests",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def ingest_env(
+    pg_dsn: str | None = None, queue_url: str | None = None, endpoint_url: str | None = None
+) -> dict[str, str]:
+    """The environment of a `python -m ingest …` subprocess aimed at the given database and queue."""
+    env = base_env()
+    if pg_dsn is not None:
+        env["PG_DSN"] = pg_dsn
+    if queue_url is not None:
+        env["SQS_QUEUE_URL"] = queue_url
+    if endpoint_url is not None:
+        env["SQS_ENDPOINT_URL"] = endpoint_url
+    return env
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __iter__(self):  # (returncode, stdout, stderr) = run_ingest(...)
+        return iter((self.returncode, self.stdout, self.stderr))
+
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+
+def run_ingest(*args: str, env: dict[str, str], timeout: float = 120) -> Result:
+    """Run `python -m ingest ARGS` from the repo root, no stdin; fails the test when it hangs."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(out.returncode, out.stdout, out.stderr)
+
+
+# ---------------------------------------------------------------- queues
+
+
+@dataclass
+class TestQueue:
+    name: str
+    url: str
+    endpoint_url: str
+    sqs: Queue
+
+    __test__ = False  # not a test class, despite its name
+
+    @property
+    def settings(self) -> config.SqsSettings:
+        return self.sqs.settings
+
+    def depth(self) -> tuple[int, int]:
+        return self.sqs.depth()
+
+    def wait_until_visible(self, count: int, timeout: float = 20) -> tuple[int, int]:
+        """Wait for in-flight messages to come back (their visibility timeout ran out)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            visible, in_flight = self.depth()
+            if visible >= count or time.monotonic() > deadline:
+                return visible, in_flight
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def sqs_queue(moto_server: stack.MotoServer, hermetic_env: None) -> Iterator[TestQueue]:
+    """A queue (plus its DLQ) of this test's own on the session's moto server, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    url, created = stack.ensure_queues(moto_server.endpoint_url, REGION, name=name)
+    assert created
+    queue = Queue(config.SqsSettings(url, moto_server.endpoint_url, REGION))
+    try:
+        yield TestQueue(name, url, moto_server.endpoint_url, queue)
+    finally:
+        client = queue.client
+        for queue_name in (name, config.dlq_name(name)):
+            try:
+                client.delete_queue(QueueUrl=client.get_queue_url(QueueName=queue_name)["QueueUrl"])
+            except Exception:  # the server may be gone already; nothing to keep clean then
+                pass
+
+
+@pytest.fixture
+def env_for(sqs_queue: TestQueue):
+    """env_for(pg_dsn) → the env of an ingest subprocess using this test's queue and that database."""
+
+    def make(pg_dsn: str | None = None, **overrides: str) -> dict[str, str]:
+        env = ingest_env(pg_dsn, sqs_queue.url, sqs_queue.endpoint_url)
+        env.update(overrides)
+        return env
+
+    return make
+
+
+# ---------------------------------------------------------------- database helpers
+
+
+def query(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def execute(dsn: str, sql: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql)
