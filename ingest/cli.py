@@ -64,7 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         follow=args.follow,
         max_messages=args.max_messages,
         batch_size=args.batch_size,
-        wait_seconds=args.wait_time,
+        wait_seconds=args.wait_time if args.wait_time is not None else (20 if args.follow else 3),
+        workers=args.workers,
         visibility_timeout=args.visibility_timeout,
         retry_budget_seconds=args.retry_budget,
     )
@@ -155,6 +156,22 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """Report the dead-letter queue; with --redrive, move its messages back to the source queue."""
+    from ingest import sqs
+
+    settings = config.SqsSettings.from_env()
+    if args.redrive:
+        moved = sqs.dlq_redrive(settings, max_messages=args.max_messages)
+        print(f"dlq: moved {moved} messages back to {settings.queue_url}", file=sys.stderr)
+    else:
+        report = sqs.dlq_report(settings)
+        print(f"dlq: {report.url}: {report.visible} messages waiting, {report.in_flight} in flight", file=sys.stderr)
+        for message_id, receive_count, sent_at in report.sample:
+            print(f"{message_id}\treceived {receive_count} times\tsent {sent_at:%Y-%m-%dT%H:%M:%SZ}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ingest", description="loginvault: SQS login events → PostgreSQL, PII masked."
@@ -202,10 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait-time",
         type=int,
-        default=3,
+        default=None,
         choices=range(0, 21),
         metavar="S",
-        help="long-poll seconds; without --follow the run ends after an empty poll this long (default 3)",
+        help="long-poll seconds (default 3, with --follow 20); without --follow the run ends after an empty poll",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=config.env_int("INGEST_WORKERS", 1),
+        metavar="N",
+        help="receiver threads long-polling in parallel, sharing one client (default 1, env INGEST_WORKERS)",
     )
     p.add_argument(
         "--visibility-timeout",
@@ -222,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep retrying a failing load before exiting non-zero (default 60, env INGEST_RETRY_BUDGET)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dlq", help="report the dead-letter queue of SQS_QUEUE_URL; --redrive moves its messages back")
+    p.add_argument("--redrive", action="store_true", help="move the DLQ's messages back to the source queue")
+    p.add_argument("--max-messages", type=_positive, metavar="N", help="with --redrive: move at most N")
+    p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("recover", help="as loginvault_pii_admin: token → value, or value → token (audited)")
     what = p.add_mutually_exclusive_group(required=True)

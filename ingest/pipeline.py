@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue as queue_module
 import random
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -87,6 +89,7 @@ class RawLoader:
     def __init__(self, dsn: str, retry_budget_seconds: float = 60.0) -> None:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
+        self.poison = 0  # messages the database refused, left for redelivery and the DLQ
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
         self.pipeline = self._new_pipeline()
 
@@ -117,35 +120,79 @@ class RawLoader:
                 f"cannot connect to PostgreSQL at {config.redact_dsn(self.dsn)}: {_first_line(exc)}"
             ) from None
 
-    def load(self, messages: Sequence[Message], queue: str) -> None:
-        """Append `messages` to raw and commit, retrying with backoff within the budget.
+    def load(self, messages: Sequence[Message], queue: str) -> list[Message]:
+        """Append `messages` to raw and commit; returns the messages that landed.
 
-        Raises LoginvaultError when the budget runs out; the working dir is then discarded so
-        a failed package can never block a later load (its messages will be redelivered).
+        Database errors are retried with exponential backoff and jitter within the budget;
+        when it runs out, LoginvaultError. A row the database refuses (a constraint, a bad
+        value) does not hold the batch back: the batch is bisected, every other message lands,
+        and the refused ones are left out, so they are redelivered and, after
+        DLQ_MAX_RECEIVE_COUNT receives, moved to the dead-letter queue. When every message is
+        refused, the cause is not in the messages: LoginvaultError. A failed dlt package is
+        discarded with its working dir, so it can never block a later load.
         """
+        try:
+            self._run_with_retries(messages, queue)
+            return list(messages)
+        except _RowsRefused as refused:
+            if len(messages) == 1:
+                raise LoginvaultError(f"loading into raw failed: {refused}") from None
+            log.warning("the database refused a row of a batch of %d (%s): bisecting", len(messages), refused)
+        landed, poison = self._bisect(messages, queue)
+        if not landed:
+            raise LoginvaultError(f"loading into raw failed: every message was refused ({poison[0][1]})")
+        for message, reason in poison:
+            # The message id and receive count only: never the body (it may hold PII).
+            log.error(
+                "message %s cannot be loaded (receive %d of %d before the dead-letter queue): %s",
+                message.message_id,
+                message.receive_count,
+                config.DLQ_MAX_RECEIVE_COUNT,
+                reason,
+            )
+        self.poison += len(poison)
+        return landed
+
+    def _bisect(self, messages: Sequence[Message], queue: str) -> tuple[list[Message], list[tuple[Message, str]]]:
+        """Load each half of a refused batch; split a refused half again, down to single messages."""
+        landed: list[Message] = []
+        poison: list[tuple[Message, str]] = []
+        half = len(messages) // 2
+        for part in (messages[:half], messages[half:]):
+            try:
+                self._run_with_retries(part, queue)
+                landed += part
+            except _RowsRefused as refused:
+                if len(part) == 1:
+                    poison.append((part[0], str(refused)))
+                else:
+                    more_landed, more_poison = self._bisect(part, queue)
+                    landed += more_landed
+                    poison += more_poison
+        return landed, poison
+
+    def _run_with_retries(self, messages: Sequence[Message], queue: str) -> None:
         deadline = time.monotonic() + self.retry_budget_seconds
         attempt = 0
-        try:
-            self.pipeline.run(login_events(messages, queue), loader_file_format="csv")
-            return
-        except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
-            error = exc
         while True:
+            try:
+                pause_at("in_load")
+                self.pipeline.run(login_events(messages, queue), loader_file_format="csv")
+                return
+            except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
+                error = exc
+            # A failed package stays pending in dlt's working dir and would be loaded first by
+            # the next run: drop it with the dir. Nothing of it was deleted from the queue.
+            self._discard()
+            cause = _innermost(error)
+            if _refuses_rows(cause):
+                raise _RowsRefused(_root_cause(error)) from None
             attempt += 1
             delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
             if time.monotonic() + delay > deadline:
-                self._discard()
                 raise LoginvaultError(f"loading into raw failed after {attempt} attempts: {_root_cause(error)}")
             log.warning("load failed (%s); retrying in %.1fs", _root_cause(error), delay)
             time.sleep(delay)
-            try:
-                if self.pipeline.has_pending_data:
-                    self.pipeline.load()  # the normalized package is still there: load just it
-                else:
-                    self.pipeline.run(login_events(messages, queue), loader_file_format="csv")
-                return
-            except Exception as exc:
-                error = exc
 
     def _discard(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)
@@ -156,16 +203,48 @@ class RawLoader:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 
+class _RowsRefused(Exception):
+    """The database refused the content of a row (integrity or data error): retrying won't help."""
+
+
+def _refuses_rows(exc: BaseException) -> bool:
+    import psycopg2
+
+    return isinstance(exc, psycopg2.IntegrityError | psycopg2.DataError)
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None or getattr(exc, "exception", None) is not None:
+        exc = exc.__cause__ or exc.exception
+    return exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _root_cause(exc: BaseException) -> str:
-    """The innermost error's first line: dlt nests the database's message several levels deep."""
-    while exc.__cause__ is not None or getattr(exc, "exception", None) is not None:
-        exc = exc.__cause__ or exc.exception
-    return config.redact_dsn(_first_line(exc))
+    """The innermost error's first line: dlt nests the database's message several levels deep.
+
+    Only the first line: PostgreSQL's DETAIL quotes the failing row, i.e. cleartext PII.
+    """
+    return config.redact_dsn(_first_line(_innermost(exc)))
+
+
+def pause_at(point: str) -> None:
+    """A fault-injection point for the kill and outage tests (LOGINVAULT_FAULT_PAUSE=point=seconds).
+
+    Unset in normal runs, where it costs one dict lookup. `seconds` may be `inf`: the process
+    then waits at the point until it is killed.
+    """
+    spec = os.environ.get("LOGINVAULT_FAULT_PAUSE")
+    if not spec:
+        return
+    name, _, seconds = spec.partition("=")
+    if name == point:
+        print(f"fault: paused at {point}", file=sys.stderr, flush=True)
+        time.sleep(10**9 if seconds in ("", "inf") else float(seconds))
 
 
 @dataclass
@@ -178,6 +257,7 @@ class RunOptions:
     visibility_timeout: int = config.DEFAULT_VISIBILITY_TIMEOUT
     retry_budget_seconds: float = 60.0
     progress_seconds: float = 2.0
+    workers: int = 1
 
 
 @dataclass
@@ -187,6 +267,10 @@ class Stats:
     deleted: int = 0
     redeliveries: int = 0
     delete_failures: int = 0
+    extended: int = 0
+    stale_handles: int = 0
+    released: int = 0
+    poison: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -199,13 +283,78 @@ class Stats:
             f"received {self.received}, landed {self.landed}, deleted {self.deleted}, "
             f"redeliveries {self.redeliveries}, {self.seconds:.1f} s, {rate:.0f} messages/s"
         )
-        if self.delete_failures:
-            text += f", delete failures {self.delete_failures}"
-        return text
+        extras = {
+            "visibility extended": self.extended,
+            "stale receipt handles": self.stale_handles,
+            "delete failures": self.delete_failures,
+            "released": self.released,
+            "refused by the database": self.poison,
+        }
+        return text + "".join(f", {name} {n}" for name, n in extras.items() if n)
+
+
+class InFlight:
+    """The messages this process holds (received, not yet deleted or released), and when each
+    becomes visible again. The keeper extends the ones about to, so a slow load is never
+    redelivered mid-way; thread-safe."""
+
+    def __init__(self, queue: Queue, timeout: int, stats: Stats) -> None:
+        self.queue = queue
+        self.timeout = timeout
+        self.stats = stats
+        self._lock = threading.Lock()
+        self._deadlines: dict[str, tuple[Message, float]] = {}
+
+    def add(self, messages: Sequence[Message]) -> None:
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            for m in messages:
+                self._deadlines[m.receipt_handle] = (m, deadline)
+
+    def remove(self, messages: Sequence[Message]) -> None:
+        with self._lock:
+            for m in messages:
+                self._deadlines.pop(m.receipt_handle, None)
+
+    def held(self) -> list[Message]:
+        with self._lock:
+            return [m for m, _ in self._deadlines.values()]
+
+    def extend_due(self) -> None:
+        """ChangeMessageVisibility for what has used half its timeout; stale handles reported."""
+        now = time.monotonic()
+        with self._lock:
+            due = [m for m, deadline in self._deadlines.values() if deadline - now <= self.timeout / 2]
+        if not due:
+            return
+        failed = {f["message_id"] for f in self.queue.change_visibility(due, self.timeout)}
+        with self._lock:
+            for m in due:
+                if m.receipt_handle in self._deadlines:
+                    self._deadlines[m.receipt_handle] = (m, now + self.timeout)
+            self.stats.extended += len(due) - len(failed)
+            self.stats.stale_handles += len(failed)
+        if failed:
+            # The message became visible and was received again (here or by another worker):
+            # its load goes on (at-least-once); the mart keeps one row per message_id.
+            log.warning("%d receipt handles were stale when extending visibility", len(failed))
+
+    def release(self, messages: Sequence[Message]) -> None:
+        """Make messages visible again at once (visibility 0): received but not to be loaded here."""
+        if messages:
+            failed = self.queue.change_visibility(messages, 0)
+            self.remove(messages)
+            with self._lock:
+                self.stats.released += len(messages) - len(failed)
 
 
 class Ingest:
-    """Receive → load → delete, one micro-batch at a time, until drained, stopped or N messages."""
+    """Receivers long-poll SQS into a buffer; the loader takes micro-batches from it, loads each
+    (dlt → raw.login_events), and deletes what landed. Until drained, stopped or N messages.
+
+    `workers` receiver threads share one boto3 client (thread-safe), so receiving overlaps with
+    loading and deleting. A keeper thread extends the visibility of every held message.
+    """
 
     def __init__(self, queue: Queue, loader: RawLoader, options: RunOptions) -> None:
         self.queue = queue
@@ -214,63 +363,177 @@ class Ingest:
         self.stats = Stats()
         self.stopping = threading.Event()
         self.queue_name = queue.url.rstrip("/").rsplit("/", 1)[-1]
+        self.in_flight = InFlight(queue, options.visibility_timeout, self.stats)
+        # Bounded: receivers wait rather than hold more than two batches' worth of messages.
+        self._buffer: queue_module.Queue[list[Message]] = queue_module.Queue(
+            maxsize=max(2, 2 * options.batch_size // MAX_BATCH)
+        )
+        self._lock = threading.Lock()
+        self._budget = options.max_messages  # None: unlimited
+        self._receivers_left = options.workers
+        self._errors: list[BaseException] = []
+        self._carry: list[Message] = []  # received beyond the last batch's size
 
-    def _remaining(self) -> int | None:
-        if self.options.max_messages is None:
-            return None
-        return self.options.max_messages - self.stats.received
+    # ------------------------------------------------------------ receivers
 
-    def collect(self) -> list[Message]:
-        """Fill a micro-batch: long-poll for the first message, then take what is ready."""
-        batch: list[Message] = []
-        first_wait = 20 if self.options.follow else self.options.wait_seconds
-        started = time.monotonic()
-        while not self.stopping.is_set():
-            limits = [MAX_BATCH, self.options.batch_size - len(batch)]
-            if self._remaining() is not None:
-                limits.append(self._remaining())
-            want = min(limits)
-            if want <= 0:
+    def _reserve(self, want: int) -> int:
+        with self._lock:
+            if self._budget is None:
+                return want
+            take = min(want, self._budget)
+            self._budget -= take
+            return take
+
+    def _give_back(self, unused: int) -> None:
+        with self._lock:
+            if self._budget is not None:
+                self._budget += unused
+
+    def _receive_loop(self) -> None:
+        wait = self.options.wait_seconds
+        try:
+            while not self.stopping.is_set():
+                want = self._reserve(MAX_BATCH)
+                if want == 0:
+                    break
+                messages = self.queue.receive(want, wait, self.options.visibility_timeout)
+                self._give_back(want - len(messages))
+                with self._lock:
+                    self.stats.received += len(messages)
+                    self.stats.redeliveries += sum(1 for m in messages if m.receive_count > 1)
+                self.in_flight.add(messages)
+                if self.stopping.is_set():
+                    self.in_flight.release(messages)  # arrived after the stop: not ours to load
+                    break
+                if messages:
+                    pause_at("after_receive")
+                    self._put(messages)
+                elif not self.options.follow:
+                    break  # an empty long poll: drained
+        except BaseException as exc:  # reported by the loader, which stops the run
+            self._errors.append(exc)
+            self.stopping.set()
+        finally:
+            with self._lock:
+                self._receivers_left -= 1
+
+    def _put(self, messages: list[Message]) -> None:
+        while True:
+            try:
+                self._buffer.put(messages, timeout=0.5)
+                return
+            except queue_module.Full:
+                if self.stopping.is_set():
+                    self.in_flight.release(messages)
+                    return
+
+    def _receivers_done(self) -> bool:
+        with self._lock:
+            return self._receivers_left == 0
+
+    # ------------------------------------------------------------ loader
+
+    def _next_batch(self) -> list[Message]:
+        """Up to batch_size messages, waiting at most batch_seconds (and a quarter of the
+        visibility timeout) after the first; empty when the receivers are done and nothing is
+        buffered."""
+        batch, self._carry = self._carry[: self.options.batch_size], self._carry[self.options.batch_size :]
+        window = min(self.options.batch_seconds, self.options.visibility_timeout / 4)
+        first_at = time.monotonic() if batch else None
+        while len(batch) < self.options.batch_size:
+            if first_at is not None and (time.monotonic() - first_at >= window or self.stopping.is_set()):
                 break
-            messages = self.queue.receive(
-                max_messages=want,
-                wait_seconds=first_wait if not batch else 1,
-                visibility_timeout=self.options.visibility_timeout,
-            )
-            batch += messages
-            self.stats.received += len(messages)
-            self.stats.redeliveries += sum(1 for m in messages if m.receive_count > 1)
-            if not messages or time.monotonic() - started >= self.options.batch_seconds:
-                break
+            try:
+                chunk = self._buffer.get(timeout=0.2)
+            except queue_module.Empty:
+                if (self._receivers_done() and self._buffer.empty()) or (self.stopping.is_set() and not batch):
+                    break
+                continue
+            room = self.options.batch_size - len(batch)
+            batch += chunk[:room]
+            self._carry += chunk[room:]
+            first_at = first_at or time.monotonic()
         return batch
 
+    def _keep_visible(self, done: threading.Event) -> None:
+        tick = max(0.2, min(5.0, self.options.visibility_timeout / 8))
+        while not done.wait(tick):
+            try:
+                self.in_flight.extend_due()
+            except Exception as exc:  # a failed extension must not stop the load
+                log.warning("extending visibility failed: %s", exc)
+
     def run(self) -> Stats:
+        receivers = [
+            threading.Thread(target=self._receive_loop, name=f"receiver-{i}", daemon=True)
+            for i in range(self.options.workers)
+        ]
+        done = threading.Event()
+        keeper = threading.Thread(target=self._keep_visible, args=(done,), name="visibility", daemon=True)
+        for thread in (*receivers, keeper):
+            thread.start()
         last_progress = time.monotonic()
-        while not self.stopping.is_set():
-            batch = self.collect()
-            if batch:
-                self.loader.load(batch, self.queue_name)
-                self.stats.landed += len(batch)
-                deleted, failed = self.queue.delete(batch)
-                self.stats.deleted += deleted
-                if failed:
-                    self.stats.delete_failures += len(failed)
-                    # A stale receipt handle (visibility expired): SQS will redeliver and the
-                    # mart deduplicates, so this is reported, not fatal.
-                    log.warning("%d deletes failed, first: %s", len(failed), failed[0])
-            if time.monotonic() - last_progress >= self.options.progress_seconds:
-                log.info("progress: %s", self.stats.line())
-                last_progress = time.monotonic()
-            remaining = self._remaining()
-            if remaining is not None and remaining <= 0:
-                break
-            if not batch and not self.options.follow:
-                break  # drained: an empty long poll
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch:
+                    self._land(batch)
+                if self._errors:
+                    raise self._errors[0]
+                if time.monotonic() - last_progress >= self.options.progress_seconds and batch:
+                    log.info("progress: %s", self.stats.line())
+                    last_progress = time.monotonic()
+                if self.stopping.is_set():
+                    break  # the batch in hand is landed; what else is held is released below
+                if not batch and not self._carry and self._receivers_done() and self._buffer.empty():
+                    break
+        finally:
+            self.stopping.set()
+            for thread in receivers:
+                thread.join(timeout=self.options.wait_seconds + 10)
+            self._release_unloaded()
+            done.set()
+            keeper.join(timeout=5)
         return self.stats
+
+    def _land(self, batch: list[Message]) -> None:
+        try:
+            landed = self.loader.load(batch, self.queue_name)
+        except BaseException:
+            self.stopping.set()
+            raise
+        self.stats.landed += len(landed)
+        self.stats.poison = self.loader.poison
+        pause_at("after_commit")
+        deleted, failed = self.queue.delete(landed)
+        self.stats.deleted += deleted
+        # Refused messages are left to SQS: redelivered after the visibility timeout, then DLQ.
+        self.in_flight.remove(batch)
+        if failed:
+            self.stats.delete_failures += len(failed)
+            # A stale receipt handle (visibility expired): SQS will redeliver and the mart
+            # deduplicates, so this is reported, not fatal.
+            log.warning("%d deletes failed, first: %s", len(failed), failed[0])
+
+    def _release_unloaded(self) -> None:
+        """At the end (stop, error): every message still held goes back to the queue at once."""
+        self.in_flight.release(self._carry)
+        self._carry = []
+        while True:
+            try:
+                self.in_flight.release(self._buffer.get_nowait())
+            except queue_module.Empty:
+                break
+        leftover = self.in_flight.held()
+        if leftover:
+            try:
+                self.in_flight.release(leftover)
+            except LoginvaultError as exc:  # SQS unreachable: they come back after the timeout
+                log.warning("could not release %d messages: %s", len(leftover), exc)
 
     def install_signal_handlers(self) -> None:
         def stop(signum, _frame):
-            log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
+            log.info("received %s: finishing the batch in hand, releasing the rest", signal.Signals(signum).name)
             self.stopping.set()
 
         signal.signal(signal.SIGINT, stop)

@@ -29,6 +29,10 @@ MAX_BATCH = 10  # SQS's limit for ReceiveMessage, SendMessageBatch and DeleteMes
 MAX_WAIT_SECONDS = 20  # SQS's limit for WaitTimeSeconds
 MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch payload limit
 RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount"]
+# Set by a DLQ redrive on the copy it sends back, so that the copy keeps the original's
+# identity (the mart deduplicates on message_id) and send time.
+ORIGINAL_ID_ATTRIBUTE = "loginvault_message_id"
+ORIGINAL_SENT_ATTRIBUTE = "loginvault_sent_timestamp"
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class Queue:
                 WaitTimeSeconds=max(0, min(wait_seconds, MAX_WAIT_SECONDS)),
                 VisibilityTimeout=visibility_timeout,
                 MessageSystemAttributeNames=RECEIVE_ATTRIBUTES,
+                MessageAttributeNames=[ORIGINAL_ID_ATTRIBUTE, ORIGINAL_SENT_ATTRIBUTE],
             )
         received_at = datetime.now(timezone.utc)
         return [_message(m, received_at) for m in response.get("Messages", [])]
@@ -181,9 +186,12 @@ class Queue:
 
 def _message(raw: dict, received_at: datetime) -> Message:
     attrs = raw.get("Attributes", {})
-    sent_ms = int(attrs.get("SentTimestamp", 0)) or int(received_at.timestamp() * 1000)
+    original = {name: value.get("StringValue") for name, value in raw.get("MessageAttributes", {}).items()}
+    sent_ms = int(original.get(ORIGINAL_SENT_ATTRIBUTE) or attrs.get("SentTimestamp", 0)) or int(
+        received_at.timestamp() * 1000
+    )
     return Message(
-        message_id=raw["MessageId"],
+        message_id=original.get(ORIGINAL_ID_ATTRIBUTE) or raw["MessageId"],
         body=raw["Body"],
         sent_at=datetime.fromtimestamp(sent_ms / 1000, timezone.utc),
         received_at=received_at,
@@ -211,3 +219,75 @@ def _send_chunks(bodies: Iterable[str]) -> Iterator[list[str]]:
         size += n
     if chunk:
         yield chunk
+
+
+# ---------------------------------------------------------------- dead-letter queue
+
+
+@dataclass(frozen=True)
+class DlqReport:
+    url: str
+    visible: int
+    in_flight: int
+    sample: list[tuple[str, int, datetime]]  # (message id, receive count, sent at) of a few
+
+
+def dead_letter_queue(source: Queue) -> Queue:
+    """The queue named by the source queue's RedrivePolicy."""
+    import json
+
+    policy = source.attributes().get("RedrivePolicy")
+    if not policy:
+        raise LoginvaultError(f"{source.url} has no dead-letter queue (no RedrivePolicy)")
+    arn = json.loads(policy)["deadLetterTargetArn"]
+    account, name = arn.split(":")[4], arn.split(":")[5]
+    with source.errors():
+        url = source.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return Queue(config.SqsSettings(url, source.settings.endpoint_url, source.settings.region), client=source.client)
+
+
+def dlq_report(settings: config.SqsSettings) -> DlqReport:
+    """Depth of the DLQ and the ids of up to 10 of its messages (never their bodies)."""
+    dlq = dead_letter_queue(Queue(settings))
+    visible, in_flight = dlq.depth()
+    # VisibilityTimeout 0: a look, not a take; the DLQ has no redrive of its own to trip.
+    sample = dlq.receive(MAX_BATCH, wait_seconds=0, visibility_timeout=0) if visible else []
+    return DlqReport(dlq.url, visible, in_flight, [(m.message_id, m.receive_count, m.sent_at) for m in sample])
+
+
+def dlq_redrive(settings: config.SqsSettings, max_messages: int | None = None) -> int:
+    """Move DLQ messages back to the source queue: send a copy (keeping the original message id
+    and send time as attributes), then delete the DLQ message. Returns how many moved."""
+    source = Queue(settings)
+    dlq = dead_letter_queue(source)
+    moved = 0
+    while max_messages is None or moved < max_messages:
+        want = MAX_BATCH if max_messages is None else min(MAX_BATCH, max_messages - moved)
+        messages = dlq.receive(want, wait_seconds=1, visibility_timeout=60)
+        if not messages:
+            break
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": m.body,
+                "MessageAttributes": {
+                    ORIGINAL_ID_ATTRIBUTE: {"DataType": "String", "StringValue": m.message_id},
+                    ORIGINAL_SENT_ATTRIBUTE: {
+                        "DataType": "Number",
+                        "StringValue": str(int(m.sent_at.timestamp() * 1000)),
+                    },
+                },
+            }
+            for i, m in enumerate(messages)
+        ]
+        with source.errors():
+            response = source.client.send_message_batch(QueueUrl=source.url, Entries=entries)
+        sent = [messages[int(e["Id"])] for e in response.get("Successful", [])]
+        deleted, failed = dlq.delete(sent)
+        if response.get("Failed") or failed:
+            raise LoginvaultError(
+                f"redrive stopped: {len(response.get('Failed', []))} sends and {len(failed)} deletes failed"
+                " (the messages not sent stay in the DLQ)"
+            )
+        moved += deleted
+    return moved
