@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ingest import LoginvaultError, config
@@ -32,6 +33,8 @@ os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
 # Arrow tables get dlt's row id and load id too: raw rows link to raw._dlt_loads.
 os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
 os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
+# dlt gzips its intermediate files by default: for a local hand-over to COPY that is pure CPU.
+os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
 # A failing job raises at once: RawLoader owns the retries (backoff, jitter, one budget).
 os.environ.setdefault("LOAD__RAISE_ON_MAX_RETRIES", "1")
 # Each process keeps its own throwaway working dir; there is no dlt state to restore.
@@ -373,6 +376,8 @@ class Ingest:
         self._receivers_left = options.workers
         self._errors: list[BaseException] = []
         self._carry: list[Message] = []  # received beyond the last batch's size
+        self._deleter = ThreadPoolExecutor(max_workers=max(2, options.workers), thread_name_prefix="delete")
+        self._deletes: list[Future] = []
 
     # ------------------------------------------------------------ receivers
 
@@ -491,12 +496,16 @@ class Ingest:
             self.stopping.set()
             for thread in receivers:
                 thread.join(timeout=self.options.wait_seconds + 10)
+            self._reap_deletes(wait=True)
+            self._deleter.shutdown(wait=True)
             self._release_unloaded()
             done.set()
             keeper.join(timeout=5)
         return self.stats
 
     def _land(self, batch: list[Message]) -> None:
+        """Load a batch; once committed, delete what landed in parallel DeleteMessageBatch calls
+        that overlap with the next batch. Refused messages stay in SQS (redelivery, then DLQ)."""
         try:
             landed = self.loader.load(batch, self.queue_name)
         except BaseException:
@@ -504,16 +513,36 @@ class Ingest:
             raise
         self.stats.landed += len(landed)
         self.stats.poison = self.loader.poison
+        landed_handles = {m.receipt_handle for m in landed}
+        self.in_flight.remove([m for m in batch if m.receipt_handle not in landed_handles])
         pause_at("after_commit")
-        deleted, failed = self.queue.delete(landed)
-        self.stats.deleted += deleted
-        # Refused messages are left to SQS: redelivered after the visibility timeout, then DLQ.
-        self.in_flight.remove(batch)
-        if failed:
+        for start in range(0, len(landed), MAX_BATCH):
+            self._deletes.append(self._deleter.submit(self._delete, landed[start : start + MAX_BATCH]))
+        self._reap_deletes(wait=False)
+
+    def _delete(self, messages: list[Message]) -> None:
+        deleted, failed = self.queue.delete(messages)
+        self.in_flight.remove(messages)
+        with self._lock:
+            self.stats.deleted += deleted
             self.stats.delete_failures += len(failed)
+        if failed:
             # A stale receipt handle (visibility expired): SQS will redeliver and the mart
             # deduplicates, so this is reported, not fatal.
             log.warning("%d deletes failed, first: %s", len(failed), failed[0])
+
+    def _reap_deletes(self, wait: bool) -> None:
+        """Forget finished deletes (all of them, waiting, when `wait`); report failed calls."""
+        pending = []
+        for future in self._deletes:
+            if not wait and not future.done():
+                pending.append(future)
+                continue
+            try:
+                future.result()
+            except LoginvaultError as exc:  # SQS unreachable: those messages will be redelivered
+                log.warning("a delete failed: %s", exc)
+        self._deletes = pending
 
     def _release_unloaded(self) -> None:
         """At the end (stop, error): every message still held goes back to the queue at once."""

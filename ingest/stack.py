@@ -101,6 +101,8 @@ class PgCluster:
     root: Path
     port: int
     password: str
+    # False for throwaway test clusters: no fsync, so a crash may lose data but tests run faster.
+    durable: bool = True
 
     @property
     def data(self) -> Path:
@@ -158,7 +160,9 @@ class PgCluster:
             raise LoginvaultError(
                 f"port {self.port} on {HOST} is taken by another program: set LOGINVAULT_PG_PORT to a free port"
             )
-        opts = f"-p {self.port} -k {shlex.quote(str(self.root / 'run'))} -c listen_addresses={HOST} -c fsync=off"
+        opts = f"-p {self.port} -k {shlex.quote(str(self.root / 'run'))} -c listen_addresses={HOST}"
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:

@@ -71,7 +71,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def new_cluster(prefix: str = "loginvault-test-pg-") -> stack.PgCluster:
     """An initialized, started cluster on a free port with a random admin password."""
-    cluster = stack.PgCluster(root=make_tmp_dir(prefix), port=stack.free_port(), password=secrets.token_hex(16))
+    cluster = stack.PgCluster(
+        root=make_tmp_dir(prefix), port=stack.free_port(), password=secrets.token_hex(16), durable=False
+    )
     try:
         cluster.init()
         cluster.start()
