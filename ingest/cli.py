@@ -66,19 +66,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         wait_seconds=args.wait_time if args.wait_time is not None else (20 if args.follow else 3),
         workers=args.workers,
+        loaders=args.loaders,
         visibility_timeout=args.visibility_timeout,
         retry_budget_seconds=args.retry_budget,
     )
     queue = Queue(config.SqsSettings.from_env())
     queue.attributes()  # pre-flight: endpoint, queue and credentials
-    loader = RawLoader(config.role_dsn(config.LOADER_ROLE), retry_budget_seconds=options.retry_budget_seconds)
+    dsn = config.role_dsn(config.LOADER_ROLE)
+    loaders = [RawLoader(dsn, retry_budget_seconds=options.retry_budget_seconds) for _ in range(options.loaders)]
     try:
-        loader.check()
-        ingest = Ingest(queue, loader, options)
+        loaders[0].check()
+        ingest = Ingest(queue, loaders, options)
         ingest.install_signal_handlers()
         stats = ingest.run()
     finally:
-        loader.close()
+        for loader in loaders:
+            loader.close()
     print(f"ingest: {stats.line()}", file=sys.stderr)
     return 0
 
@@ -223,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(0, 21),
         metavar="S",
         help="long-poll seconds (default 3, with --follow 20); without --follow the run ends after an empty poll",
+    )
+    p.add_argument(
+        "--loaders",
+        type=_positive,
+        default=config.env_int("INGEST_LOADERS", 2),
+        metavar="N",
+        help="batches loading at once, each by its own dlt pipeline (default 2, env INGEST_LOADERS)",
     )
     p.add_argument(
         "--workers",

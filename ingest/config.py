@@ -77,7 +77,7 @@ def redact_dsn(dsn: str) -> str:
 
 
 def dsn_with_role(dsn: str, role: str) -> str:
-    """`dsn` whose sessions act as `role` (a startup `-c role=…` option).
+    """`dsn` whose sessions act as `role` (a startup `-crole=…` option).
 
     The admin DSN's user must be a member of `role` (bootstrap.sql grants that). Operators
     who give each role its own login set LOGINVAULT_<ROLE>_DSN instead.
@@ -86,7 +86,9 @@ def dsn_with_role(dsn: str, role: str) -> str:
         raise LoginvaultError("PG_DSN must be a URL such as postgresql://user:password@host:5432/loginvault")
     parts = urlsplit(dsn)
     query = dict(parse_qsl(parts.query))
-    query["options"] = f"{query.get('options', '')} -c role={role}".strip()
+    # No space inside the option: dlt re-renders the URL with `+` for spaces, which libpq's
+    # URI parser (used by the ADBC loader) does not read back as spaces.
+    query["options"] = f"{query.get('options', '')} -crole={role}".strip()
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 

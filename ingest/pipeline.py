@@ -45,6 +45,10 @@ import pyarrow as pa  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+# parquet handed to ADBC's binary COPY (adbc-driver-postgresql is a dependency); `csv` uses
+# psycopg2's text COPY instead.
+LOADER_FILE_FORMAT = os.environ.get("INGEST_LOADER_FILE_FORMAT", "parquet")
+
 ARROW_SCHEMA = pa.schema(
     [
         pa.field("message_id", pa.string(), nullable=False),
@@ -180,7 +184,7 @@ class RawLoader:
         while True:
             try:
                 pause_at("in_load")
-                self.pipeline.run(login_events(messages, queue), loader_file_format="csv")
+                self.pipeline.run(login_events(messages, queue), loader_file_format=LOADER_FILE_FORMAT)
                 return
             except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
                 error = exc
@@ -190,6 +194,8 @@ class RawLoader:
             cause = _innermost(error)
             if _refuses_rows(cause):
                 raise _RowsRefused(_root_cause(error)) from None
+            if not _retryable(cause):
+                raise error  # a bug, not the database: fail loudly, with the traceback
             attempt += 1
             delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
             if time.monotonic() + delay > deadline:
@@ -211,9 +217,26 @@ class _RowsRefused(Exception):
 
 
 def _refuses_rows(exc: BaseException) -> bool:
+    """The database refused a row's content (constraint, bad value), via psycopg2 or ADBC."""
+    import adbc_driver_manager
     import psycopg2
 
-    return isinstance(exc, psycopg2.IntegrityError | psycopg2.DataError)
+    return isinstance(
+        exc,
+        psycopg2.IntegrityError
+        | psycopg2.DataError
+        | adbc_driver_manager.IntegrityError
+        | adbc_driver_manager.DataError,
+    )
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Errors of the database or the way to it (down, restarting, refusing, timing out)."""
+    import adbc_driver_manager
+    import psycopg2
+    from dlt.common.destination.exceptions import DestinationTransientException
+
+    return isinstance(exc, psycopg2.Error | adbc_driver_manager.Error | OSError | DestinationTransientException)
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -261,6 +284,7 @@ class RunOptions:
     retry_budget_seconds: float = 60.0
     progress_seconds: float = 2.0
     workers: int = 1
+    loaders: int = 2
 
 
 @dataclass
@@ -359,9 +383,16 @@ class Ingest:
     loading and deleting. A keeper thread extends the visibility of every held message.
     """
 
-    def __init__(self, queue: Queue, loader: RawLoader, options: RunOptions) -> None:
+    def __init__(self, queue: Queue, loaders: RawLoader | Sequence[RawLoader], options: RunOptions) -> None:
         self.queue = queue
-        self.loader = loader
+        # Several loaders (each its own dlt pipeline) overlap one batch's COPY with the next
+        # one's extract and normalize.
+        self.loaders = [loaders] if isinstance(loaders, RawLoader) else list(loaders)
+        self._idle_loaders: queue_module.Queue[RawLoader] = queue_module.Queue()
+        for loader in self.loaders:
+            self._idle_loaders.put(loader)
+        self._load_pool = ThreadPoolExecutor(max_workers=len(self.loaders), thread_name_prefix="load")
+        self._loads: list[Future] = []
         self.options = options
         self.stats = Stats()
         self.stopping = threading.Event()
@@ -482,7 +513,8 @@ class Ingest:
             while True:
                 batch = self._next_batch()
                 if batch:
-                    self._land(batch)
+                    self._dispatch(batch)
+                self._reap_loads(wait=False)
                 if self._errors:
                     raise self._errors[0]
                 if time.monotonic() - last_progress >= self.options.progress_seconds and batch:
@@ -496,23 +528,55 @@ class Ingest:
             self.stopping.set()
             for thread in receivers:
                 thread.join(timeout=self.options.wait_seconds + 10)
-            self._reap_deletes(wait=True)
-            self._deleter.shutdown(wait=True)
-            self._release_unloaded()
-            done.set()
-            keeper.join(timeout=5)
+            try:
+                self._reap_loads(wait=True)  # the batches in hand land before anything is released
+            finally:
+                self._load_pool.shutdown(wait=True)
+                self._reap_deletes(wait=True)
+                self._deleter.shutdown(wait=True)
+                self._release_unloaded()
+                done.set()
+                keeper.join(timeout=5)
         return self.stats
 
-    def _land(self, batch: list[Message]) -> None:
+    def _dispatch(self, batch: list[Message]) -> None:
+        """Hand a batch to the next idle loader (waiting for one, and failing fast if a load failed)."""
+        while True:
+            try:
+                loader = self._idle_loaders.get(timeout=0.2)
+                break
+            except queue_module.Empty:
+                self._reap_loads(wait=False)
+        self._loads.append(self._load_pool.submit(self._land, batch, loader))
+
+    def _reap_loads(self, wait: bool) -> None:
+        """Forget finished loads (all, waiting, when `wait`); re-raise the first that failed."""
+        pending, error = [], None
+        for future in self._loads:
+            if not wait and not future.done():
+                pending.append(future)
+                continue
+            try:
+                future.result()
+            except BaseException as exc:
+                error = error or exc
+        self._loads = pending
+        if error is not None:
+            raise error
+
+    def _land(self, batch: list[Message], loader: RawLoader) -> None:
         """Load a batch; once committed, delete what landed in parallel DeleteMessageBatch calls
         that overlap with the next batch. Refused messages stay in SQS (redelivery, then DLQ)."""
         try:
-            landed = self.loader.load(batch, self.queue_name)
+            landed = loader.load(batch, self.queue_name)
         except BaseException:
             self.stopping.set()
             raise
-        self.stats.landed += len(landed)
-        self.stats.poison = self.loader.poison
+        finally:
+            self._idle_loaders.put(loader)
+        with self._lock:
+            self.stats.landed += len(landed)
+            self.stats.poison = sum(each.poison for each in self.loaders)
         landed_handles = {m.receipt_handle for m in landed}
         self.in_flight.remove([m for m in batch if m.receipt_handle not in landed_handles])
         pause_at("after_commit")

@@ -37,7 +37,7 @@ def test_check_key_accepts_a_long_key(monkeypatch):
 def test_dsn_with_role_adds_the_role_option():
     dsn = config.dsn_with_role("postgresql://u:pw@db:5432/loginvault", config.LOADER_ROLE)
     parsed = psycopg.conninfo.conninfo_to_dict(dsn)
-    assert parsed["options"] == f"-c role={config.LOADER_ROLE}"
+    assert parsed["options"] == f"-crole={config.LOADER_ROLE}"
     assert (parsed["user"], parsed["password"], parsed["host"], parsed["port"], parsed["dbname"]) == (
         "u",
         "pw",
@@ -55,8 +55,8 @@ def test_dsn_with_role_keeps_query_params_and_options():
     parsed = psycopg.conninfo.conninfo_to_dict(dsn)
     assert parsed["sslmode"] == "require"
     assert parsed["application_name"] == "x"
-    assert parsed["options"] == "-c statement_timeout=5000 -c role=r"
-    assert parse_qs(urlsplit(dsn).query)["options"] == ["-c statement_timeout=5000 -c role=r"]
+    assert parsed["options"] == "-c statement_timeout=5000 -crole=r"
+    assert parse_qs(urlsplit(dsn).query)["options"] == ["-c statement_timeout=5000 -crole=r"]
 
 
 @pytest.mark.parametrize("dsn", ["host=db user=u password=pw dbname=loginvault", "", "db:5432/loginvault"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg.conninfo
 import pytest
-from conftest import Result, base_env, execute, new_cluster, query, remove_cluster, run_ingest
+from conftest import Result, base_env, execute, query, run_ingest
 
 from ingest import config, sample, stack
 
@@ -85,18 +85,6 @@ def test_load_failing_after_receive_deletes_nothing_then_recovers(pg_dsn, sqs_qu
     assert "landed 10, deleted 10" in stderr
     assert len(landed_ids(pg_dsn)) == 10
     assert sqs_queue.depth() == (0, 0)
-
-
-@pytest.fixture
-def own_cluster():
-    """A cluster of this test's own, which it may stop, with a bootstrapped loginvault database."""
-    cluster = new_cluster("loginvault-test-pg-own-")
-    try:
-        stack.ensure_database(cluster.dsn("postgres"), config.DATABASE_NAME)
-        stack.bootstrap(cluster.dsn())
-        yield cluster
-    finally:
-        remove_cluster(cluster)
 
 
 @pytest.mark.slow

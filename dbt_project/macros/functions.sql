@@ -29,24 +29,38 @@ end
 $fn$;
 
 -- Why a body does not parse: unsupported_json_escape (\u0000; jsonb cannot store it) or
--- invalid_json (syntax, lone surrogates, nesting too deep); NULL when it parses.
+-- invalid_json (syntax, lone surrogates, nesting too deep, numbers beyond numeric's range);
+-- NULL when it parses.
 create or replace function {{ loginvault_function('json_error') }}(body text) returns text
 language plpgsql immutable strict parallel unsafe as $fn$
 begin
     perform body::jsonb;
     return null;
 exception
-    when untranslatable_character then return 'unsupported_json_escape';
+    when untranslatable_character then
+        -- jsonb stops at the first \u0000, before it has seen the rest: the body is
+        -- invalid_json if it still does not parse with every \u0000 escape replaced (escaped
+        -- backslashes first, so that "\\u0000" stays text).
+        begin
+            perform regexp_replace(regexp_replace(body, '\\\\', 'x', 'g'), '\\u0000', 'x', 'g')::jsonb;
+            return 'unsupported_json_escape';
+        exception when others then
+            return 'invalid_json';
+        end;
     when others then return 'invalid_json';
 end
 $fn$;
 
 -- inet of a single IPv4/IPv6 address, or NULL: no masks, zone ids, spaces, or IPv4 octets
--- with leading zeros (ambiguous: octal to some parsers).
+-- with leading zeros (ambiguous: octal to some parsers). A dotted IPv4 part must be four
+-- octets at the end: inet itself also takes "1.2.3.4." and "::1.2.3" (as ::1.2.3.0).
 create or replace function {{ loginvault_function('try_inet') }}(value text) returns inet
 language plpgsql immutable strict parallel unsafe as $fn$
 begin
-    if value !~ '^[0-9A-Fa-f:.]+$' or (value ~ '\.' and value ~ '(^|[:.])0[0-9]+(\.|$)') then
+    if value !~ '^[0-9A-Fa-f:.]+$'
+        or (value ~ '\.' and (
+            value !~ '(^|:)([0-9]{1,3}\.){3}[0-9]{1,3}$' or value ~ '(^|[:.])0[0-9]+(\.|$)'
+        )) then
         return null;
     end if;
     begin
