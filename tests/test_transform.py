@@ -492,14 +492,38 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     send(job, [{"user_id": "u1", "ip": "198.51.100.23", "device_id": "333-33-3333"}], tmp_path)
     job.run("run", "--wait-time", "1")
     job.transform()
+    everything = ("--vars", "{loginvault_test_scope: all}")  # the default tests only untested rows
     execute(job.dsn, "UPDATE user_logins SET locale = '333-33-3333'")  # a leak the gate must catch
-    out = job.transform("test", "--select", "user_logins", ok=False)
+    out = job.transform("test", "--select", "user_logins", *everything, ok=False)
     assert out.returncode == 1
     assert "no_cleartext_pii_user_logins" in out.stdout and "FAIL 1" in out.stdout
     assert "333-33-3333" not in out.stdout + out.stderr
     execute(job.dsn, "UPDATE user_logins SET locale = NULL, masked_ip = md5('x') || md5('y')")  # a broken token
-    out = job.transform("test", "--select", "user_logins", ok=False)
+    out = job.transform("test", "--select", "user_logins", *everything, ok=False)
     assert "pii_token_is_bijective_user_logins_masked_ip" in out.stdout and "FAIL" in out.stdout
+
+
+def test_tests_cover_new_rows_until_a_build_passes(job, tmp_path):
+    """The default test scope: rows staged since the last build whose tests all passed."""
+    send(job, [{"user_id": "u1", "ip": "198.51.100.1", "device_id": "111-00-0001"}], tmp_path)
+    job.run("run", "--wait-time", "1")
+    job.transform()
+    execute(job.dsn, "UPDATE user_logins SET locale = '111-00-0001'")  # tested and passed before: not re-tested
+    assert job.transform().returncode == 0
+    execute(job.dsn, "UPDATE user_logins SET locale = NULL")
+
+    send(job, [{"user_id": "u2", "ip": "198.51.100.2", "device_id": "222-00-0002"}], tmp_path)
+    job.run("run", "--wait-time", "1")
+    job.transform("run")  # models only: no tests ran, so the mark stays
+    execute(job.dsn, "UPDATE user_logins SET locale = '222-00-0002' WHERE user_id = 'u2'")
+    for _ in range(2):  # a failing build does not move the mark: the next one tests the rows again
+        failed = job.transform(ok=False)
+        assert failed.returncode == 1 and "no_cleartext_pii_user_logins" in failed.stdout
+    execute(job.dsn, "UPDATE user_logins SET locale = NULL WHERE user_id = 'u2'")
+    job.transform()
+    (mark,) = query(job.dsn, "SELECT high FROM staging.loginvault_watermarks WHERE model = 'tests_passed'")[0]
+    (latest,) = query(job.dsn, "SELECT max(_transformed_at) FROM staging.stg_sqs__login_events")[0]
+    assert mark > latest
 
 
 def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_path):

@@ -2,7 +2,6 @@
     key from the session), keyed by its token. Only loginvault_pii_admin may read it. -#}
 {{ config(
     incremental_strategy='append',
-    indexes=[{'columns': ['token', 'kind'], 'unique': True}],
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
 

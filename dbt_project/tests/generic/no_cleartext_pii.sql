@@ -3,7 +3,8 @@
       (a masking rule bypassed: the value copied instead of tokenized);
     - a column of `masked_columns` holding any message's ip or device_id (a token column
       that is not a token).
-    Only string values count, and blank ones hold nothing to leak. Values of other messages
+    Only string values count, and blank ones hold nothing to leak. Scope: the messages staged
+    since the last build whose tests all passed (loginvault_untested). Values of other messages
     in unmasked columns are not compared: a device_id "android" of one message and the
     device_type "android" of another are a coincidence, not a leak, and must not stop the
     pipeline. Returns the column name and how many values leaked, never the values. -#}
@@ -24,8 +25,8 @@ with cleartext as (
             ({{ pii_canonical("s.payload ->> 'device_id'", 'device_id') }})
     ) as x (value)
     where
-        jsonb_typeof(s.payload -> 'ip') = 'string'
-        or jsonb_typeof(s.payload -> 'device_id') = 'string'
+        {{ loginvault_untested('s._transformed_at') }}
+        and (jsonb_typeof(s.payload -> 'ip') = 'string' or jsonb_typeof(s.payload -> 'device_id') = 'string')
 ),
 
 pii as (
@@ -55,7 +56,9 @@ findings as (
             '{{ column }} (any message)' as column_name,
             count(*) as leaked_values
         from {{ model }} as m
-        where m.{{ adapter.quote(column) }} in (select p.value from pii as p)
+        where
+            {{ loginvault_untested_messages('m.message_id') }}
+            and m.{{ adapter.quote(column) }} in (select p.value from pii as p)
         having count(*) > 0
         union all
     {% endfor %}

@@ -5,6 +5,8 @@
     - orphan_row: a token without a value, or a value without a token;
     - not_in_vault / vault_orphan: the token is missing from pii.vault, or the vault holds a
       token of this kind that no row carries.
+    Scope: the messages staged since the last build whose tests all passed; vault_orphan,
+    which must read the whole vault, only with `--vars '{loginvault_test_scope: all}'`.
     Returns the failure kind, the token (never the cleartext) and a count. -#}
 {% test pii_token_is_bijective(model, column_name, kind) %}
 
@@ -15,6 +17,7 @@ with pairs as (
         {{ pii_canonical('v.' ~ kind, kind) }} as value
     from {{ model }} as m
     inner join {{ ref('int_login_events_validated') }} as v on v.message_id = m.message_id
+    where {{ loginvault_untested('v._transformed_at') }}
 
 ),
 
@@ -59,12 +62,14 @@ failures as (
         )
     group by p.token
 
+    {% if var('loginvault_test_scope', 'untested') == 'all' %}
     union all
 
     select 'vault_orphan', vt.token, 1
     from {{ ref('vault') }} as vt
     where vt.kind = '{{ kind }}'
         and not exists (select 1 from {{ model }} as m where m.{{ column_name }} = vt.token)
+    {% endif %}
 
 )
 
