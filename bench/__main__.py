@@ -1,0 +1,56 @@
+"""`python -m bench` (`make bench`): every benchmark, each against its baseline measured in the
+same run on this machine; prints the table and appends to bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from bench import harness, land, memory, sqs_rate, transform
+
+ALL = ("land", "sqs", "transform", "memory")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "benchmarks",
+        nargs="*",
+        metavar="NAME",
+        help=f"which to run (default all: {', '.join(ALL)}; transform includes incremental)",
+    )
+    parser.add_argument("--quick", action="store_true", help="10x smaller sizes: a smoke run, not a measurement")
+    parser.add_argument("--batch-size", type=int, default=50_000, help="ingest micro-batch size for land/memory")
+    parser.add_argument("--workers", type=int, default=4, help="receiver threads for the sqs benchmark")
+    args = parser.parse_args()
+    unknown = set(args.benchmarks) - set(ALL)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALL)}")
+    scale = 10 if args.quick else 1
+    logging.basicConfig(level=logging.WARNING)
+    results: list[harness.Result] = []
+    started = time.monotonic()
+    with harness.cluster() as pg:
+        dsn = pg.dsn()
+        for name in args.benchmarks or ALL:
+            t0 = time.monotonic()
+            print(f"bench: {name} …", flush=True)
+            harness.execute(dsn, "TRUNCATE raw.login_events, raw._dlt_loads")
+            if name == "land":
+                results += land.run(dsn, 1_000_000 // scale, 20_000 // scale, args.batch_size)
+            elif name == "sqs":
+                with harness.moto() as server:
+                    results += sqs_rate.run(dsn, server.endpoint_url, 20_000 // scale, args.workers)
+            elif name == "transform":
+                results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
+            elif name == "memory":
+                results += memory.run(dsn, 100_000 // scale, 1_000_000 // scale, args.batch_size)
+            print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)
+    harness.record(results)
+    print(f"bench: all done in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""SQS: `ingest run --workers W` against a moto server, vs a bare boto3 loop of receive(10) +
+delete_message_batch with the same W threads, on the same server, each over the same number
+of messages, with a producer keeping the visible backlog at <= 200 (moto slows with depth)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from bench.harness import Result, timed
+from ingest import config, sample, stack
+from ingest.pipeline import Ingest, RawLoader, RunOptions
+from ingest.sqs import Queue
+
+BACKLOG = 200
+
+
+class Producer(threading.Thread):
+    """Sends `total` sample events, topping the visible backlog up to BACKLOG."""
+
+    def __init__(self, queue: Queue, total: int) -> None:
+        super().__init__(daemon=True)
+        self.queue, self.total, self.sent = queue, total, 0
+        self.bodies = (sample.to_body(e) for e in sample.synthetic_events(total, seed=13))
+
+    def run(self) -> None:
+        while self.sent < self.total:
+            visible, _ = self.queue.depth()
+            room = min(BACKLOG - visible, self.total - self.sent)
+            if room < 10 and self.sent + room < self.total:
+                time.sleep(0.01)
+                continue
+            self.sent += self.queue.send(b for _, b in zip(range(room), self.bodies, strict=False))
+
+
+def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) -> float:
+    queue = Queue(settings)
+    producer = Producer(queue, n)
+    options = RunOptions(follow=True, max_messages=n, workers=workers, wait_seconds=1, progress_seconds=1e9)
+    loaders = [RawLoader(config.dsn_with_role(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
+    try:
+        with timed() as seconds:
+            producer.start()
+            stats = Ingest(queue, loaders, options).run()
+    finally:
+        for loader in loaders:
+            loader.close()
+    assert stats.landed == n and stats.deleted == n, stats.line()
+    return n / seconds()
+
+
+def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> float:
+    queue = Queue(settings)
+    producer = Producer(queue, n)
+    lock = threading.Lock()
+    done = [0]
+
+    def consume() -> None:
+        client = queue.client
+        while True:
+            with lock:
+                if done[0] >= n:
+                    return
+            response = client.receive_message(QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            messages = response.get("Messages", [])
+            if messages:
+                entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+                client.delete_message_batch(QueueUrl=queue.url, Entries=entries)
+                with lock:
+                    done[0] += len(messages)
+
+    with timed() as seconds:
+        producer.start()
+        threads = [threading.Thread(target=consume) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return done[0] / seconds()
+
+
+def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
+    region = config.DEFAULT_REGION
+    rates = {}
+    # Each on a fresh queue; bare first, then ingest, then bare again (the baseline is their mean).
+    for label in ("bare", "ingest", "bare2"):
+        url, _ = stack.ensure_queues(endpoint_url, region, name=f"bench-{label}-{uuid.uuid4().hex[:6]}")
+        settings = config.SqsSettings(url, endpoint_url, region)
+        rates[label] = ingest_rate(settings, dsn, n, workers) if label == "ingest" else bare_rate(settings, n, workers)
+    bare = (rates["bare"] + rates["bare2"]) / 2
+    ratio = rates["ingest"] / bare
+    figures = {
+        "messages": n,
+        "workers": workers,
+        "backlog": BACKLOG,
+        "ingest_msgs_per_s": round(rates["ingest"]),
+        "bare_loop_msgs_per_s": round(bare),
+        "bare_runs": [round(rates["bare"]), round(rates["bare2"])],
+    }
+    return [Result("sqs", ratio, ">= 0.9 x bare boto3 loop", ratio >= 0.9, figures)]
