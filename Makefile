@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 WITH_ENV := eval "$$($(PY) -m ingest stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform summary demo docs lint test clean
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform summary demo docs docs-serve lint test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,13 +58,26 @@ docs: $(STAMP) ## build the static dbt docs site (dbt_project/target/static_inde
 	@$(WITH_ENV) $(PY) -m ingest transform docs generate --static
 	@echo "docs: open file://$(CURDIR)/dbt_project/target/static_index.html"
 
-lint: $(STAMP) ## sqlfluff (postgres, jinja templater) on dbt_project/, ruff on the Python code
+DOCS_PORT ?= 8580
+docs-serve: docs ## serve the docs site on http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops)
+	@echo "docs: http://127.0.0.1:$(DOCS_PORT)/static_index.html"
+	@$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory dbt_project/target
+
+lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, terraform fmt -check when terraform is installed
 	@$(VENV)/bin/sqlfluff lint dbt_project
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@if command -v terraform >/dev/null 2>&1; then \
+		TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive -diff deploy/terraform; \
+	else \
+		echo "lint: terraform is not installed: deploy/terraform was not format-checked" >&2; \
+	fi
 
 test: $(STAMP) lint ## lint, then the tests: pytest + dbt build --warn-error on their own throwaway PostgreSQL and moto
 	@$(PY) -m pytest
+
+bench: $(STAMP) ## benchmarks (not tests): land, sqs, transform, incremental, memory; ratios vs same-run baselines
+	@$(PY) -m bench $(BENCH)
 
 clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, and the venv
 	@if [ -x $(PY) ]; then $(PY) -m ingest stack down; fi

@@ -6,11 +6,29 @@ import argparse
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from ingest import LoginvaultError, config
 
 log = logging.getLogger("ingest")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def _positive(value: str) -> int:
@@ -64,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         follow=args.follow,
         max_messages=args.max_messages,
         batch_size=args.batch_size,
+        batch_seconds=args.batch_seconds,
         wait_seconds=args.wait_time if args.wait_time is not None else (20 if args.follow else 3),
         workers=args.workers,
         loaders=args.loaders,
@@ -78,11 +97,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         loaders[0].check()
         ingest = Ingest(queue, loaders, options)
         ingest.install_signal_handlers()
-        stats = ingest.run()
+        if args.metrics_port:
+            from ingest.metrics import MetricsServer
+
+            max_age = max(60.0, 3.0 * options.wait_seconds)
+            with MetricsServer(ingest, args.metrics_port, args.metrics_host, max_poll_age=max_age):
+                log.info("metrics on http://%s:%d/metrics, health on /healthz", args.metrics_host, args.metrics_port)
+                stats = ingest.run()
+        else:
+            stats = ingest.run()
     finally:
         for loader in loaders:
             loader.close()
-    print(f"ingest: {stats.line()}", file=sys.stderr)
+    if args.log_format == "json":
+        log.info("ingest: %s", stats.line())
+    else:
+        print(f"ingest: {stats.line()}", file=sys.stderr)
     return 0
 
 
@@ -185,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (env LOGINVAULT_LOG_LEVEL)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=config.env("LOGINVAULT_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text, or one JSON object per line for log shippers (env LOGINVAULT_LOG_FORMAT)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("stack", help="the local PostgreSQL + moto SQS stack")
@@ -220,12 +256,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages per load (micro-batch), default 1000 (env INGEST_BATCH_SIZE)",
     )
     p.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=float(config.env("INGEST_BATCH_SECONDS", "1")),
+        metavar="S",
+        help="the longest a batch waits to fill before it is loaded (default 1, env INGEST_BATCH_SECONDS)",
+    )
+    p.add_argument(
         "--wait-time",
         type=int,
         default=None,
         choices=range(0, 21),
         metavar="S",
         help="long-poll seconds (default 3, with --follow 20); without --follow the run ends after an empty poll",
+    )
+    # Also accepted after `run`, where deployments put it (the default stays the global one).
+    p.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS, help="as before the command")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=config.env_int("INGEST_METRICS_PORT", 0),
+        metavar="P",
+        help="serve Prometheus /metrics and /healthz on this port (default off, env INGEST_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=config.env("INGEST_METRICS_HOST", "0.0.0.0"),
+        metavar="ADDR",
+        help="address to serve metrics on (default 0.0.0.0, env INGEST_METRICS_HOST)",
     )
     p.add_argument(
         "--loaders",
@@ -282,15 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     for noisy in ("botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return args.func(args)
     except LoginvaultError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.log_format == "json":
+            log.error("error: %s", exc)
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -278,7 +278,7 @@ class RunOptions:
     follow: bool = False
     max_messages: int | None = None
     batch_size: int = 1000
-    batch_seconds: float = 5.0
+    batch_seconds: float = 1.0
     wait_seconds: int = 3
     visibility_timeout: int = config.DEFAULT_VISIBILITY_TIMEOUT
     retry_budget_seconds: float = 60.0
@@ -298,6 +298,8 @@ class Stats:
     stale_handles: int = 0
     released: int = 0
     poison: int = 0
+    last_poll_at: float | None = None  # Unix time of the last successful ReceiveMessage
+    last_load_at: float | None = None  # Unix time of the last committed load
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -392,6 +394,7 @@ class Ingest:
         for loader in self.loaders:
             self._idle_loaders.put(loader)
         self._load_pool = ThreadPoolExecutor(max_workers=len(self.loaders), thread_name_prefix="load")
+        self.load_observers: list = []  # called with each committed load's seconds (metrics)
         self._loads: list[Future] = []
         self.options = options
         self.stats = Stats()
@@ -435,6 +438,7 @@ class Ingest:
                 messages = self.queue.receive(want, wait, self.options.visibility_timeout)
                 self._give_back(want - len(messages))
                 with self._lock:
+                    self.stats.last_poll_at = time.time()
                     self.stats.received += len(messages)
                     self.stats.redeliveries += sum(1 for m in messages if m.receive_count > 1)
                 self.in_flight.add(messages)
@@ -567,6 +571,7 @@ class Ingest:
     def _land(self, batch: list[Message], loader: RawLoader) -> None:
         """Load a batch; once committed, delete what landed in parallel DeleteMessageBatch calls
         that overlap with the next batch. Refused messages stay in SQS (redelivery, then DLQ)."""
+        started = time.perf_counter()
         try:
             landed = loader.load(batch, self.queue_name)
         except BaseException:
@@ -574,7 +579,10 @@ class Ingest:
             raise
         finally:
             self._idle_loaders.put(loader)
+        for observe in self.load_observers:
+            observe(time.perf_counter() - started)
         with self._lock:
+            self.stats.last_load_at = time.time()
             self.stats.landed += len(landed)
             self.stats.poison = sum(each.poison for each in self.loaders)
         landed_handles = {m.receipt_handle for m in landed}

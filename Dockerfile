@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# loginvault: one image for every command of `python -m ingest` (bootstrap, run, transform, recover,
+# dlq, seed, summary). dbt_project/ is inside, so `transform build` runs dbt from the same image.
+#
+#   docker build -t loginvault .
+#   docker run --rm -e PG_DSN=… -e SQS_QUEUE_URL=… loginvault run --follow
+FROM python:3.11-slim
+
+LABEL org.opencontainers.image.title="loginvault" \
+      org.opencontainers.image.description="SQS login events into PostgreSQL with PII masked: dlt ingest, dbt transform." \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app \
+    RUNTIME__DLTHUB_TELEMETRY=false \
+    DBT_SEND_ANONYMOUS_USAGE_STATS=false
+
+WORKDIR /app
+
+# Dependency layer: only pyproject.toml's runtime dependencies, pinned by constraints.txt. It is
+# rebuilt when one of these two files changes, not on every change of the code below.
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+RUN groupadd --system --gid 10001 loginvault \
+    && useradd --system --uid 10001 --gid loginvault --home-dir /home/loginvault --create-home \
+        --shell /usr/sbin/nologin loginvault
+
+# The code, run from /app (PYTHONPATH) rather than installed: ingest/config.py finds dbt_project/
+# beside it. Owned by root, so the process cannot change its own code.
+COPY ingest/ ingest/
+COPY dbt_project/ dbt_project/
+# dbt writes target/ and logs/ inside its project: the only writable paths under /app (on
+# Kubernetes, with a read-only root filesystem, emptyDir volumes are mounted there and on /tmp).
+RUN mkdir -p dbt_project/target dbt_project/logs \
+    && chown loginvault:loginvault dbt_project/target dbt_project/logs
+
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+
+ENTRYPOINT ["python", "-m", "ingest"]
+CMD ["--help"]

@@ -1,0 +1,134 @@
+"""Prometheus metrics and a health check for `run --follow --metrics-port P`.
+
+/metrics: the run's counters (received, landed, deleted, redelivered, refused, released, …),
+a histogram of batch load seconds, the time of the last successful load and poll, and the
+queue's depth as SQS approximates it. /healthz: 200 while polls succeed, 503 when none has
+for `max_poll_age` seconds (a stuck or disconnected worker). No message content is exposed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ingest.pipeline import Ingest
+
+log = logging.getLogger(__name__)
+
+COUNTERS = {
+    "received": ("loginvault_messages_received", "SQS deliveries received"),
+    "landed": ("loginvault_messages_landed", "Messages committed to raw.login_events"),
+    "deleted": ("loginvault_messages_deleted", "Messages deleted from the queue after their load"),
+    "redeliveries": ("loginvault_messages_redelivered", "Deliveries with ApproximateReceiveCount > 1"),
+    "poison": ("loginvault_messages_refused", "Messages the database refused (left for the DLQ)"),
+    "released": ("loginvault_messages_released", "Messages made visible again unloaded (at a stop)"),
+    "delete_failures": ("loginvault_delete_failures", "DeleteMessageBatch entries that failed"),
+    "extended": ("loginvault_visibility_extensions", "Visibility timeouts extended during a long load"),
+    "stale_handles": ("loginvault_stale_receipt_handles", "Receipt handles found stale when extending"),
+}
+
+
+class IngestCollector(Collector):
+    """Reads the run's Stats at scrape time, and the queue depth a poller thread keeps fresh."""
+
+    def __init__(self, ingest: Ingest, depth_interval: float = 15.0) -> None:
+        self.ingest = ingest
+        self.depth: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll_depth, args=(depth_interval,), daemon=True, name="depth")
+        self._poller.start()
+
+    def _poll_depth(self, interval: float) -> None:
+        while True:
+            try:
+                self.depth = self.ingest.queue.depth()
+            except Exception as exc:  # the next scrape shows the last known depth
+                log.debug("queue depth unavailable: %s", exc)
+            if self._stop.wait(interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def collect(self):
+        stats = self.ingest.stats
+        for attribute, (name, documentation) in COUNTERS.items():
+            yield CounterMetricFamily(name, documentation, value=getattr(stats, attribute))
+        yield GaugeMetricFamily(
+            "loginvault_last_successful_load_timestamp_seconds",
+            "Unix time of the last committed load (0: none yet)",
+            value=stats.last_load_at or 0,
+        )
+        yield GaugeMetricFamily(
+            "loginvault_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful ReceiveMessage (0: none yet)",
+            value=stats.last_poll_at or 0,
+        )
+        if self.depth is not None:
+            depth = GaugeMetricFamily(
+                "loginvault_queue_messages", "Messages in the queue (SQS's approximation)", labels=["state"]
+            )
+            depth.add_metric(["visible"], self.depth[0])
+            depth.add_metric(["in_flight"], self.depth[1])
+            yield depth
+
+
+class MetricsServer:
+    """The /metrics and /healthz endpoints of one ingest run, on a thread of their own."""
+
+    def __init__(self, ingest: Ingest, port: int, host: str = "0.0.0.0", max_poll_age: float = 60.0) -> None:
+        self.registry = CollectorRegistry()
+        self.collector = IngestCollector(ingest)
+        self.registry.register(self.collector)
+        load_seconds = Histogram(
+            "loginvault_batch_load_seconds",
+            "Seconds to load one micro-batch into raw (dlt run, COPY, commit)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        ingest.load_observers.append(load_seconds.observe)
+        started = time.time()
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path.startswith("/metrics"):
+                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif self.path.startswith("/healthz"):
+                    last = ingest.stats.last_poll_at or started
+                    age = time.time() - last
+                    if age <= max_poll_age:
+                        self._reply(200, b"ok\n")
+                    else:
+                        self._reply(503, f"no successful poll for {age:.0f} s\n".encode())
+                else:
+                    self._reply(404, b"not found: /metrics or /healthz\n")
+
+            def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # scrapes are not worth a log line each
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="metrics")
+
+    def __enter__(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.collector.stop()

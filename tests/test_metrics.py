@@ -1,0 +1,119 @@
+"""Observability: /metrics and /healthz of `run --follow --metrics-port`, scraped during a real
+run (PostgreSQL, moto over HTTP, dlt), and the health rule on its own; JSON logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO_ROOT, query
+from ingest import sample, stack
+from ingest.metrics import MetricsServer
+from ingest.pipeline import Stats
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError:  # not listening (yet)
+        return 0, ""
+
+
+def metric(text: str, name: str, labels: str = "") -> float | None:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_metrics_and_health_during_a_real_run(pg_dsn, sqs_queue, env_for):
+    assert sample.send_events(sqs_queue.settings, sample.synthetic_events(40)) == 40
+    port = stack.free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ingest",
+            "--log-format",
+            "json",
+            "run",
+            "--follow",
+            "--wait-time",
+            "1",
+            "--metrics-port",
+            str(port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--batch-size",
+            "10",
+        ],
+        cwd=REPO_ROOT,
+        env=env_for(pg_dsn),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline:
+            code, text = scrape(port) if proc.poll() is None else (0, "")
+            if code == 200 and metric(text, "loginvault_messages_deleted_total") == 40:
+                break
+            time.sleep(0.3)
+        assert metric(text, "loginvault_messages_received_total") == 40
+        assert metric(text, "loginvault_messages_landed_total") == 40
+        assert metric(text, "loginvault_messages_deleted_total") == 40
+        assert metric(text, "loginvault_messages_redelivered_total") == 0
+        assert metric(text, "loginvault_batch_load_seconds_count") >= 4  # batches of 10
+        assert metric(text, "loginvault_last_successful_load_timestamp_seconds") > time.time() - 120
+        assert metric(text, "loginvault_last_successful_poll_timestamp_seconds") > time.time() - 120
+        for _ in range(100):  # the depth poller's first reading
+            if metric(text, "loginvault_queue_messages", '{state="visible"}') is not None:
+                break
+            time.sleep(0.2)
+            _, text = scrape(port)
+        # Polled every 15 s from the start of the run: a reading of the 40 messages, or fewer.
+        assert 0 <= metric(text, "loginvault_queue_messages", '{state="visible"}') <= 40
+        assert 0 <= metric(text, "loginvault_queue_messages", '{state="in_flight"}') <= 40
+        assert scrape(port, "/healthz") == (200, "ok\n")
+        assert scrape(port, "/nope")[0] == 404
+        assert query(pg_dsn, "SELECT count(*) FROM raw.login_events") == [(40,)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]  # every line is JSON
+    assert {"time", "level", "logger", "message"} <= set(records[-1])
+    assert any(r["message"].startswith("ingest: received 40, landed 40, deleted 40") for r in records)
+
+
+def test_healthz_fails_when_no_poll_succeeded_recently():
+    stats = Stats()
+    fake_ingest = SimpleNamespace(stats=stats, load_observers=[], queue=SimpleNamespace(depth=lambda: (3, 1)))
+    port = stack.free_port()
+    with MetricsServer(fake_ingest, port, "127.0.0.1", max_poll_age=30):
+        assert scrape(port, "/healthz")[0] == 200  # just started: within the first max age
+        stats.last_poll_at = time.time() - 10
+        assert scrape(port, "/healthz") == (200, "ok\n")
+        stats.last_poll_at = time.time() - 31
+        code, body = scrape(port, "/healthz")
+        assert code == 503 and body.startswith("no successful poll for 31 s")
+        stats.received, stats.poison = 7, 2
+        _, text = scrape(port)
+        assert metric(text, "loginvault_messages_received_total") == 7
+        assert metric(text, "loginvault_messages_refused_total") == 2
