@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import psycopg.conninfo
 import pytest
-from conftest import Result, base_env, execute, query, run_ingest
 
+from conftest import Result, base_env, execute, query, run_ingest
 from ingest import config, sample, stack
 
 pytestmark = [pytest.mark.integration]

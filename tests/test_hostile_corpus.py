@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import drop_test_database, query
 from test_transform import Job, new_job
 
+from conftest import drop_test_database, query
 from ingest import masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

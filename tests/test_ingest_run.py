@@ -9,8 +9,8 @@ import gzip
 import json
 
 import pytest
-from conftest import query, run_ingest
 
+from conftest import query, run_ingest
 from ingest import config, sample
 from ingest.pipeline import RawLoader
 

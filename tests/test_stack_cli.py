@@ -16,8 +16,8 @@ import sys
 import boto3
 import psycopg
 import pytest
-from conftest import REGION, REPO_ROOT, base_env, execute, make_tmp_dir, query, run_ingest
 
+from conftest import REGION, REPO_ROOT, base_env, execute, make_tmp_dir, query, run_ingest
 from ingest import config, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
 from conftest import (
     REGION,
     Result,
@@ -27,7 +28,6 @@ from conftest import (
     query,
     run_ingest,
 )
-
 from ingest import config, masking, sample, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
