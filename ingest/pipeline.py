@@ -551,6 +551,10 @@ class Ingest:
                 break
             except queue_module.Empty:
                 self._reap_loads(wait=False)
+                if self.stopping.is_set():
+                    # Stopped before a loader took it: not in hand, so released with the rest
+                    # (its messages are still held) instead of loaded after the signal.
+                    return
         self._loads.append(self._load_pool.submit(self._land, batch, loader))
 
     def _reap_loads(self, wait: bool) -> None:

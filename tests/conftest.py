@@ -100,6 +100,18 @@ def pg_cluster() -> Iterator[stack.PgCluster]:
         remove_cluster(cluster)
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[stack.PgCluster]:
+    """A cluster of this test's own, which it may stop, with a bootstrapped loginvault database."""
+    cluster = new_cluster("loginvault-test-pg-own-")
+    try:
+        stack.ensure_database(cluster.dsn("postgres"), config.DATABASE_NAME)
+        stack.bootstrap(cluster.dsn())
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_cluster: stack.PgCluster) -> str:
     """A database bootstrapped once; every test database is a copy of it."""

@@ -3,11 +3,7 @@
     build tests what it added, and rows of a build whose tests failed are tested again until
     they pass. `--vars '{loginvault_test_scope: all}'` tests every row. -#}
 {% macro loginvault_tested_mark() -%}
-    (
-        select coalesce(max(w.high), '-infinity'::timestamptz)
-        from staging.loginvault_watermarks as w
-        where w.model = 'tests_passed'
-    )
+    '{{ loginvault_mark('tests_passed') }}'::timestamptz
 {%- endmacro %}
 
 {% macro loginvault_untested(column) -%}
