@@ -44,3 +44,21 @@ insert into staging.loginvault_watermarks (model, high)
 values ('{{ this.identifier }}', '{{ run_started_at }}')
 on conflict (model) do update set high = excluded.high, updated_at = now()
 {% endmacro %}
+
+{#- post-hook of every model: a table built from scratch (first run, full refresh) has no
+    statistics until autovacuum gets to it; without them the next incremental run's planner
+    guesses, and reads the whole table instead of its indexes. Analyze it once, right away. -#}
+{% macro loginvault_analyze_if_new() %}
+    {%- if config.get('materialized') in ('incremental', 'table') -%}
+        do $analyze$
+        begin
+            if exists (
+                select from pg_stat_user_tables
+                where relid = '{{ this }}'::regclass and last_analyze is null and last_autoanalyze is null
+            ) then
+                analyze {{ this }};
+            end if;
+        end
+        $analyze$
+    {%- endif -%}
+{% endmacro %}
