@@ -174,9 +174,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
                 f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"
             ).fetchall()
     except psycopg.OperationalError as exc:
-        raise LoginvaultError(
-            f"cannot connect to PostgreSQL at {config.redact_dsn(dsn)}: {str(exc).strip().splitlines()[0]}"
-        ) from None
+        raise config.cannot_connect(dsn, exc) from None
     except psycopg.errors.UndefinedTable:
         raise LoginvaultError("the marts do not exist yet: run `make transform` first") from None
     print(f"user_logins: {logins} rows (as {config.ANALYST_ROLE})")

@@ -18,7 +18,6 @@ DLQ_MAX_RECEIVE_COUNT = 5
 DATABASE_NAME = "loginvault"
 RAW_SCHEMA = "raw"
 RAW_TABLE = "login_events"
-STAGING_SCHEMA = "staging"
 PII_SCHEMA = "pii"
 PIPELINE_NAME = "loginvault_ingest"
 
@@ -74,6 +73,17 @@ def redact_dsn(dsn: str) -> str:
         return urlunsplit(parts)
     # key=value: password='quoted value' or password=plain
     return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line: PostgreSQL's DETAIL lines can quote a row, i.e. cleartext PII."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def cannot_connect(dsn: str, exc: BaseException) -> LoginvaultError:
+    """The one sentence for a database that cannot be reached or refuses the login."""
+    return LoginvaultError(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {first_line(exc)}")
 
 
 def dsn_with_role(dsn: str, role: str) -> str:

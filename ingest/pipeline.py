@@ -123,9 +123,7 @@ class RawLoader:
                 if not conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()[0]:
                     raise LoginvaultError(f"role {row[0]} may not insert into {table}: run the bootstrap or grant it")
         except psycopg.OperationalError as exc:
-            raise LoginvaultError(
-                f"cannot connect to PostgreSQL at {config.redact_dsn(self.dsn)}: {_first_line(exc)}"
-            ) from None
+            raise config.cannot_connect(self.dsn, exc) from None
 
     def load(self, messages: Sequence[Message], queue: str) -> list[Message]:
         """Append `messages` to raw and commit; returns the messages that landed.
@@ -245,17 +243,12 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _root_cause(exc: BaseException) -> str:
     """The innermost error's first line: dlt nests the database's message several levels deep.
 
     Only the first line: PostgreSQL's DETAIL quotes the failing row, i.e. cleartext PII.
     """
-    return config.redact_dsn(_first_line(_innermost(exc)))
+    return config.redact_dsn(config.first_line(_innermost(exc)))
 
 
 def pause_at(point: str) -> None:

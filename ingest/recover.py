@@ -36,9 +36,7 @@ def _connect(keys: dict[str, str]):
     try:
         conn = psycopg.connect(**params, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        raise LoginvaultError(
-            f"cannot connect to PostgreSQL at {config.redact_dsn(dsn)}: {str(exc).strip().splitlines()[0]}"
-        ) from None
+        raise config.cannot_connect(dsn, exc) from None
     role, allowed = conn.execute(
         "SELECT current_user, pg_has_role(current_user, %s, 'MEMBER')", (config.PII_ADMIN_ROLE,)
     ).fetchone()
@@ -93,7 +91,7 @@ def recover(*, reason: str, token: str | None = None, value: str | None = None, 
                     )
                 _audit(cur, result.direction, result.kind, token, result.found, reason.strip())
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise LoginvaultError(f"not authorized to recover PII: {str(exc).strip().splitlines()[0]}") from None
+            raise LoginvaultError(f"not authorized to recover PII: {config.first_line(exc)}") from None
         except psycopg.errors.UndefinedTable:
             raise LoginvaultError("the vault or mart does not exist yet: run `make transform` first") from None
         except psycopg.errors.ExternalRoutineInvocationException:

@@ -8,6 +8,7 @@ Nothing local is started for what the user configured: a set PG_DSN or SQS_QUEUE
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -87,7 +88,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
+@functools.lru_cache(maxsize=8)
 def _postgres_can_reach(path: Path) -> bool:
+    """Whether the postgres OS user can enter `path` (asked once per path: it forks runuser)."""
     if os.geteuid() != 0:
         return True
     probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(path)], capture_output=True)
@@ -198,11 +201,9 @@ def bootstrap(admin_dsn: str) -> None:
             conn.execute("SELECT set_config('loginvault.mart_schema', %s, false)", (config.MART_SCHEMA,))
             conn.execute(BOOTSTRAP_SQL.read_text())
     except psycopg.OperationalError as exc:
-        raise LoginvaultError(
-            f"cannot connect to PostgreSQL at {config.redact_dsn(admin_dsn)}: {_first_line(exc)}"
-        ) from None
+        raise config.cannot_connect(admin_dsn, exc) from None
     except psycopg.Error as exc:
-        raise LoginvaultError(f"bootstrap SQL failed: {_first_line(exc)}") from None
+        raise LoginvaultError(f"bootstrap SQL failed: {config.first_line(exc)}") from None
 
 
 def local_cluster() -> PgCluster:
@@ -334,11 +335,6 @@ def ensure_queues(endpoint_url: str | None, region: str, name: str = config.QUEU
 
 
 # ---------------------------------------------------------------- the stack as a whole
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _local_values() -> dict[str, str]:
