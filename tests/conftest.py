@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -302,3 +302,43 @@ def query(dsn: str, sql: str, params: tuple | None = None) -> list[tuple]:
 def execute(dsn: str, sql: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql)
+
+
+# ---------------------------------------------------------------- whole jobs (seed → run → transform)
+
+
+@dataclass
+class Job:
+    """A database and queue that went through seed → ingest → transform, and what it printed."""
+
+    dsn: str
+    env: dict[str, str]
+    dbt_dir: Path
+    outputs: list[Result] = field(default_factory=list)
+
+    def run(self, *args: str, ok: bool = True, env: dict[str, str] | None = None) -> Result:
+        result = run_ingest(*args, env=env or self.env, timeout=300)
+        self.outputs.append(result)
+        if ok:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def transform(self, *dbt_args: str, ok: bool = True) -> Result:
+        return self.run("transform", *(dbt_args or ("build", "--warn-error")), ok=ok)
+
+    @property
+    def hmac_key(self) -> str:
+        return self.env[config.HMAC_KEY_ENV]
+
+
+def new_job(pg_cluster, template_db, moto_server, name: str) -> Job:
+    dsn = pg_cluster.dsn(create_test_database(pg_cluster, template_db))
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: before the per-test hermetic_env
+        mp.setenv("AWS_ACCESS_KEY_ID", "test")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        url, _ = stack.ensure_queues(moto_server.endpoint_url, REGION, name=f"{name}-{uuid.uuid4().hex[:8]}")
+    env = ingest_env(dsn, url, moto_server.endpoint_url)
+    dbt_dir = make_tmp_dir(f"loginvault-test-dbt-{name}-")
+    # dbt's artifacts and logs of the tests stay out of dbt_project/ and can be searched.
+    env.update(DBT_TARGET_PATH=str(dbt_dir / "target"), DBT_LOG_PATH=str(dbt_dir / "logs"), DBT_USE_COLORS="false")
+    return Job(dsn, env, dbt_dir)

@@ -8,9 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-from test_transform import new_job
 
-from conftest import make_tmp_dir
+from conftest import make_tmp_dir, new_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,9 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_transform import Job, new_job
 
-from conftest import drop_test_database, query
+from conftest import Job, drop_test_database, new_job, query
 from ingest import masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
