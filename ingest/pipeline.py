@@ -215,10 +215,17 @@ class _RowsRefused(Exception):
 
 
 def _refuses_rows(exc: BaseException) -> bool:
-    """The database refused a row's content (constraint, bad value), via psycopg2 or ADBC."""
+    """The database refused a row's content (constraint, bad value), via psycopg2 or ADBC.
+
+    Not a unique violation of a system catalog index (`pg_type_typname_nsp_index`, ...): that
+    is two sessions creating the same table at once (workers starting on a fresh database),
+    which a retry resolves.
+    """
     import adbc_driver_manager
     import psycopg2
 
+    if _catalog_race(exc):
+        return False
     return isinstance(
         exc,
         psycopg2.IntegrityError
@@ -226,6 +233,15 @@ def _refuses_rows(exc: BaseException) -> bool:
         | adbc_driver_manager.IntegrityError
         | adbc_driver_manager.DataError,
     )
+
+
+def _catalog_race(exc: BaseException) -> bool:
+    """A concurrent CREATE of the same object: a unique violation on a `pg_catalog` index."""
+    diag = getattr(exc, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or ""
+    if constraint.startswith("pg_") or getattr(diag, "schema_name", None) == "pg_catalog":
+        return True
+    return 'unique constraint "pg_' in config.first_line(exc)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -405,6 +421,11 @@ class Ingest:
         self._carry: list[Message] = []  # received beyond the last batch's size
         self._deleter = ThreadPoolExecutor(max_workers=max(2, options.workers), thread_name_prefix="delete")
         self._deletes: list[Future] = []
+        # Until one load has committed, loads go one at a time: a first load may create dlt's
+        # own tables (_dlt_version, ...), and two sessions creating the same table race in
+        # PostgreSQL's catalog. After it, dlt finds its schema stored and issues no DDL.
+        self._first_load = threading.Lock()
+        self._loaded_once = threading.Event()
 
     # ------------------------------------------------------------ receivers
 
@@ -570,7 +591,12 @@ class Ingest:
         that overlap with the next batch. Refused messages stay in SQS (redelivery, then DLQ)."""
         started = time.perf_counter()
         try:
-            landed = loader.load(batch, self.queue_name)
+            if self._loaded_once.is_set():
+                landed = loader.load(batch, self.queue_name)
+            else:
+                with self._first_load:
+                    landed = loader.load(batch, self.queue_name)
+                    self._loaded_once.set()
         except BaseException:
             self.stopping.set()
             raise

@@ -7,11 +7,15 @@ without printing the DSN's password.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import psycopg.conninfo
+import psycopg2
 import pytest
 
 from conftest import Result, base_env, execute, query, run_ingest
-from ingest import config, sample, stack
+from ingest import config, pipeline, sample, stack
 
 pytestmark = [pytest.mark.integration]
 
@@ -85,6 +89,45 @@ def test_load_failing_after_receive_deletes_nothing_then_recovers(pg_dsn, sqs_qu
     assert "landed 10, deleted 10" in stderr
     assert len(landed_ids(pg_dsn)) == 10
     assert sqs_queue.depth() == (0, 0)
+
+
+def test_parallel_first_loads_on_a_fresh_database_refuse_nothing(pg_dsn, sqs_queue, env_for):
+    """Two loaders whose first loads overlap (each paused 1 s inside the load) on a database
+    where dlt has created nothing yet: no catalog race is mistaken for a refused row."""
+    seed(sqs_queue, 20)
+    env = {**env_for(pg_dsn), "LOGINVAULT_FAULT_PAUSE": "in_load=1"}
+    args = ("--loaders", "2", "--workers", "2", "--batch-size", "5", "--batch-seconds", "0.1")
+    code, _, stderr = run_ingest(*RUN, *args, env=env)
+    assert code == 0, stderr
+    assert stderr.count("fault: paused at in_load") == 4, stderr  # 4 loads, no retry, no bisection
+    assert "refused" not in stderr and "cannot be loaded" not in stderr, stderr
+    assert len(landed_ids(pg_dsn)) == 20
+    assert sqs_queue.depth() == (0, 0)
+
+
+def test_concurrent_create_is_retried_not_taken_for_a_refused_row(pg_dsn):
+    """Two sessions creating the same table (workers starting on a fresh database) fail one of
+    them with a unique violation on a catalog index: retryable, not a row refusal (bisection,
+    DLQ). A unique violation on a user table still is one."""
+    first, second = psycopg2.connect(pg_dsn), psycopg2.connect(pg_dsn)
+    try:
+        first.cursor().execute("CREATE TABLE public.race (x int)")  # uncommitted: the second waits
+        with ThreadPoolExecutor(1) as pool:
+            racing = pool.submit(second.cursor().execute, "CREATE TABLE public.race (x int)")
+            time.sleep(0.5)
+            first.commit()
+            with pytest.raises(psycopg2.Error) as race:
+                racing.result(timeout=10)
+        second.rollback()
+        cursor = second.cursor()
+        cursor.execute("CREATE TABLE public.uniq (x int PRIMARY KEY); INSERT INTO public.uniq VALUES (1)")
+        with pytest.raises(psycopg2.IntegrityError) as duplicate:
+            cursor.execute("INSERT INTO public.uniq VALUES (1)")
+    finally:
+        first.close()
+        second.close()
+    assert pipeline._retryable(race.value) and not pipeline._refuses_rows(race.value), race.value
+    assert pipeline._refuses_rows(duplicate.value)
 
 
 @pytest.mark.slow

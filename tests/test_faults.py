@@ -486,7 +486,7 @@ def test_signal_in_follow_lands_the_batches_in_hand_and_releases_the_rest(
     visible, in_flight = sqs_queue.depth()
     assert in_flight == 0
     loads = result.stderr.count("fault: paused at in_load")  # one pause per load attempt
-    assert 1 <= loads <= loaders, "a batch that was not being loaded at the signal was loaded after it"
+    assert 1 <= loads <= loaders, f"a batch not being loaded at the signal was loaded after it:\n{result.stderr}"
     assert counts["landed"] == counts["deleted"] == batch * loads == raw_count(pg_dsn)
     assert counts["landed"] + visible == count
     assert counts["received"] > counts["landed"], "nothing was held beyond the batches in hand: no release tested"
