@@ -41,6 +41,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {value}")
+    return number
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from ingest import stack
 
@@ -117,16 +127,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
-    """Run dbt in dbt_project/ as the transformer, keys in the session (default: `dbt build`)."""
-    import os
-    import shutil
-    import subprocess
+    """Run dbt in dbt_project/ as the transformer, keys in the session (default: `dbt build`);
+    with --every, as a service: a build every S seconds in one process until SIGTERM/SIGINT."""
+    from ingest import transform
 
-    dbt = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt")
-    if dbt is None:
-        raise LoginvaultError("dbt is not installed: run `make venv`")
-    env = {**os.environ, **config.dbt_env()}
-    return subprocess.run([dbt, *(args.dbt_args or ["build"])], cwd=config.DBT_PROJECT_DIR, env=env).returncode
+    if args.every is None:
+        return transform.run_once(args.dbt_args)
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def finish(signum, _frame):
+        log.info("received %s: finishing the build in hand", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    return transform.run_every(args.every, args.dbt_args, stop, cycles=args.cycles)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -330,6 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("transform", help="run dbt in dbt_project/ as loginvault_transformer (default: dbt build)")
+    p.add_argument(
+        "--every",
+        type=_positive_seconds,
+        metavar="S",
+        help="run as a service: the dbt command every S seconds (start to start) in one process, parsing the"
+        " project once; unit tests in the first build only; SIGTERM/SIGINT finish the build in hand",
+    )
+    p.add_argument("--cycles", type=_positive, metavar="N", help="with --every: stop after N builds")
     p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --warn-error`")
     p.set_defaults(func=cmd_transform)
     return parser

@@ -238,6 +238,11 @@ def service_env(name: str) -> dict[str, str]:
     return {key: str(value) for key, value in (compose()["services"][name].get("environment") or {}).items()}
 
 
+def interpolate(value: str) -> str:
+    """What compose makes of `${VAR:-default}` when VAR is unset."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
 def published_ports(service: dict) -> set[int]:
     return {int(str(port).rsplit(":", 1)[-1]) for port in service.get("ports", [])}
 
@@ -266,7 +271,7 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
     names = {name for service in APP_SERVICES for name in service_env(service)}
     missing = local_stack_env_names() - names
     assert not missing, f"the local stack exports {sorted(missing)}, docker-compose.yml does not set them"
-    unknown = names - code_env_names() - AWS_SDK_ENV - {"TRANSFORM_INTERVAL_SECONDS"}
+    unknown = names - code_env_names() - AWS_SDK_ENV
     assert not unknown, f"docker-compose.yml sets variables no code reads: {sorted(unknown)}"
     ingest, transform = service_env("ingest"), service_env("transform")
     assert not set(config.KEY_ENVS) & set(ingest), "the ingest needs no PII key: it must not get one"
@@ -306,17 +311,19 @@ def test_compose_start_order_and_health():
     grace = re.fullmatch(r"(\d+)s", services["ingest"]["stop_grace_period"])
     assert grace and int(grace.group(1)) > sqs.MAX_WAIT_SECONDS + 30, "a stop needs a long poll plus one load"
     assert services["ingest"]["healthcheck"]["test"], "the ingest's /healthz is checked"
-    loop = services["transform"]["command"][0]
-    assert "while" in loop and "sleep" in loop, "transform runs dbt build on an interval"
+    command = services["transform"]["command"]
+    assert command[:2] == ["transform", "--every"], "the transform service runs dbt build on an interval"
+    grace = re.fullmatch(r"(\d+)s", services["transform"]["stop_grace_period"])
+    assert grace and int(grace.group(1)) >= 60, "a stop lets the build in hand finish"
 
 
 def test_compose_commands_are_valid_cli_invocations():
     services = compose()["services"]
     for name in APP_SERVICES:
         if "entrypoint" not in services[name]:
-            parse_cli([str(arg) for arg in services[name]["command"]])
-    transform = ingest_invocations(services["transform"]["command"][0])
-    assert transform == [["transform", "build"]]
+            parse_cli([interpolate(str(arg)) for arg in services[name]["command"]])
+    transform = [interpolate(str(arg)) for arg in services["transform"]["command"]]
+    assert transform == ["transform", "--every", "300", "build"]
     assert services["ingest"]["command"][:2] == ["run", "--follow"]
 
 

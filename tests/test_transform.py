@@ -10,6 +10,10 @@ import hashlib
 import json
 import re
 import secrets
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -459,9 +463,60 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     assert out.returncode == 1
     assert "no_cleartext_pii_user_logins" in out.stdout and "FAIL 1" in out.stdout
     assert "333-33-3333" not in out.stdout + out.stderr
+    # The service reports a failing cycle in one line and goes on to the next; exit 1 at the end.
+    service = job.run(
+        "transform", "--every", "0.5", "--cycles", "2", "test", "--select", "user_logins", *everything, ok=False
+    )
+    assert service.returncode == 1, service.stderr
+    assert service.stderr.count("transform: dbt test failed (exit 1)") == 2, service.stderr
+    assert "Traceback" not in service.stderr and "333-33-3333" not in service.stdout + service.stderr
     execute(job.dsn, "UPDATE user_logins SET locale = NULL, masked_ip = md5('x') || md5('y')")  # a broken token
     out = job.transform("test", "--select", "user_logins", *everything, ok=False)
     assert "pii_token_is_bijective_user_logins_masked_ip" in out.stdout and "FAIL" in out.stdout
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, tmp_path):
+    """`transform --every S`: one process parses the project once and builds every S seconds;
+    each cycle takes what landed since the last; unit tests run in the first build only;
+    SIGTERM ends it after the build in hand, exit 0."""
+    send(job, [{"user_id": "u1", "ip": "198.51.100.1", "device_id": "111-00-0001"}], tmp_path)
+    job.run("run", "--wait-time", "1")
+    log = tmp_path / "service.log"
+    args = [sys.executable, "-m", "ingest", "transform", "--every", "1", "build", "--warn-error"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, env=job.env, stdout=out, stderr=subprocess.STDOUT, cwd=config.REPO_ROOT)
+    try:
+        wait_until(lambda: "(cycle 1)" in log.read_text(), 180, "the first build")
+        assert query(job.dsn, "SELECT count(*) FROM user_logins") == [(1,)]
+        send(job, [{"user_id": "u2", "ip": "198.51.100.2"}, {"user_id": "u3", "ip": "198.51.100.1"}], tmp_path)
+        job.run("run", "--wait-time", "1")
+        wait_until(lambda: query(job.dsn, "SELECT count(*) FROM user_logins") == [(3,)], 60, "a later cycle")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "received SIGTERM: finishing the build in hand" in text
+    assert "failed" not in text and "Traceback" not in text, text
+    first, *later = text.split("transform: dbt build ok")[:-1]
+    assert later, text
+    assert "START unit_test" in first and not any("START unit_test" in cycle for cycle in later)
+    tokens = dict(query(job.dsn, "SELECT user_id, masked_ip FROM user_logins"))
+    assert tokens["u3"] == tokens["u1"] != tokens["u2"]  # the same key and vault across cycles
+    # Parsed once: dbt logs a parse decision only for the service's one parse.
+    dbt_log = (job.dbt_dir / "logs" / "dbt.log").read_text()
+    assert dbt_log.count("Running with dbt=") == len(later) + 2  # parse + first build + later ones
+    assert len(re.findall(r"Unable to do partial parsing|Partial parsing enabled:", dbt_log)) == 1, dbt_log[-3000:]
 
 
 def test_tests_cover_new_rows_until_a_build_passes(job, tmp_path):

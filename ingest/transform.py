@@ -1,0 +1,118 @@
+"""dbt in this process, as loginvault_transformer with the keys in the session: one command
+(`ingest transform`), or a build every S seconds (`ingest transform --every S`, the transform
+service of docker compose and Kubernetes).
+
+The service imports dbt and parses the project once, then runs each build with that manifest
+(dbt's programmatic API): a cycle costs the build, not ~2.5 s of interpreter start, imports and
+manifest loading. The project cannot change under a running service, so the unit tests (which
+check the SQL, not the data) run in its first build only; the data tests run in every build.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from ingest import LoginvaultError, config
+
+log = logging.getLogger(__name__)
+
+# dbt flags that change what parsing produces: a service's parse must use the same as its builds.
+_PARSE_FLAGS = ("--vars", "--target", "-t", "--profile", "--profiles-dir", "--project-dir", "--target-path")
+DEFAULT_ARGS = ("build",)
+
+
+def dbt_environment() -> None:
+    """dbt reads its connection, keys and project from the environment (profiles.yml)."""
+    os.environ.update(config.dbt_env())
+    os.environ.setdefault("DBT_PROJECT_DIR", str(config.DBT_PROJECT_DIR))
+
+
+def _parse_args(args: Sequence[str]) -> list[str]:
+    """`parse` with the manifest-shaping flags of `args` (`--vars X`, `--target=X`, …)."""
+    out = ["parse"]
+    rest = list(args[1:])
+    for i, arg in enumerate(rest):
+        name = arg.split("=", 1)[0]
+        if name in _PARSE_FLAGS:
+            out.append(arg)
+            if "=" not in arg and i + 1 < len(rest):
+                out.append(rest[i + 1])
+    return out
+
+
+def without_unit_tests(args: Sequence[str]) -> list[str]:
+    """`build …`/`test …` minus the unit tests, unless the user chose resource types themselves."""
+    if args[0] not in ("build", "test") or any(
+        a.split("=", 1)[0].rstrip("s") in ("--resource-type", "--exclude-resource-type") for a in args
+    ):
+        return list(args)
+    return [*args, "--exclude-resource-type", "unit_test"]
+
+
+class Transformer:
+    """Runs dbt commands in this process. `warm()` parses once; later commands reuse it."""
+
+    def __init__(self) -> None:
+        dbt_environment()
+        try:
+            from dbt.cli.main import dbtRunner
+        except ImportError:
+            raise LoginvaultError("dbt is not installed: run `make venv`") from None
+        self._runner_class = dbtRunner
+        self._runner = dbtRunner()
+
+    def invoke(self, args: Sequence[str]) -> int:
+        """One dbt command; dbt's exit code (0 ok, 1 a model or test failed, 2 dbt itself failed)."""
+        result = self._runner.invoke(list(args))
+        if result.success:
+            return 0
+        if result.exception is not None:
+            log.error("dbt %s failed: %s", args[0], config.first_line(result.exception))
+            return 2
+        return 1
+
+    def warm(self, args: Sequence[str]) -> None:
+        """Parse the project once; the commands after it use that manifest."""
+        result = self._runner.invoke(_parse_args(args))
+        if not result.success:
+            reason = config.first_line(result.exception) if result.exception else "see dbt's output above"
+            raise LoginvaultError(f"dbt could not parse the project: {reason}")
+        self._runner = self._runner_class(manifest=result.result)
+
+
+def run_once(args: Sequence[str]) -> int:
+    return Transformer().invoke(args or DEFAULT_ARGS)
+
+
+def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles: int | None = None) -> int:
+    """Build every `seconds` (measured start to start; a build that overruns is followed at
+    once) until `stop` is set, or `cycles` builds. A failed build is logged and retried next
+    cycle: the service keeps going. Returns 0, or 1 when the last build failed."""
+    args = list(args or DEFAULT_ARGS)
+    transformer = Transformer()
+    transformer.warm(args)
+    code, done = 0, 0
+    while not stop.is_set():
+        started = time.monotonic()
+        code = transformer.invoke(args if done == 0 else without_unit_tests(args))
+        done += 1
+        took = time.monotonic() - started
+        if code == 0:
+            log.info("transform: dbt %s ok in %.1f s (cycle %d)", args[0], took, done)
+        else:
+            log.error(
+                "transform: dbt %s failed (exit %d) in %.1f s (cycle %d); next in %.0f s",
+                args[0],
+                code,
+                took,
+                done,
+                seconds,
+            )
+        if cycles is not None and done >= cycles:
+            break
+        stop.wait(max(0.0, seconds - took))
+    return 0 if code == 0 else 1
