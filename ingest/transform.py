@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -53,6 +54,10 @@ def without_unit_tests(args: Sequence[str]) -> list[str]:
     return [*args, "--exclude-resource-type", "unit_test"]
 
 
+class UsageError(LoginvaultError):
+    """dbt refused the command line: no later cycle can do better."""
+
+
 class Transformer:
     """Runs dbt commands in this process. `warm()` parses once; later commands reuse it."""
 
@@ -66,13 +71,16 @@ class Transformer:
         self._runner = dbtRunner()
 
     def invoke(self, args: Sequence[str]) -> int:
-        """One dbt command; dbt's exit code (0 ok, 1 a model or test failed, 2 dbt itself failed)."""
+        """One dbt command: 0, or 1 when a model or test failed (dbt printed which). When dbt
+        itself fails (bad command line, project, profile), LoginvaultError with its reason."""
         result = self._runner.invoke(list(args))
         if result.success:
             return 0
         if result.exception is not None:
-            log.error("dbt %s failed: %s", args[0], config.first_line(result.exception))
-            return 2
+            from dbt.cli.exceptions import DbtUsageException
+
+            error = UsageError if isinstance(result.exception, DbtUsageException) else LoginvaultError
+            raise error(f"dbt {shlex.join(args)}: {config.first_line(result.exception)}")
         return 1
 
     def warm(self, args: Sequence[str]) -> None:
@@ -98,7 +106,13 @@ def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles
     code, done = 0, 0
     while not stop.is_set():
         started = time.monotonic()
-        code = transformer.invoke(args if done == 0 else without_unit_tests(args))
+        try:
+            code = transformer.invoke(args if done == 0 else without_unit_tests(args))
+        except UsageError:
+            raise
+        except LoginvaultError as exc:  # e.g. the database is unreachable: next cycle, again
+            log.error("transform: %s", exc)
+            code = 2
         done += 1
         took = time.monotonic() - started
         if code == 0:

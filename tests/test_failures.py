@@ -227,6 +227,13 @@ def test_bad_arguments_exit_2(args):
     assert "error: " in result.stderr.splitlines()[-1]
 
 
+def test_bad_dbt_command_is_one_sentence(pg_dsn, env_for):
+    result = run_ingest("transform", "nosuch", env=env_for(pg_dsn))
+    assert_clean_error(result, contains="dbt nosuch: No such command 'nosuch'")
+    service = run_ingest("transform", "--every", "1", "nosuch", env=env_for(pg_dsn))
+    assert_clean_error(service, contains="dbt nosuch: No such command")  # not retried every cycle
+
+
 def test_seed_missing_file_is_one_sentence(sqs_queue, env_for, tmp_path):
     result = run_ingest("seed", "--file", str(tmp_path / "nope.json"), env=env_for())
     assert_clean_error(result, contains="no such file")
