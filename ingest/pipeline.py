@@ -8,6 +8,7 @@ means loss. Nothing is parsed here: a malformed body is data too and lands verba
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import queue as queue_module
@@ -45,9 +46,22 @@ import pyarrow as pa  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-# parquet handed to ADBC's binary COPY (adbc-driver-postgresql is a dependency); `csv` uses
-# psycopg2's text COPY instead.
-LOADER_FILE_FORMAT = os.environ.get("INGEST_LOADER_FILE_FORMAT", "parquet")
+# `parquet` is handed to ADBC's binary COPY (adbc-driver-postgresql is a dependency), `csv` to
+# psycopg2's text COPY. `auto` (the default) picks by batch size: ADBC opens a connection of its
+# own for every load (~35 ms), which only pays off for large batches; a small one goes through
+# dlt's open psycopg2 connection as csv.
+LOADER_FILE_FORMAT = os.environ.get("INGEST_LOADER_FILE_FORMAT", "auto")
+PARQUET_MIN_ROWS = 5000
+# How often a batch that is collecting looks whether the running loads have ended.
+_LOAD_POLL_SECONDS = 0.01
+
+
+def file_format(rows: int) -> str:
+    """The dlt loader file format for a load of `rows` messages."""
+    if LOADER_FILE_FORMAT != "auto":
+        return LOADER_FILE_FORMAT
+    return "parquet" if rows >= PARQUET_MIN_ROWS else "csv"
+
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -101,10 +115,12 @@ class RawLoader:
         self.pipeline = self._new_pipeline()
 
     def _new_pipeline(self):
+        destination = dlt.destinations.postgres(credentials=self.dsn)
+        _memoize_capabilities(destination)
         return dlt.pipeline(
             pipeline_name=config.PIPELINE_NAME,
             pipelines_dir=self._workdir,
-            destination=dlt.destinations.postgres(credentials=self.dsn),
+            destination=destination,
             dataset_name=config.RAW_SCHEMA,
         )
 
@@ -182,7 +198,7 @@ class RawLoader:
         while True:
             try:
                 pause_at("in_load")
-                self.pipeline.run(login_events(messages, queue), loader_file_format=LOADER_FILE_FORMAT)
+                self.pipeline.run(login_events(messages, queue), loader_file_format=file_format(len(messages)))
                 return
             except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
                 error = exc
@@ -208,6 +224,27 @@ class RawLoader:
 
     def close(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def _memoize_capabilities(destination) -> None:
+    """dlt asks the destination for its capabilities ~15 times per `pipeline.run()`, and each
+    answer resolves the destination's whole configuration again (~2 ms): a fifth of a small
+    load's CPU. The answer depends only on that configuration (fixed for the process) and the
+    naming convention, so each is computed once and handed out as a copy (dlt edits it)."""
+    compute = destination.capabilities
+    cache: dict = {}
+    lock = threading.Lock()
+
+    def capabilities(config=None, naming=None):
+        if config is not None:  # a final, resolved config: dlt's own path, not cached
+            return compute(config, naming)
+        key = None if naming is None else (type(naming), getattr(naming, "max_length", None))
+        with lock:
+            if key not in cache:
+                cache[key] = compute(None, naming)
+            return copy.deepcopy(cache[key])
+
+    destination.capabilities = capabilities
 
 
 class _RowsRefused(Exception):
@@ -488,17 +525,29 @@ class Ingest:
     # ------------------------------------------------------------ loader
 
     def _next_batch(self) -> list[Message]:
-        """Up to batch_size messages, waiting at most batch_seconds (and a quarter of the
-        visibility timeout) after the first; empty when the receivers are done and nothing is
-        buffered."""
+        """Up to batch_size messages; empty when the receivers are done and nothing is buffered.
+
+        Adaptive: while no load is running, a batch goes as soon as it has what is buffered,
+        so a message waits for a load only as long as the load before it takes; while loads
+        are running, it collects messages until it is full or batch_seconds (at most a quarter
+        of the visibility timeout) after its first. So batches grow with the arrival rate and
+        the load time, and an idle ingest loads a message without waiting out the window.
+        """
         batch, self._carry = self._carry[: self.options.batch_size], self._carry[self.options.batch_size :]
         window = min(self.options.batch_seconds, self.options.visibility_timeout / 4)
         first_at = time.monotonic() if batch else None
         while len(batch) < self.options.batch_size:
-            if first_at is not None and (time.monotonic() - first_at >= window or self.stopping.is_set()):
-                break
+            if first_at is not None:
+                if time.monotonic() - first_at >= window or self.stopping.is_set():
+                    break
+                if self._buffer.empty() and not self._loading():
+                    break
+            # Never past the window; while a load runs, look often whether it has ended.
+            timeout = 0.2
+            if first_at is not None:
+                timeout = max(0.001, min(_LOAD_POLL_SECONDS, first_at + window - time.monotonic()))
             try:
-                chunk = self._buffer.get(timeout=0.2)
+                chunk = self._buffer.get(timeout=timeout)
             except queue_module.Empty:
                 if (self._receivers_done() and self._buffer.empty()) or (self.stopping.is_set() and not batch):
                     break
@@ -508,6 +557,10 @@ class Ingest:
             self._carry += chunk[room:]
             first_at = first_at or time.monotonic()
         return batch
+
+    def _loading(self) -> bool:
+        """Whether a load is running (a loader is out of the idle pool)."""
+        return self._idle_loaders.qsize() < len(self.loaders)
 
     def _keep_visible(self, done: threading.Event) -> None:
         tick = max(0.2, min(5.0, self.options.visibility_timeout / 8))
