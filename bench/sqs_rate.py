@@ -17,56 +17,81 @@ from ingest.sqs import Queue
 BACKLOG = 200
 
 
-def produce(settings: config.SqsSettings, total: int) -> None:
-    """Send `total` sample events, topping the visible backlog up to BACKLOG."""
+def produce(settings: config.SqsSettings, total: int, threads: int, observed) -> None:
+    """Send `total` sample events from `threads` senders, each topping the visible backlog up
+    to BACKLOG (ten at a time); `observed` gets the sum and count of the depths it saw."""
     queue = Queue(settings)
     bodies = (sample.to_body(e) for e in sample.synthetic_events(total, seed=13))
-    sent = 0
-    while sent < total:
-        visible, _ = queue.depth()
-        room = min(BACKLOG - visible, total - sent)
-        if room < 10 and sent + room < total:
-            time.sleep(0.01)
-            continue
-        sent += queue.send(b for _, b in zip(range(room), bodies, strict=False))
+    lock = threading.Lock()
+    state = {"left": total, "seen": 0.0, "looks": 0}
+
+    def sender() -> None:
+        while True:
+            visible, _ = queue.depth()
+            with lock:
+                state["seen"] += visible
+                state["looks"] += 1
+                if state["left"] <= 0:
+                    return
+                if visible > BACKLOG - 10 * threads:
+                    batch = []
+                else:
+                    take = min(10, state["left"])
+                    state["left"] -= take
+                    batch = [next(bodies) for _ in range(take)]
+            if batch:
+                queue.send(batch)
+            else:
+                time.sleep(0.005)
+
+    workers = [threading.Thread(target=sender) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    observed[0], observed[1] = state["seen"], state["looks"]
 
 
 class Producer:
     """The producers, in a process of their own: like real ones, they take no CPU time (GIL)
     from the consumer being measured."""
 
-    def __init__(self, queue: Queue, total: int) -> None:
-        self.process = multiprocessing.get_context("spawn").Process(
-            target=produce, args=(queue.settings, total), daemon=True
+    def __init__(self, queue: Queue, total: int, threads: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.observed = context.Array("d", 2)
+        self.process = context.Process(
+            target=produce, args=(queue.settings, total, threads, self.observed), daemon=True
         )
 
     def start(self) -> None:
         self.process.start()
 
-    def join(self) -> None:
+    def join(self) -> float:
+        """Waits for the producer; the mean visible backlog it saw."""
         self.process.join()
+        return self.observed[0] / max(1, self.observed[1])
 
 
-def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) -> float:
+def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int, producers: int) -> tuple[float, float]:
     queue = Queue(settings)
-    producer = Producer(queue, n)
+    producer = Producer(queue, n, producers)
     options = RunOptions(follow=True, max_messages=n, workers=workers, wait_seconds=1, progress_seconds=1e9)
     loaders = [RawLoader(config.dsn_with_role(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
         with timed() as seconds:
             producer.start()
             stats = Ingest(queue, loaders, options).run()
-        producer.join()
+        backlog = producer.join()
     finally:
         for loader in loaders:
             loader.close()
     assert stats.landed == n and stats.deleted == n, stats.line()
-    return n / seconds()
+    return n / seconds(), backlog
 
 
-def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> float:
+def bare_rate(settings: config.SqsSettings, n: int, workers: int, producers: int) -> tuple[float, float]:
     queue = Queue(settings)
-    producer = Producer(queue, n)
+    producer = Producer(queue, n, producers)
     lock = threading.Lock()
     done = [0]
 
@@ -91,24 +116,31 @@ def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> float:
             t.start()
         for t in threads:
             t.join()
-    producer.join()
-    return done[0] / seconds()
+    backlog = producer.join()
+    return done[0] / seconds(), backlog
 
 
-def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
+def run(dsn: str, endpoint_url: str, n: int, workers: int, producers: int = 1) -> list[Result]:
+    """`producers` sender threads: more do not raise the backlog (moto is the limit; see the
+    mean_visible_backlog figure), they only take moto's time from the consumers."""
     region = config.DEFAULT_REGION
-    rates = {}
+    rates, backlogs = {}, {}
     # Each on a fresh queue; bare first, then ingest, then bare again (the baseline is their mean).
     for label in ("bare", "ingest", "bare2"):
         url, _ = stack.ensure_queues(endpoint_url, region, name=f"bench-{label}-{uuid.uuid4().hex[:6]}")
         settings = config.SqsSettings(url, endpoint_url, region)
-        rates[label] = ingest_rate(settings, dsn, n, workers) if label == "ingest" else bare_rate(settings, n, workers)
+        if label == "ingest":
+            rates[label], backlogs[label] = ingest_rate(settings, dsn, n, workers, producers)
+        else:
+            rates[label], backlogs[label] = bare_rate(settings, n, workers, producers)
     bare = (rates["bare"] + rates["bare2"]) / 2
     ratio = rates["ingest"] / bare
     figures = {
         "messages": n,
         "workers": workers,
         "backlog": BACKLOG,
+        "producer_threads": producers,
+        "mean_visible_backlog": {label: round(depth, 1) for label, depth in backlogs.items()},
         "ingest_msgs_per_s": round(rates["ingest"]),
         "bare_loop_msgs_per_s": round(bare),
         "bare_runs": [round(rates["bare"]), round(rates["bare2"])],
