@@ -33,12 +33,15 @@ def dbt_environment() -> None:
 
 
 def _parse_args(args: Sequence[str]) -> list[str]:
-    """`parse` with the manifest-shaping flags of `args` (`--vars X`, `--target=X`, …)."""
+    """`parse` with the manifest-shaping flags of `args` (`--vars X`, `--target=X`, …), and
+    quiet when they are."""
     out = ["parse"]
     rest = list(args[1:])
     for i, arg in enumerate(rest):
         name = arg.split("=", 1)[0]
-        if name in _PARSE_FLAGS:
+        if name in ("--quiet", "-q"):
+            out.append(arg)
+        elif name in _PARSE_FLAGS:
             out.append(arg)
             if "=" not in arg and i + 1 < len(rest):
                 out.append(rest[i + 1])

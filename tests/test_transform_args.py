@@ -12,6 +12,7 @@ from ingest import transform
     [
         (["build"], ["parse"]),
         (["build", "--warn-error", "--select", "user_logins"], ["parse"]),
+        (["build", "--quiet", "--select", "x"], ["parse", "--quiet"]),
         (["build", "--vars", "{loginvault_test_scope: all}"], ["parse", "--vars", "{loginvault_test_scope: all}"]),
         (["test", "--target=prod", "-t", "ci", "--select", "x"], ["parse", "--target=prod", "-t", "ci"]),
         (
