@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -230,6 +231,88 @@ def run_ingest(*args: str, env: dict[str, str], timeout: float = 120) -> Result:
         timeout=timeout,
     )
     return Result(out.returncode, out.stdout, out.stderr)
+
+
+# ---------------------------------------------------------------- ingest processes that keep running
+
+
+class IngestProcess:
+    """A `python -m ingest …` subprocess in its own process group; stdout and stderr go to files."""
+
+    def __init__(self, args: tuple[str, ...], env: dict[str, str], logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.out, self.err = logs / "stdout", logs / "stderr"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "ingest", *args],
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Until `text` is on stderr; fails when the process ends first or time runs out."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if self.popen.poll() is not None:
+                pytest.fail(f"ingest exited ({self.popen.returncode}) before printing {text!r}:\n{self.stderr}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"ingest did not print {text!r} within {timeout} s:\n{self.stderr}")
+            time.sleep(0.05)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.popen.pid, signum)
+
+    def kill9(self) -> None:
+        """SIGKILL to the whole process group: no handler, no finally, no release of what it holds."""
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def finish(self, timeout: float = 120) -> Result:
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ingest still running after {timeout} s:\n{self.stderr}")
+        return Result(code, self.out.read_text(errors="replace"), self.stderr)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    """spawn(*args, env=…) → a running IngestProcess; whatever is still running at the end is SIGKILLed."""
+    started: list[IngestProcess] = []
+
+    def start(*args: str, env: dict[str, str]) -> IngestProcess:
+        proc = IngestProcess(args, env, tmp_path / f"ingest-{len(started)}")
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.popen.poll() is None:
+                try:
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.popen.wait(timeout=10)
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Until `predicate()` is truthy (returned); fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return value
 
 
 # ---------------------------------------------------------------- queues

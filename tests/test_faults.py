@@ -12,19 +12,14 @@ once, nothing deleted that did not land, and the queue empty.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import REPO_ROOT, Result, execute, make_tmp_dir, query, run_ingest
+from conftest import Result, execute, make_tmp_dir, query, run_ingest, wait_until
 from ingest import config, sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,75 +42,6 @@ SUMMARY_COUNTS = (
 
 
 # ---------------------------------------------------------------- processes
-
-
-class Ingest:
-    """A `python -m ingest …` subprocess in its own process group; stdout and stderr go to files."""
-
-    def __init__(self, args: tuple[str, ...], env: dict[str, str], logs: Path) -> None:
-        logs.mkdir(parents=True, exist_ok=True)
-        self.out, self.err = logs / "stdout", logs / "stderr"
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "ingest", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-
-    @property
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        """Until `text` is on stderr; fails when the process ends first or time runs out."""
-        deadline = time.monotonic() + timeout
-        while text not in self.stderr:
-            if self.popen.poll() is not None:
-                pytest.fail(f"ingest exited ({self.popen.returncode}) before printing {text!r}:\n{self.stderr}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"ingest did not print {text!r} within {timeout} s:\n{self.stderr}")
-            time.sleep(0.05)
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.popen.pid, signum)
-
-    def kill9(self) -> None:
-        """SIGKILL to the whole process group: no handler, no finally, no release of what it holds."""
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def finish(self, timeout: float = 120) -> Result:
-        try:
-            code = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"ingest still running after {timeout} s:\n{self.stderr}")
-        return Result(code, self.out.read_text(errors="replace"), self.stderr)
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator:
-    """spawn(*args, env=…) → a running Ingest; whatever is still running at the end is SIGKILLed."""
-    started: list[Ingest] = []
-
-    def start(*args: str, env: dict[str, str]) -> Ingest:
-        proc = Ingest(args, env, tmp_path / f"ingest-{len(started)}")
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            if proc.popen.poll() is None:
-                try:
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait(timeout=10)
 
 
 @pytest.fixture
@@ -202,15 +128,6 @@ def transform_and_assert_exactly_once(env: dict[str, str], dsn: str, message_ids
     ids = mart_ids(dsn)
     assert len(ids) == len(message_ids)
     assert set(ids) == message_ids
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 # ---------------------------------------------------------------- kill -9

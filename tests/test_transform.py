@@ -13,7 +13,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from conftest import (
     make_tmp_dir,
     new_job,
     query,
+    wait_until,
 )
 from ingest import config, masking, sample, stack
 
@@ -440,8 +440,6 @@ def test_a_build_without_keys_fails_clearly(job, tmp_path):
     assert short.returncode == 1 and "LOGINVAULT_ENCRYPTION_KEY is too short" in short.stderr
 
     # dbt run directly, without the keys in PGOPTIONS: the run fails at its start, nothing built.
-    import subprocess
-    import sys
 
     dbt_env = {**job.env, **config.libpq_env(job.dsn), "PGOPTIONS": "", "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR)}
     dbt = Path(sys.executable).parent / "dbt"
@@ -475,41 +473,26 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     assert "pii_token_is_bijective_user_logins_masked_ip" in out.stdout and "FAIL" in out.stdout
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, tmp_path):
+def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, tmp_path, spawn):
     """`transform --every S`: one process parses the project once and builds every S seconds;
     each cycle takes what landed since the last; unit tests run in the first build only;
     SIGTERM ends it after the build in hand, exit 0."""
     send(job, [{"user_id": "u1", "ip": "198.51.100.1", "device_id": "111-00-0001"}], tmp_path)
     job.run("run", "--wait-time", "1")
-    log = tmp_path / "service.log"
-    args = [sys.executable, "-m", "ingest", "transform", "--every", "1", "build", "--warn-error"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, env=job.env, stdout=out, stderr=subprocess.STDOUT, cwd=config.REPO_ROOT)
-    try:
-        wait_until(lambda: "(cycle 1)" in log.read_text(), 180, "the first build")
-        assert query(job.dsn, "SELECT count(*) FROM user_logins") == [(1,)]
-        send(job, [{"user_id": "u2", "ip": "198.51.100.2"}, {"user_id": "u3", "ip": "198.51.100.1"}], tmp_path)
-        job.run("run", "--wait-time", "1")
-        wait_until(lambda: query(job.dsn, "SELECT count(*) FROM user_logins") == [(3,)], 60, "a later cycle")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
-    assert "received SIGTERM: finishing the build in hand" in text
-    assert "failed" not in text and "Traceback" not in text, text
-    first, *later = text.split("transform: dbt build ok")[:-1]
-    assert later, text
+    service = spawn("transform", "--every", "1", "build", "--warn-error", env=job.env)
+    service.wait_for("(cycle 1)", timeout=180)
+    assert query(job.dsn, "SELECT count(*) FROM user_logins") == [(1,)]
+    send(job, [{"user_id": "u2", "ip": "198.51.100.2"}, {"user_id": "u3", "ip": "198.51.100.1"}], tmp_path)
+    job.run("run", "--wait-time", "1")
+    wait_until(lambda: query(job.dsn, "SELECT count(*) FROM user_logins") == [(3,)], 60, "a later cycle")
+    service.signal(signal.SIGTERM)
+    result = service.finish(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "received SIGTERM: finishing the build in hand" in result.stderr
+    assert "failed" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    # dbt's output, one part per invocation: the parse, the first build, the later builds.
+    _, parse, first, *later = result.stdout.split("Running with dbt=")
+    assert later and result.stderr.count("transform: dbt build ok") == 1 + len(later), result.stderr
     assert "START unit_test" in first and not any("START unit_test" in cycle for cycle in later)
     tokens = dict(query(job.dsn, "SELECT user_id, masked_ip FROM user_logins"))
     assert tokens["u3"] == tokens["u1"] != tokens["u2"]  # the same key and vault across cycles
