@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +51,17 @@ def _positive_seconds(value: str) -> float:
     if not number > 0 or number == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {value}")
     return number
+
+
+def _stop_on_signals(stop: threading.Event, doing: str) -> None:
+    """SIGTERM and SIGINT set `stop`: the work in hand finishes, then the command ends."""
+
+    def handler(signum, _frame):
+        log.info("received %s: %s", signal.Signals(signum).name, doing)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -106,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         loaders[0].check()
         ingest = Ingest(queue, loaders, options)
-        ingest.install_signal_handlers()
+        _stop_on_signals(ingest.stopping, "finishing the batch in hand, releasing the rest")
         if args.metrics_port:
             from ingest.metrics import MetricsServer
 
@@ -133,17 +146,8 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
     if args.every is None:
         return transform.run_once(args.dbt_args)
-    import signal
-    import threading
-
     stop = threading.Event()
-
-    def finish(signum, _frame):
-        log.info("received %s: finishing the build in hand", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, finish)
-    signal.signal(signal.SIGINT, finish)
+    _stop_on_signals(stop, "finishing the build in hand")
     return transform.run_every(args.every, args.dbt_args, stop, cycles=args.cycles)
 
 

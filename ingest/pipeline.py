@@ -14,7 +14,6 @@ import os
 import queue as queue_module
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -710,11 +709,3 @@ class Ingest:
                 self.in_flight.release(leftover)
             except LoginvaultError as exc:  # SQS unreachable: they come back after the timeout
                 log.warning("could not release %d messages: %s", len(leftover), exc)
-
-    def install_signal_handlers(self) -> None:
-        def stop(signum, _frame):
-            log.info("received %s: finishing the batch in hand, releasing the rest", signal.Signals(signum).name)
-            self.stopping.set()
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
