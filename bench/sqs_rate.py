@@ -17,51 +17,31 @@ from ingest.sqs import Queue
 BACKLOG = 200
 
 
-def produce(settings: config.SqsSettings, total: int, threads: int, observed) -> None:
-    """Send `total` sample events from `threads` senders, each topping the visible backlog up
-    to BACKLOG (ten at a time); `observed` gets the sum and count of the depths it saw."""
+def produce(settings: config.SqsSettings, total: int, observed) -> None:
+    """Send `total` sample events, topping the visible backlog up to BACKLOG; `observed` gets
+    the sum and count of the visible depths it saw."""
     queue = Queue(settings)
     bodies = (sample.to_body(e) for e in sample.synthetic_events(total, seed=13))
-    lock = threading.Lock()
-    state = {"left": total, "seen": 0.0, "looks": 0}
-
-    def sender() -> None:
-        while True:
-            visible, _ = queue.depth()
-            with lock:
-                state["seen"] += visible
-                state["looks"] += 1
-                if state["left"] <= 0:
-                    return
-                if visible > BACKLOG - 10 * threads:
-                    batch = []
-                else:
-                    take = min(10, state["left"])
-                    state["left"] -= take
-                    batch = [next(bodies) for _ in range(take)]
-            if batch:
-                queue.send(batch)
-            else:
-                time.sleep(0.005)
-
-    workers = [threading.Thread(target=sender) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    observed[0], observed[1] = state["seen"], state["looks"]
+    sent = 0
+    while sent < total:
+        visible, _ = queue.depth()
+        observed[0] += visible
+        observed[1] += 1
+        room = min(BACKLOG - visible, total - sent)
+        if room < 10 and sent + room < total:
+            time.sleep(0.01)
+            continue
+        sent += queue.send(b for _, b in zip(range(room), bodies, strict=False))
 
 
 class Producer:
     """The producers, in a process of their own: like real ones, they take no CPU time (GIL)
     from the consumer being measured."""
 
-    def __init__(self, queue: Queue, total: int, threads: int) -> None:
+    def __init__(self, queue: Queue, total: int) -> None:
         context = multiprocessing.get_context("spawn")
-        self.observed = context.Array("d", 2)
-        self.process = context.Process(
-            target=produce, args=(queue.settings, total, threads, self.observed), daemon=True
-        )
+        self.observed = context.Array("d", 2, lock=False)  # written by the producer only
+        self.process = context.Process(target=produce, args=(queue.settings, total, self.observed), daemon=True)
 
     def start(self) -> None:
         self.process.start()
@@ -72,9 +52,9 @@ class Producer:
         return self.observed[0] / max(1, self.observed[1])
 
 
-def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int, producers: int) -> tuple[float, float]:
+def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) -> tuple[float, float]:
     queue = Queue(settings)
-    producer = Producer(queue, n, producers)
+    producer = Producer(queue, n)
     options = RunOptions(follow=True, max_messages=n, workers=workers, wait_seconds=1, progress_seconds=1e9)
     loaders = [RawLoader(config.dsn_with_role(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
@@ -89,9 +69,9 @@ def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int, pr
     return n / seconds(), backlog
 
 
-def bare_rate(settings: config.SqsSettings, n: int, workers: int, producers: int) -> tuple[float, float]:
+def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> tuple[float, float]:
     queue = Queue(settings)
-    producer = Producer(queue, n, producers)
+    producer = Producer(queue, n)
     lock = threading.Lock()
     done = [0]
 
@@ -120,9 +100,7 @@ def bare_rate(settings: config.SqsSettings, n: int, workers: int, producers: int
     return done[0] / seconds(), backlog
 
 
-def run(dsn: str, endpoint_url: str, n: int, workers: int, producers: int = 1) -> list[Result]:
-    """`producers` sender threads: more do not raise the backlog (moto is the limit; see the
-    mean_visible_backlog figure), they only take moto's time from the consumers."""
+def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
     region = config.DEFAULT_REGION
     rates, backlogs = {}, {}
     # Each on a fresh queue; bare first, then ingest, then bare again (the baseline is their mean).
@@ -130,16 +108,15 @@ def run(dsn: str, endpoint_url: str, n: int, workers: int, producers: int = 1) -
         url, _ = stack.ensure_queues(endpoint_url, region, name=f"bench-{label}-{uuid.uuid4().hex[:6]}")
         settings = config.SqsSettings(url, endpoint_url, region)
         if label == "ingest":
-            rates[label], backlogs[label] = ingest_rate(settings, dsn, n, workers, producers)
+            rates[label], backlogs[label] = ingest_rate(settings, dsn, n, workers)
         else:
-            rates[label], backlogs[label] = bare_rate(settings, n, workers, producers)
+            rates[label], backlogs[label] = bare_rate(settings, n, workers)
     bare = (rates["bare"] + rates["bare2"]) / 2
     ratio = rates["ingest"] / bare
     figures = {
         "messages": n,
         "workers": workers,
         "backlog": BACKLOG,
-        "producer_threads": producers,
         "mean_visible_backlog": {label: round(depth, 1) for label, depth in backlogs.items()},
         "ingest_msgs_per_s": round(rates["ingest"]),
         "bare_loop_msgs_per_s": round(bare),

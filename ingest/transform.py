@@ -70,7 +70,6 @@ class Transformer:
             from dbt.cli.main import dbtRunner
         except ImportError:
             raise LoginvaultError("dbt is not installed: run `make venv`") from None
-        self._runner_class = dbtRunner
         self._runner = dbtRunner()
 
     def invoke(self, args: Sequence[str]) -> int:
@@ -92,7 +91,7 @@ class Transformer:
         if not result.success:
             reason = config.first_line(result.exception) if result.exception else "see dbt's output above"
             raise LoginvaultError(f"dbt could not parse the project: {reason}")
-        self._runner = self._runner_class(manifest=result.result)
+        self._runner = type(self._runner)(manifest=result.result)
 
 
 def run_once(args: Sequence[str]) -> int:
