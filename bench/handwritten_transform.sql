@@ -2,7 +2,7 @@
 -- validation, masking, vault encryption and inserts as the dbt project, as one script in one
 -- session, materializing the validated rows once. Run as loginvault_transformer with the keys
 -- in the session (loginvault.hmac_key, loginvault.encryption_key), after a dbt run created the
--- staging.loginvault_* parsers. Writes to schema bench_hw.
+-- loginvault.* parsers (bootstrap.sql). Writes to schema bench_hw.
 
 drop table if exists bench_hw.validated, bench_hw.user_logins, bench_hw.rejected, bench_hw.vault;
 
@@ -15,12 +15,12 @@ with first_delivery as (
     order by r.message_id, r.received_at, r.receive_count, r._dlt_id
 ),
 parsed as (
-    select f.*, staging.loginvault_try_jsonb(f.body) as payload from first_delivery as f
+    select f.*, loginvault.try_jsonb(f.body) as payload from first_delivery as f
 ),
 fields as (
     select
         message_id, sent_at, received_at,
-        case when payload is null then staging.loginvault_json_error(body) end as parse_error,
+        case when payload is null then loginvault.json_error(body) end as parse_error,
         jsonb_typeof(payload) as payload_type,
         jsonb_typeof(payload -> 'user_id') as user_id_type,
         jsonb_typeof(payload -> 'device_type') as device_type_type,
@@ -36,7 +36,7 @@ fields as (
     from parsed
 ),
 canonical as (
-    select *, host(staging.loginvault_try_inet(ip)) as ip_canonical, nullif(btrim(device_id), '') as device_canonical
+    select *, loginvault.canonical_pii('ip', ip) as ip_canonical, loginvault.canonical_pii('device_id', device_id) as device_canonical
     from fields
 )
 select

@@ -2,12 +2,12 @@
     compiled SQL: only the names of the settings appear here. -#}
 
 {#- The canonical form a value is tokenized and encrypted in: host(inet) for an IP (valid
-    IPv4/IPv6 only, else NULL), the space-trimmed string for a device id. -#}
+    IPv4/IPv6 only, else NULL), the space-trimmed string for a device id. Defined once, as
+    loginvault.canonical_pii (bootstrap.sql; the recovery functions use it too), which the
+    planner inlines. -#}
 {% macro pii_canonical(expr, kind) -%}
-    {%- if kind == 'ip' -%}
-        host({{ loginvault_function('try_inet') }}({{ expr }}))
-    {%- elif kind == 'device_id' -%}
-        nullif(btrim({{ expr }}), '')
+    {%- if kind in ('ip', 'device_id') -%}
+        {{ loginvault_function('canonical_pii') }}('{{ kind }}', {{ expr }})
     {%- else -%}
         {{ exceptions.raise_compiler_error("pii_canonical: unknown kind '" ~ kind ~ "' (ip or device_id)") }}
     {%- endif -%}

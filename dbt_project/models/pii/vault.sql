@@ -1,5 +1,5 @@
 {#- The PII vault: each distinct (kind, canonical value) once, encrypted once (AES-256,
-    key from the session), keyed by its token. Only loginvault_pii_admin may read it. -#}
+    key from the session), keyed by its token. Read only through the audited recovery functions. -#}
 {{ config(
     incremental_strategy='append',
     post_hook="{{ loginvault_set_watermark() }}",

@@ -3,6 +3,7 @@
     message ids not staged before, so replays never make a second row. -#}
 {{ config(
     incremental_strategy='append',
+    pre_hook="{{ loginvault_assert_inputs() }}",
     indexes=[
         {'columns': ['message_id'], 'unique': True},
         {'columns': ['_dlt_load_id']},
