@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from ingest import config, stack
+from ingest import bootstrap, config, stack
 
 RESULTS = Path(__file__).parent / "results.json"
 
@@ -71,7 +71,7 @@ def cluster():
         pg.init()
         pg.start()
         stack.ensure_database(pg.dsn("postgres"), config.DATABASE_NAME)
-        stack.bootstrap(pg.dsn())
+        bootstrap.bootstrap(pg.dsn(), logins=stack.throwaway_logins(pg.dsn()))
         yield pg
     finally:
         if pg.initialized():
@@ -91,6 +91,11 @@ def moto():
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def role_dsn(admin_dsn: str, role: str) -> str:
+    """The DSN of a workload's own login on the bench's cluster."""
+    return stack.throwaway_logins(admin_dsn)[role]
 
 
 def execute(dsn: str, sql: str, params=None):

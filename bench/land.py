@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import psycopg
 
+from bench import harness
 from bench.harness import Result, execute, timed
 from ingest import config, sample, sqs
 from ingest.pipeline import Ingest, RawLoader, RunOptions
@@ -58,7 +59,7 @@ class SyntheticQueue:
 def land(dsn: str, bodies: Iterator[str], batch_size: int, workers: int = 1) -> tuple[int, float]:
     """Run the ingest (default options but the batch size) over `bodies`; returns (landed, seconds)."""
     options = RunOptions(batch_size=batch_size, wait_seconds=0, workers=workers, progress_seconds=1e9)
-    loaders = [RawLoader(config.dsn_with_role(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
+    loaders = [RawLoader(harness.role_dsn(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
         ingest = Ingest(SyntheticQueue(bodies), loaders, options)
         with timed() as seconds:

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+from bench import harness
 from bench.harness import Result, timed
 from ingest import config, sample, stack
 from ingest.pipeline import Ingest, RawLoader, RunOptions
@@ -56,7 +57,7 @@ def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) ->
     queue = Queue(settings)
     producer = Producer(queue, n)
     options = RunOptions(follow=True, max_messages=n, workers=workers, wait_seconds=1, progress_seconds=1e9)
-    loaders = [RawLoader(config.dsn_with_role(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
+    loaders = [RawLoader(harness.role_dsn(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
         with timed() as seconds:
             producer.start()

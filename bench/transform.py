@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import harness
 from bench.harness import Result, execute, timed
 from ingest import config, sample, transform
 
@@ -87,7 +88,14 @@ def handwritten(dsn: str, keys: dict[str, str]) -> float:
 def run(dsn: str, n: int, increment: int) -> list[Result]:
     keys = {name: secrets.token_hex(32) for name in config.KEY_ENVS}
     work = Path(tempfile.mkdtemp(prefix="loginvault-bench-dbt-"))
-    env = {**keys, "PG_DSN": dsn, "DBT_TARGET_PATH": str(work / "target"), "DBT_LOG_PATH": str(work / "logs")}
+    dbt_login = harness.role_dsn(dsn, config.TRANSFORMER_ROLE)
+    env = {
+        **keys,
+        "PG_DSN": dsn,
+        "LOGINVAULT_TRANSFORMER_DSN": dbt_login,
+        "DBT_TARGET_PATH": str(work / "target"),
+        "DBT_LOG_PATH": str(work / "logs"),
+    }
     saved = dict(os.environ)
     os.environ.update(env)
     try:

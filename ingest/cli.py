@@ -81,10 +81,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from ingest import stack
+    from ingest import bootstrap
 
-    stack.bootstrap(config.require("PG_DSN"))
-    print("bootstrap: done", file=sys.stderr)
+    bootstrap.run_from_env()
     return 0
 
 
@@ -112,8 +111,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         visibility_timeout=args.visibility_timeout,
         retry_budget_seconds=args.retry_budget,
     )
+    from ingest import db
+
     queue = Queue(config.SqsSettings.from_env())
     queue.attributes()  # pre-flight: endpoint, queue and credentials
+    db.check_workload(config.LOADER_ROLE)  # pre-flight: the ingest's own login, no superuser
     dsn = config.role_dsn(config.LOADER_ROLE)
     loaders = [RawLoader(dsn, retry_budget_seconds=options.retry_budget_seconds) for _ in range(options.loaders)]
     try:
@@ -159,11 +161,21 @@ def cmd_recover(args: argparse.Namespace) -> int:
     else:
         kind, value = ("ip", args.ip) if args.ip is not None else ("device_id", args.device_id)
         result = recover(reason=args.reason, value=value, kind=kind)
+    refusals = {
+        "over_budget": "this login's daily recovery budget is used up (the refusal was audited): an admin can raise it"
+        " (docs/operations.md, Recover PII)",
+        "decrypt_failed": "the vault entry cannot be decrypted with LOGINVAULT_ENCRYPTION_KEY: wrong key? (the failed"
+        " lookup was audited)",
+        "invalid": f"that is not a valid {(result.kind or '').replace('_', ' ')}, so no login can carry it (audited)",
+    }
+    if result.outcome in refusals:
+        raise LoginvaultError(refusals[result.outcome])
     if result.direction == "token_to_value":
         if not result.found:
             print("recover: no such token in the vault (the lookup was audited)", file=sys.stderr)
             return 1
-        print(f"{result.kind}\t{result.value}")
+        for kind, value in result.values:
+            print(f"{kind}\t{value}")
     else:
         print(f"{result.token}\t{result.logins}")
         print(
@@ -172,40 +184,23 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The recovery audit, oldest first, tab-separated with a header (as an auditor)."""
+    from ingest import audit
+
+    since = audit.parse_since(args.since) if args.since else None
+    print("\t".join(audit.COLUMNS))
+    for row in audit.rows(since):
+        print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """What an analyst sees: mart size, rejections by reason, shared IPs/devices, sample rows."""
-    import psycopg
+    from ingest.summary import summary
 
-    dsn = config.role_dsn(config.ANALYST_ROLE)
-    mart = config.MART_SCHEMA
-    try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
-            logins = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
-            reasons = conn.execute(
-                f"SELECT reason, count(*) FROM {mart}.rejected_login_events GROUP BY 1 ORDER BY 2 DESC, 1"  # noqa: S608
-            ).fetchall()
-            shared = {
-                column: conn.execute(
-                    f"SELECT count(*) FROM (SELECT {column} FROM {mart}.user_logins WHERE {column} IS NOT NULL"  # noqa: S608
-                    f" GROUP BY 1 HAVING count(DISTINCT user_id) > 1) AS s"
-                ).fetchone()[0]
-                for column in ("masked_ip", "masked_device_id")
-            }
-            sample = conn.execute(
-                f"SELECT user_id, device_type, left(masked_ip, 12) || '…', left(masked_device_id, 12) || '…',"  # noqa: S608
-                f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"
-            ).fetchall()
-    except psycopg.OperationalError as exc:
-        raise config.cannot_connect(dsn, exc) from None
-    except psycopg.errors.UndefinedTable:
-        raise LoginvaultError("the marts do not exist yet: run `make transform` first") from None
-    print(f"user_logins: {logins} rows (as {config.ANALYST_ROLE})")
-    print(f"rejected_login_events: {sum(n for _, n in reasons)} rows" + "".join(f"\n  {r}: {n}" for r, n in reasons))
-    print(f"IPs shared by more than one user: {shared['masked_ip']}")
-    print(f"devices shared by more than one user: {shared['masked_device_id']}")
-    print("sample rows (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date):")
-    for row in sample:
-        print("  " + " | ".join("NULL" if v is None else str(v) for v in row))
+    for line in summary().lines():
+        print(line)
     return 0
 
 
@@ -254,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_stack)
 
-    p = sub.add_parser("bootstrap", help="run the idempotent bootstrap SQL as the admin PG_DSN")
+    p = sub.add_parser(
+        "bootstrap",
+        help="as the admin PG_DSN: the idempotent bootstrap SQL, and a login for each LOGINVAULT_<ROLE>_DSN set",
+    )
     p.set_defaults(func=cmd_bootstrap)
 
     p = sub.add_parser("seed", help="send sample login events to SQS_QUEUE_URL")
@@ -340,13 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-messages", type=_positive, metavar="N", help="with --redrive: move at most N")
     p.set_defaults(func=cmd_dlq)
 
-    p = sub.add_parser("recover", help="as loginvault_pii_admin: token → value, or value → token (audited)")
+    p = sub.add_parser(
+        "recover", help="as a privacy officer (loginvault_pii_admin): token → value, or value → token (audited)"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--token", help="print the kind and cleartext of this token")
     what.add_argument("--ip", help="print the token of this IP and how many logins carry it")
     what.add_argument("--device-id", help="print the token of this device id and how many logins carry it")
     p.add_argument("--reason", required=True, help="why (ticket, request): written to pii.recovery_audit")
     p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("audit", help="as an auditor (loginvault_auditor): print the recovery audit")
+    p.add_argument("--since", metavar="WHEN", help="only rows since WHEN: 7d, 12h, 30m, or a date/time (UTC)")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("summary", help="print what an analyst sees in the marts (as loginvault_analyst)")
     p.set_defaults(func=cmd_summary)

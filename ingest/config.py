@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ingest import LoginvaultError
 
@@ -28,6 +28,40 @@ LOADER_ROLE = "loginvault_loader"
 TRANSFORMER_ROLE = "loginvault_transformer"
 ANALYST_ROLE = "loginvault_analyst"
 PII_ADMIN_ROLE = "loginvault_pii_admin"
+AUDITOR_ROLE = "loginvault_auditor"
+# NOLOGIN owners (bootstrap.sql): of raw and its tables, and of the recovery functions.
+RAW_OWNER_ROLE = "loginvault_owner"
+RECOVERY_ROLE = "loginvault_recovery"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A workload and the role its own login is a member of (and of nothing else)."""
+
+    role: str
+    local_login: str  # the login the local stack and the tests create for it
+    who: str  # for messages
+
+    @property
+    def dsn_env(self) -> str:
+        return f"{self.role.upper()}_DSN"
+
+    @property
+    def password_env(self) -> str:
+        """The local stack's password of `local_login` (.local/keys.env)."""
+        return f"{self.role.upper()}_PASSWORD"
+
+
+WORKLOADS = {
+    w.role: w
+    for w in (
+        Workload(LOADER_ROLE, "loginvault_ingest", "the ingest"),
+        Workload(TRANSFORMER_ROLE, "loginvault_dbt", "the transform (dbt)"),
+        Workload(ANALYST_ROLE, "loginvault_analyst_1", "an analyst"),
+        Workload(PII_ADMIN_ROLE, "loginvault_privacy_officer_1", "a privacy officer"),
+        Workload(AUDITOR_ROLE, "loginvault_auditor_1", "an auditor"),
+    )
+}
 
 HMAC_KEY_ENV = "LOGINVAULT_HMAC_KEY"
 ENCRYPTION_KEY_ENV = "LOGINVAULT_ENCRYPTION_KEY"
@@ -86,28 +120,20 @@ def cannot_connect(dsn: str, exc: BaseException) -> LoginvaultError:
     return LoginvaultError(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {first_line(exc)}")
 
 
-def dsn_with_role(dsn: str, role: str) -> str:
-    """`dsn` whose sessions act as `role` (a startup `-crole=…` option).
-
-    The admin DSN's user must be a member of `role` (bootstrap.sql grants that). Operators
-    who give each role its own login set LOGINVAULT_<ROLE>_DSN instead.
-    """
-    if "://" not in dsn:
-        raise LoginvaultError("PG_DSN must be a URL such as postgresql://user:password@host:5432/loginvault")
-    parts = urlsplit(dsn)
-    query = dict(parse_qsl(parts.query))
-    # No space inside the option: dlt re-renders the URL with `+` for spaces, which libpq's
-    # URI parser (used by the ADBC loader) does not read back as spaces.
-    query["options"] = f"{query.get('options', '')} -crole={role}".strip()
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
-
-
 def role_dsn(role: str) -> str:
-    """The DSN for one loginvault role: LOGINVAULT_<ROLE>_DSN, else PG_DSN acting as the role."""
-    own = env(f"{role.upper()}_DSN")
-    if own:
-        return own
-    return dsn_with_role(require("PG_DSN"), role)
+    """The DSN of a workload's own login: LOGINVAULT_<ROLE>_DSN. PG_DSN (the admin) is the
+    bootstrap's only: no workload connects as the admin or acts as another role."""
+    workload = WORKLOADS[role]
+    dsn = require(
+        workload.dsn_env,
+        f"{workload.who} connects with a login of its own, a member of {role} only"
+        ' (`eval "$(make -s env)"` sets the local stack\'s)',
+    )
+    if "://" not in dsn:
+        raise LoginvaultError(
+            f"{workload.dsn_env} must be a URL such as postgresql://user:password@host:5432/loginvault"
+        )
+    return dsn
 
 
 def check_key(name: str) -> str:
@@ -174,7 +200,7 @@ def key_options(keys: dict[str, str] | None = None) -> str:
 
 def dbt_env() -> dict[str, str]:
     """The environment dbt runs in: the transformer's connection, the keys, no telemetry."""
-    dsn = env(f"{TRANSFORMER_ROLE.upper()}_DSN") or require("PG_DSN")
+    dsn = role_dsn(TRANSFORMER_ROLE)
     return {
         **libpq_env(dsn),
         "PGOPTIONS": key_options(),

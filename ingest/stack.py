@@ -31,9 +31,13 @@ PG_PORT = config.env_int("LOGINVAULT_PG_PORT", 54320)
 SQS_PORT = config.env_int("LOGINVAULT_SQS_PORT", 4566)
 HOST = "127.0.0.1"
 ADMIN_USER = "loginvault_admin"
-BOOTSTRAP_SQL = Path(__file__).parent / "sql" / "bootstrap.sql"
-# Local-only secrets, generated once: the two PII keys and the local admin's password.
-LOCAL_SECRETS = (*config.KEY_ENVS, "LOGINVAULT_LOCAL_PG_PASSWORD")
+# Local-only secrets, generated once: the two PII keys, the local admin's password and the
+# password of each workload's login.
+LOCAL_SECRETS = (
+    *config.KEY_ENVS,
+    "LOGINVAULT_LOCAL_PG_PASSWORD",
+    *(w.password_env for w in config.WORKLOADS.values()),
+)
 
 
 # ---------------------------------------------------------------- secrets
@@ -115,8 +119,8 @@ class PgCluster:
     def log(self) -> Path:
         return self.root / "postgres.log"
 
-    def dsn(self, database: str = config.DATABASE_NAME, user: str = ADMIN_USER) -> str:
-        return f"postgresql://{user}:{self.password}@{HOST}:{self.port}/{database}"
+    def dsn(self, database: str = config.DATABASE_NAME, user: str = ADMIN_USER, password: str | None = None) -> str:
+        return f"postgresql://{user}:{password or self.password}@{HOST}:{self.port}/{database}"
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = _as_postgres([str(pg_bindir() / args[0]), *args[1:]])
@@ -192,18 +196,19 @@ def ensure_database(admin_dsn_postgres_db: str, database: str) -> bool:
         return True
 
 
-def bootstrap(admin_dsn: str) -> None:
-    """Run the idempotent bootstrap SQL (extensions, roles, schemas, raw table, grants)."""
-    import psycopg
+def throwaway_logins(admin_dsn: str) -> dict[str, str]:
+    """role → the DSN of its workload's login in the admin DSN's database, for a throwaway
+    cluster (tests, benchmarks): the passwords derive from the cluster's random admin password."""
+    from psycopg.conninfo import conninfo_to_dict
 
-    try:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
-            conn.execute("SELECT set_config('loginvault.mart_schema', %s, false)", (config.MART_SCHEMA,))
-            conn.execute(BOOTSTRAP_SQL.read_text())
-    except psycopg.OperationalError as exc:
-        raise config.cannot_connect(admin_dsn, exc) from None
-    except psycopg.Error as exc:
-        raise LoginvaultError(f"bootstrap SQL failed: {config.first_line(exc)}") from None
+    params = conninfo_to_dict(admin_dsn)
+    logins = {}
+    for role, workload in config.WORKLOADS.items():
+        password = hashlib.sha256(f"{params['password']}:{workload.local_login}".encode()).hexdigest()[:32]
+        logins[role] = (
+            f"postgresql://{workload.local_login}:{password}@{params['host']}:{params['port']}/{params['dbname']}"
+        )
+    return logins
 
 
 def local_cluster() -> PgCluster:
@@ -341,8 +346,14 @@ def _local_values() -> dict[str, str]:
     """What the local stack's `env` prints when the user configured nothing."""
     secret = local_secrets()
     moto = MotoServer(LOCAL_DIR, SQS_PORT)
+    cluster = local_cluster()
     return {
-        "PG_DSN": local_cluster().dsn(),
+        "PG_DSN": cluster.dsn(),
+        # Each workload's own login (bootstrap creates them; none is a superuser).
+        **{
+            w.dsn_env: cluster.dsn(user=w.local_login, password=secret[w.password_env])
+            for w in config.WORKLOADS.values()
+        },
         "SQS_ENDPOINT_URL": moto.endpoint_url,
         # moto's URL form; it answers for any account id.
         "SQS_QUEUE_URL": f"{moto.endpoint_url}/123456789012/{config.QUEUE_NAME}",
@@ -367,18 +378,24 @@ def stack_env() -> dict[str, str]:
         # Their queue, their endpoint and credentials (from AWS's usual chain): no moto values.
         for name in ("SQS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             del values[name]
+    if user_configured("PG_DSN"):
+        # Their database: the workloads' logins are theirs to give (LOGINVAULT_<ROLE>_DSN).
+        for w in config.WORKLOADS.values():
+            del values[w.dsn_env]
     for name in list(local):
         if config.env(name) is not None:
             values[name] = config.env(name)
-    # The same connection and keys for psql and dbt, which read libpq's variables.
-    values.update(config.libpq_env(values["PG_DSN"]))
+    # dbt's login and the keys for dbt (and psql), which read libpq's variables.
+    dbt_dsn = values.get(config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env)
+    if dbt_dsn:
+        values.update(config.libpq_env(dbt_dsn))
     values["PGOPTIONS"] = config.key_options(values)
     return values
 
 
 def stack_up(seed_if_new: int = 0) -> dict[str, str]:
     """Bring up what is not user-configured; seed `seed_if_new` events into a just-created queue."""
-    from ingest import sample
+    from ingest import bootstrap, sample
 
     values = stack_env()
     # This process talks to the stack it starts: give it the stack's credentials if unset.
@@ -393,7 +410,11 @@ def stack_up(seed_if_new: int = 0) -> dict[str, str]:
         status["postgres"] = f"{'started' if started else 'running'} on {HOST}:{cluster.port} ({cluster.root})"
         if created:
             status["postgres"] += ", database created"
-    bootstrap(values["PG_DSN"])
+    bootstrap.bootstrap(
+        values["PG_DSN"],
+        config.MART_SCHEMA,
+        logins={role: values[w.dsn_env] for role, w in config.WORKLOADS.items() if w.dsn_env in values},
+    )
     if not user_configured("SQS_QUEUE_URL"):
         moto = MotoServer(LOCAL_DIR, SQS_PORT)
         started = moto.ensure_up()

@@ -94,7 +94,27 @@ class Transformer:
         self._runner = type(self._runner)(manifest=result.result)
 
 
+def preflight() -> None:
+    """Before dbt starts: dbt's own login (a member of the transformer role, no superuser)
+    connects, and the raw tables it reads are what the bootstrap made them (owner, kind, no
+    row-level security, policies, triggers or rules: loginvault.assert_transform_inputs).
+    Checked in a session without the keys; the staging model checks again, locked, in the
+    transaction that reads raw."""
+    import psycopg
+
+    from ingest import db
+
+    with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
+        try:
+            conn.execute("SELECT loginvault.assert_transform_inputs()")
+        except psycopg.errors.UndefinedFunction:
+            raise LoginvaultError("the database is not bootstrapped for this version: run the bootstrap") from None
+        except psycopg.Error as exc:
+            raise LoginvaultError(config.first_line(exc)) from None
+
+
 def run_once(args: Sequence[str]) -> int:
+    preflight()
     return Transformer().invoke(args or DEFAULT_ARGS)
 
 
@@ -103,6 +123,7 @@ def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles
     once) until `stop` is set, or `cycles` builds. A failed build is logged and retried next
     cycle: the service keeps going. Returns 0, or 1 when the last build failed."""
     args = list(args or DEFAULT_ARGS)
+    preflight()
     transformer = Transformer()
     transformer.warm(args)
     code, done = 0, 0

@@ -1,0 +1,121 @@
+"""The production bootstrap, as the admin PG_DSN: roles, schemas, tables, functions and grants
+(sql/bootstrap.sql), and a login of its own for each workload whose DSN is given.
+
+One transaction under an advisory lock: processes that start together (a pod fleet, a
+rollout, several `make ingest`) bootstrap one after the other, and a failed bootstrap changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ingest import LoginvaultError, config
+
+BOOTSTRAP_SQL = Path(__file__).parent / "sql" / "bootstrap.sql"
+# pg_advisory_xact_lock key of the bootstrap: hashtext('loginvault.bootstrap') is not stable
+# across major versions, so a constant.
+LOCK_KEY = 0x4C56_4253  # "LVBS"
+
+
+def bootstrap(
+    admin_dsn: str,
+    mart_schema: str = "public",
+    daily_budget: int | None = None,
+    logins: Mapping[str, str] | None = None,
+) -> None:
+    """Run the idempotent bootstrap SQL; then, for each role → DSN of `logins`, make the DSN's
+    user a login of its own with the DSN's password, a member of that role only.
+
+    `daily_budget`: the default recovery lookups per login per day (None keeps the current one,
+    200 on a new database)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_dsn, connect_timeout=10) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            conn.execute(
+                "SELECT set_config('loginvault.mart_schema', %s, true),"
+                " set_config('loginvault.recovery_daily_budget', %s, true)",
+                (mart_schema, "" if daily_budget is None else str(daily_budget)),
+            )
+            conn.execute(BOOTSTRAP_SQL.read_text())
+            for role, dsn in (logins or {}).items():
+                ensure_login(conn, role, dsn)
+    except psycopg.OperationalError as exc:
+        raise config.cannot_connect(admin_dsn, exc) from None
+    except psycopg.Error as exc:
+        raise LoginvaultError(f"bootstrap SQL failed: {config.first_line(exc)}") from None
+
+
+def ensure_login(conn, role: str, dsn: str) -> None:
+    """The DSN's user as a login (created, or its password set) that is a member of `role`
+    and of no other role, and no superuser. The password reaches the server as a SCRAM
+    verifier computed here: the statement (which a statement log may keep) never holds it."""
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+
+    workload = config.WORKLOADS[role]
+    params = conninfo_to_dict(dsn)
+    login, password = params.get("user"), params.get("password")
+    if not login:
+        raise LoginvaultError(f"{workload.dsn_env} names no user: cannot create {workload.who}'s login")
+    admin = conn.execute("SELECT current_user").fetchone()[0]
+    if login in config.WORKLOADS or login in (config.RAW_OWNER_ROLE, config.RECOVERY_ROLE):
+        raise LoginvaultError(
+            f"{workload.dsn_env} logs in as the role {login} itself: use a login that is a member of {role}"
+        )
+    if login == admin:
+        raise LoginvaultError(
+            f"{workload.dsn_env} logs in as the admin {login}: give {workload.who} a login of its own"
+        )
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+    if row and row[0]:
+        raise LoginvaultError(f"{workload.dsn_env} logs in as {login}, a superuser: give {workload.who} its own login")
+    attributes = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")
+    if password:
+        verifier = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256").decode()
+        attributes += sql.SQL(" PASSWORD {}").format(sql.Literal(verifier))
+    verb = sql.SQL("ALTER ROLE") if row else sql.SQL("CREATE ROLE")
+    conn.execute(sql.SQL("{} {} {}").format(verb, sql.Identifier(login), attributes))
+    others = [
+        r[0]
+        for r in conn.execute(
+            "SELECT g.rolname FROM pg_auth_members AS m JOIN pg_roles AS g ON g.oid = m.roleid"
+            " WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = %s) AND g.rolname <> %s",
+            (login, role),
+        )
+    ]
+    if others:
+        raise LoginvaultError(
+            f"{workload.dsn_env} logs in as {login}, which is also a member of {', '.join(sorted(others))}:"
+            f" {workload.who}'s login must belong to {role} only"
+        )
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
+
+
+def workload_logins() -> dict[str, str]:
+    """role → DSN, for each LOGINVAULT_<ROLE>_DSN set in the environment."""
+    return {role: dsn for role, w in config.WORKLOADS.items() if (dsn := config.env(w.dsn_env))}
+
+
+def run_from_env() -> None:
+    """`loginvault bootstrap`: PG_DSN, LOGINVAULT_MART_SCHEMA, LOGINVAULT_RECOVERY_DAILY_BUDGET,
+    and a login for each LOGINVAULT_<ROLE>_DSN that is set."""
+    logins = workload_logins()
+    budget = None
+    if config.env("LOGINVAULT_RECOVERY_DAILY_BUDGET") is not None:
+        budget = config.env_int("LOGINVAULT_RECOVERY_DAILY_BUDGET", 0)
+        if budget < 0:
+            raise LoginvaultError(f"LOGINVAULT_RECOVERY_DAILY_BUDGET must be 0 or more, got {budget}")
+    bootstrap(config.require("PG_DSN"), config.MART_SCHEMA, daily_budget=budget, logins=logins)
+    made = ", ".join(f"{conninfo_user(dsn)} ({role})" for role, dsn in logins.items())
+    print(f"bootstrap: done{'; logins: ' + made if made else ''}", file=sys.stderr)
+
+
+def conninfo_user(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return conninfo_to_dict(dsn).get("user", "?")

@@ -1,0 +1,58 @@
+"""What an analyst sees (`loginvault summary`, as an analyst's login): mart size, rejections by
+reason, IPs and devices shared by several users, and a few sample rows with shortened tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest import LoginvaultError, config, db
+
+SAMPLE_COLUMNS = "user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date"
+
+
+@dataclass(frozen=True)
+class Summary:
+    logins: int
+    reasons: list[tuple[str, int]]
+    shared_ips: int
+    shared_devices: int
+    sample: list[tuple]
+
+    def lines(self) -> list[str]:
+        out = [
+            f"user_logins: {self.logins} rows (as {config.ANALYST_ROLE})",
+            f"rejected_login_events: {sum(n for _, n in self.reasons)} rows",
+            *(f"  {reason}: {n}" for reason, n in self.reasons),
+            f"IPs shared by more than one user: {self.shared_ips}",
+            f"devices shared by more than one user: {self.shared_devices}",
+            f"sample rows ({SAMPLE_COLUMNS}):",
+        ]
+        return out + ["  " + " | ".join("NULL" if v is None else str(v) for v in row) for row in self.sample]
+
+
+def _shared(column: str) -> str:
+    return (
+        f"SELECT count(*) FROM (SELECT {column} FROM {config.MART_SCHEMA}.user_logins"  # noqa: S608 (constants)
+        f" WHERE {column} IS NOT NULL GROUP BY 1 HAVING count(DISTINCT user_id) > 1) AS s"
+    )
+
+
+def summary() -> Summary:
+    import psycopg
+
+    mart = config.MART_SCHEMA
+    with db.connect(config.ANALYST_ROLE, autocommit=True) as conn:
+        try:
+            logins = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
+            reasons = conn.execute(
+                f"SELECT reason, count(*) FROM {mart}.rejected_login_events GROUP BY 1 ORDER BY 2 DESC, 1"  # noqa: S608
+            ).fetchall()
+            shared_ips = conn.execute(_shared("masked_ip")).fetchone()[0]
+            shared_devices = conn.execute(_shared("masked_device_id")).fetchone()[0]
+            sample = conn.execute(
+                f"SELECT user_id, device_type, left(masked_ip, 12) || '…', left(masked_device_id, 12) || '…',"  # noqa: S608
+                f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise LoginvaultError("the marts do not exist yet: run `make transform` first") from None
+    return Summary(logins, reasons, shared_ips, shared_devices, sample)
