@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest import config, stack
+from ingest import bootstrap, config, stack
 from ingest.sqs import Queue
 
 REPO_ROOT = config.REPO_ROOT
@@ -92,6 +92,24 @@ def remove_cluster(cluster: stack.PgCluster) -> None:
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- logins
+
+
+def role_dsns(admin_dsn: str) -> dict[str, str]:
+    """LOGINVAULT_<ROLE>_DSN → the DSN of that workload's own login in the admin DSN's database."""
+    return {config.WORKLOADS[role].dsn_env: dsn for role, dsn in stack.throwaway_logins(admin_dsn).items()}
+
+
+def role_dsn(admin_dsn: str, role: str) -> str:
+    """The DSN of `role`'s workload login in the admin DSN's database."""
+    return stack.throwaway_logins(admin_dsn)[role]
+
+
+def bootstrap_with_logins(admin_dsn: str) -> None:
+    """The bootstrap, creating each workload's login (cluster-wide: once per cluster is enough)."""
+    bootstrap.bootstrap(admin_dsn, logins=stack.throwaway_logins(admin_dsn))
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[stack.PgCluster]:
     cluster = new_cluster()
@@ -107,7 +125,7 @@ def own_cluster() -> Iterator[stack.PgCluster]:
     cluster = new_cluster("loginvault-test-pg-own-")
     try:
         stack.ensure_database(cluster.dsn("postgres"), config.DATABASE_NAME)
-        stack.bootstrap(cluster.dsn())
+        bootstrap_with_logins(cluster.dsn())
         yield cluster
     finally:
         remove_cluster(cluster)
@@ -117,7 +135,7 @@ def own_cluster() -> Iterator[stack.PgCluster]:
 def template_db(pg_cluster: stack.PgCluster) -> str:
     """A database bootstrapped once; every test database is a copy of it."""
     stack.ensure_database(pg_cluster.dsn("postgres"), TEMPLATE_DB)
-    stack.bootstrap(pg_cluster.dsn(TEMPLATE_DB))
+    bootstrap_with_logins(pg_cluster.dsn(TEMPLATE_DB))
     return TEMPLATE_DB
 
 
@@ -130,7 +148,7 @@ def create_test_database(cluster: stack.PgCluster, template: str) -> str:
     name = f"t_{uuid.uuid4().hex}"
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    stack.bootstrap(cluster.dsn(name))
+    bootstrap.bootstrap(cluster.dsn(name))
     return name
 
 
@@ -195,10 +213,12 @@ def base_env() -> dict[str, str]:
 def ingest_env(
     pg_dsn: str | None = None, queue_url: str | None = None, endpoint_url: str | None = None
 ) -> dict[str, str]:
-    """The environment of a `python -m ingest …` subprocess aimed at the given database and queue."""
+    """The environment of a `python -m ingest …` subprocess aimed at the given database and queue:
+    the admin DSN for the bootstrap and each workload's own login (LOGINVAULT_<ROLE>_DSN)."""
     env = base_env()
     if pg_dsn is not None:
-        env["PG_DSN"] = pg_dsn
+        env["PG_DSN"] = pg_dsn  # the bootstrap's only
+        env.update(role_dsns(pg_dsn))
     if queue_url is not None:
         env["SQS_QUEUE_URL"] = queue_url
     if endpoint_url is not None:
@@ -420,8 +440,20 @@ def new_job(pg_cluster, template_db, moto_server, name: str) -> Job:
         mp.setenv("AWS_ACCESS_KEY_ID", "test")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
         url, _ = stack.ensure_queues(moto_server.endpoint_url, REGION, name=f"{name}-{uuid.uuid4().hex[:8]}")
-    env = ingest_env(dsn, url, moto_server.endpoint_url)
+    return _job(dsn, ingest_env(dsn, url, moto_server.endpoint_url), name)
+
+
+def clone_job(pg_cluster: stack.PgCluster, job: Job, name: str) -> Job:
+    """A copy of `job`'s database (CREATE DATABASE … TEMPLATE: a second, not a rebuild), with the
+    same queue and keys and a dbt target of its own."""
+    dsn = pg_cluster.dsn(create_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1]))
+    env = {**job.env, "PG_DSN": dsn, **role_dsns(dsn)}
+    return _job(dsn, env, name)
+
+
+def _job(dsn: str, env: dict[str, str], name: str) -> Job:
     dbt_dir = make_tmp_dir(f"loginvault-test-dbt-{name}-")
     # dbt's artifacts and logs of the tests stay out of dbt_project/ and can be searched.
-    env.update(DBT_TARGET_PATH=str(dbt_dir / "target"), DBT_LOG_PATH=str(dbt_dir / "logs"), DBT_USE_COLORS="false")
+    env = {**env, "DBT_TARGET_PATH": str(dbt_dir / "target"), "DBT_LOG_PATH": str(dbt_dir / "logs")}
+    env["DBT_USE_COLORS"] = "false"
     return Job(dsn, env, dbt_dir)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
-import psycopg.conninfo
 import pytest
 
 from ingest import LoginvaultError, config
@@ -34,37 +31,6 @@ def test_check_key_accepts_a_long_key(monkeypatch):
     assert config.check_key(config.HMAC_KEY_ENV) == key
 
 
-def test_dsn_with_role_adds_the_role_option():
-    dsn = config.dsn_with_role("postgresql://u:pw@db:5432/loginvault", config.LOADER_ROLE)
-    parsed = psycopg.conninfo.conninfo_to_dict(dsn)
-    assert parsed["options"] == f"-crole={config.LOADER_ROLE}"
-    assert (parsed["user"], parsed["password"], parsed["host"], parsed["port"], parsed["dbname"]) == (
-        "u",
-        "pw",
-        "db",
-        "5432",
-        "loginvault",
-    )
-
-
-def test_dsn_with_role_keeps_query_params_and_options():
-    dsn = config.dsn_with_role(
-        "postgresql://u:pw@db/loginvault?sslmode=require&options=-c%20statement_timeout%3D5000&application_name=x",
-        "r",
-    )
-    parsed = psycopg.conninfo.conninfo_to_dict(dsn)
-    assert parsed["sslmode"] == "require"
-    assert parsed["application_name"] == "x"
-    assert parsed["options"] == "-c statement_timeout=5000 -crole=r"
-    assert parse_qs(urlsplit(dsn).query)["options"] == ["-c statement_timeout=5000 -crole=r"]
-
-
-@pytest.mark.parametrize("dsn", ["host=db user=u password=pw dbname=loginvault", "", "db:5432/loginvault"])
-def test_dsn_with_role_rejects_non_urls(dsn):
-    with pytest.raises(LoginvaultError, match="must be a URL"):
-        config.dsn_with_role(dsn, "r")
-
-
 @pytest.mark.parametrize(
     "dsn",
     [
@@ -86,11 +52,28 @@ def test_redact_dsn_leaves_password_free_dsns_alone():
     assert config.redact_dsn("postgresql://u@db:5432/x") == "postgresql://u@db:5432/x"
 
 
-def test_role_dsn_prefers_a_role_specific_dsn(monkeypatch):
+def test_role_dsn_is_the_workloads_own_login_never_the_admin(monkeypatch):
     monkeypatch.setenv("PG_DSN", "postgresql://admin:pw@db/x")
-    assert "role=loginvault_loader" in psycopg.conninfo.conninfo_to_dict(config.role_dsn(config.LOADER_ROLE))["options"]
+    monkeypatch.delenv("LOGINVAULT_LOADER_DSN", raising=False)
+    with pytest.raises(
+        LoginvaultError, match="LOGINVAULT_LOADER_DSN is not set: the ingest connects with a login of its own"
+    ):
+        config.role_dsn(config.LOADER_ROLE)
     monkeypatch.setenv("LOGINVAULT_LOADER_DSN", "postgresql://loader:pw@db/x")
     assert config.role_dsn(config.LOADER_ROLE) == "postgresql://loader:pw@db/x"
+
+
+def test_every_workload_has_its_own_dsn_variable_and_login():
+    envs = {w.dsn_env for w in config.WORKLOADS.values()}
+    assert envs == {
+        "LOGINVAULT_LOADER_DSN",
+        "LOGINVAULT_TRANSFORMER_DSN",
+        "LOGINVAULT_ANALYST_DSN",
+        "LOGINVAULT_PII_ADMIN_DSN",
+        "LOGINVAULT_AUDITOR_DSN",
+    }
+    logins = [w.local_login for w in config.WORKLOADS.values()]
+    assert len(set(logins)) == len(logins) and not set(logins) & set(config.WORKLOADS)
 
 
 def test_env_int_rejects_garbage(monkeypatch):

@@ -81,8 +81,7 @@ def code_env_names() -> frozenset[str]:
     for path in (ROOT / "dbt_project" / "profiles.yml", ROOT / "dbt_project" / "dbt_project.yml"):
         names.update(re.findall(r"env_var\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", path.read_text()))
     # config.role_dsn: LOGINVAULT_<ROLE>_DSN
-    roles = (config.LOADER_ROLE, config.TRANSFORMER_ROLE, config.ANALYST_ROLE, config.PII_ADMIN_ROLE)
-    names.update(f"{role.upper()}_DSN" for role in roles)
+    names.update(w.dsn_env for w in config.WORKLOADS.values())
     return frozenset(names)
 
 
@@ -93,8 +92,9 @@ def local_stack_env_names() -> set[str]:
     returned = next(n.value for n in ast.walk(func) if isinstance(n, ast.Return))
     assert isinstance(returned, ast.Dict)
     names = {key.value for key in returned.keys if isinstance(key, ast.Constant)}
-    if any(key is None for key in returned.keys):  # **{name: … for name in config.KEY_ENVS}
+    if any(key is None for key in returned.keys):  # **{…} of the workloads' DSNs and of the keys
         names.update(config.KEY_ENVS)
+        names.update(w.dsn_env for w in config.WORKLOADS.values())
     return names
 
 
@@ -279,12 +279,30 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
     assert ingest["SQS_QUEUE_URL"].endswith(f"/{config.QUEUE_NAME}")
     assert ingest["SQS_QUEUE_URL"].startswith(ingest["SQS_ENDPOINT_URL"])
     assert ingest["SQS_ENDPOINT_URL"] == "http://localstack:4566"
-    dsn = re.fullmatch(r"postgresql://([^:]+):(.+)@postgres:5432/(\w+)", ingest["PG_DSN"])
-    assert dsn, ingest["PG_DSN"]
+    # The admin DSN is the bootstrap's only; each workload has a login of its own.
+    assert [name for name in APP_SERVICES if "PG_DSN" in service_env(name)] == ["bootstrap"]
+    dsn = re.fullmatch(r"postgresql://([^:]+):(.+)@postgres:5432/(\w+)", service_env("bootstrap")["PG_DSN"])
+    assert dsn, service_env("bootstrap")["PG_DSN"]
     assert (dsn.group(1), dsn.group(3)) == (stack.ADMIN_USER, config.DATABASE_NAME)
     postgres = compose()["services"]["postgres"]["environment"]
     assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == (stack.ADMIN_USER, config.DATABASE_NAME)
     assert postgres["POSTGRES_PASSWORD"] == dsn.group(2)
+    workload_dsns = {w.dsn_env for w in config.WORKLOADS.values()}
+    wanted = {
+        "bootstrap": workload_dsns,  # it creates the logins
+        "ingest": {config.WORKLOADS[config.LOADER_ROLE].dsn_env},
+        "transform": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
+        "cli": {config.WORKLOADS[r].dsn_env for r in (config.ANALYST_ROLE, config.PII_ADMIN_ROLE, config.AUDITOR_ROLE)},
+        "seed": set(),
+    }
+    for name, dsns in wanted.items():
+        assert workload_dsns & set(service_env(name)) == dsns, name
+    for workload in config.WORKLOADS.values():
+        login = re.fullmatch(
+            r"postgresql://(\w+):\$\{(\w+):\?[^}]+\}@postgres:5432/loginvault",
+            service_env("bootstrap")[workload.dsn_env],
+        )
+        assert login and login.groups() == (workload.local_login, workload.password_env), workload.dsn_env
 
 
 def test_compose_secrets_come_from_the_env_file_never_literals():
@@ -468,7 +486,12 @@ def test_each_workload_gets_only_its_own_secrets():
     transformer = {f"{config.TRANSFORMER_ROLE.upper()}_DSN", *config.KEY_ENVS}
     assert secret_env("loginvault-transform", "CronJob") == transformer
     assert secret_env("loginvault-source-freshness", "CronJob") == transformer
-    assert secret_env("loginvault-bootstrap", "Job") == {"PG_DSN"}
+    # The bootstrap: the admin, and the two workloads' DSNs (optional) to create their logins.
+    assert secret_env("loginvault-bootstrap", "Job") == {
+        "PG_DSN",
+        f"{config.LOADER_ROLE.upper()}_DSN",
+        f"{config.TRANSFORMER_ROLE.upper()}_DSN",
+    }
 
 
 def test_secret_examples_are_placeholders_and_cover_every_reference():

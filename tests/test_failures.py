@@ -14,7 +14,7 @@ import psycopg.conninfo
 import psycopg2
 import pytest
 
-from conftest import Result, base_env, execute, query, run_ingest
+from conftest import Result, base_env, execute, query, role_dsn, run_ingest
 from ingest import config, pipeline, sample, stack
 
 pytestmark = [pytest.mark.integration]
@@ -167,8 +167,11 @@ def test_missing_settings(pg_dsn, env_for):
     del env["SQS_QUEUE_URL"]
     assert_clean_error(run_ingest(*RUN, env=env), dsn_password(pg_dsn), contains="SQS_QUEUE_URL is not set")
     env = env_for(pg_dsn)
+    del env["LOGINVAULT_LOADER_DSN"]  # PG_DSN (the admin) is no stand-in for the ingest's login
+    assert_clean_error(run_ingest(*RUN, env=env), contains="LOGINVAULT_LOADER_DSN is not set")
+    env = env_for(pg_dsn)
     del env["PG_DSN"]
-    assert_clean_error(run_ingest(*RUN, env=env), contains="PG_DSN is not set")
+    assert_clean_error(run_ingest("bootstrap", env=env), contains="PG_DSN is not set")
 
 
 def dsn_password(dsn: str) -> str:
@@ -177,33 +180,38 @@ def dsn_password(dsn: str) -> str:
     return password
 
 
-def _bad_dsns(pg_cluster: stack.PgCluster) -> dict[str, tuple[str, str, str]]:
-    """name → (DSN, password that must not leak, expected part of the error)."""
+def _bad_dsns(pg_dsn: str) -> dict[str, tuple[str, str, str]]:
+    """name → (the ingest's DSN, password that must not leak, expected part of the error)."""
     closed = stack.free_port()
+    loader = role_dsn(pg_dsn, config.LOADER_ROLE)
+    params = psycopg.conninfo.conninfo_to_dict(loader)
+    login = params["user"]
     return {
         "unreachable": (
-            f"postgresql://{stack.ADMIN_USER}:closed-port-pw@127.0.0.1:{closed}/loginvault",
+            f"postgresql://{login}:closed-port-pw@127.0.0.1:{closed}/loginvault",
             "closed-port-pw",
-            "cannot connect to PostgreSQL at postgresql://loginvault_admin:***@",
+            f"cannot connect to PostgreSQL at postgresql://{login}:***@",
         ),
         "wrong-password": (
-            pg_cluster.dsn(config.DATABASE_NAME).replace(pg_cluster.password, "wrong-pw-123"),
+            loader.replace(params["password"], "wrong-pw-123"),
             "wrong-pw-123",
             "password authentication failed",
         ),
         "not-a-url": (
-            f"host=127.0.0.1 port={pg_cluster.port} user={stack.ADMIN_USER} password=kv-pw-456",
+            f"host=127.0.0.1 port={params['port']} user={login} password=kv-pw-456",
             "kv-pw-456",
-            "PG_DSN must be a URL",
+            "LOGINVAULT_LOADER_DSN must be a URL",
         ),
+        # The admin is a superuser: no workload may run as one.
+        "superuser": (pg_dsn, dsn_password(pg_dsn), f"logs in as {stack.ADMIN_USER}, a superuser"),
     }
 
 
-@pytest.mark.parametrize("case", ["unreachable", "wrong-password", "not-a-url"])
-def test_bad_dsn_is_one_sentence_and_loses_nothing(case, pg_cluster, sqs_queue, env_for):
+@pytest.mark.parametrize("case", ["unreachable", "wrong-password", "not-a-url", "superuser"])
+def test_bad_dsn_is_one_sentence_and_loses_nothing(case, pg_dsn, sqs_queue, env_for):
     seed(sqs_queue, 3)
-    dsn, password, expected = _bad_dsns(pg_cluster)[case]
-    result = run_ingest(*RUN, env=env_for(dsn))
+    dsn, password, expected = _bad_dsns(pg_dsn)[case]
+    result = run_ingest(*RUN, env=env_for(pg_dsn, LOGINVAULT_LOADER_DSN=dsn))
     assert_clean_error(result, password, contains=expected)
     assert sqs_queue.depth() == (3, 0)
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import query, run_ingest
+from conftest import query, role_dsn, run_ingest
 from ingest import config, sample
 from ingest.pipeline import RawLoader
 
@@ -135,7 +135,7 @@ def test_crash_after_commit_means_redelivery_not_loss(pg_dsn, sqs_queue, env_for
     assert batch
     first_ids = {m.message_id for m in batch}
     # Load and commit, then "crash": the messages are never deleted.
-    loader = RawLoader(config.dsn_with_role(pg_dsn, config.LOADER_ROLE), retry_budget_seconds=5)
+    loader = RawLoader(role_dsn(pg_dsn, config.LOADER_ROLE), retry_budget_seconds=5)
     try:
         loader.load(batch, sqs_queue.name)
     finally:

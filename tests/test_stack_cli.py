@@ -22,8 +22,15 @@ from ingest import config, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROLES = {config.LOADER_ROLE, config.TRANSFORMER_ROLE, config.ANALYST_ROLE, config.PII_ADMIN_ROLE}
-ENV_NAMES = ("PG_DSN", "SQS_ENDPOINT_URL", "SQS_QUEUE_URL", "AWS_REGION", *config.KEY_ENVS)
+ROLES = set(config.WORKLOADS)
+ENV_NAMES = (
+    "PG_DSN",
+    *(w.dsn_env for w in config.WORKLOADS.values()),
+    "SQS_ENDPOINT_URL",
+    "SQS_QUEUE_URL",
+    "AWS_REGION",
+    *config.KEY_ENVS,
+)
 
 
 def port_open(port: int) -> bool:
@@ -108,6 +115,18 @@ def test_stack_up_env_down(local_stack_env):
     roles = {r[0] for r in query(values["PG_DSN"], "SELECT rolname FROM pg_roles WHERE rolname LIKE 'loginvault\\_%'")}
     assert ROLES <= roles
     assert query(values["PG_DSN"], "SELECT to_regclass('raw.login_events') IS NOT NULL") == [(True,)]
+    # Each workload's DSN is a login of its own: no superuser, a member of its role only; its
+    # password is in the keys file, not in the admin's.
+    for role, workload in config.WORKLOADS.items():
+        dsn = values[workload.dsn_env]
+        assert f"{workload.local_login}:" in dsn and values["PG_DSN"].split("@")[0] not in dsn
+        ((login, superuser, groups),) = query(
+            dsn,
+            "SELECT session_user, rolsuper, ARRAY(SELECT g.rolname::text FROM pg_auth_members m"
+            " JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid) FROM pg_roles r WHERE rolname = session_user",
+        )
+        assert (login, superuser, groups) == (workload.local_login, False, [role])
+        assert psycopg.conninfo.conninfo_to_dict(dsn)["password"] in keys_file.read_text()
 
     # SQS_QUEUE_URL works: the queue redrives to its DLQ after 5 receives.
     client = boto3.client(

@@ -7,6 +7,7 @@ The module's `sample` database goes through the whole job once (100 synthetic ev
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import secrets
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from conftest import (
     REGION,
@@ -28,9 +30,11 @@ from conftest import (
     make_tmp_dir,
     new_job,
     query,
+    role_dsn,
+    role_dsns,
     wait_until,
 )
-from ingest import config, masking, sample, stack
+from ingest import bootstrap, config, masking, sample, stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -254,7 +258,7 @@ def test_vault_holds_each_value_once_encrypted(sample_job):
 def test_python_tokens_equal_pgcrypto_for_ips(sample_job, value):
     (sql_token,) = query(
         sample_job.dsn,
-        "SELECT encode(hmac(host(staging.loginvault_try_inet(%s)), %s, 'sha256'), 'hex')",
+        "SELECT encode(hmac(loginvault.canonical_pii('ip', %s), %s, 'sha256'), 'hex')",
         (value, sample_job.hmac_key),
     )[0]
     assert masking.token(value, "ip", sample_job.hmac_key) == sql_token
@@ -263,13 +267,16 @@ def test_python_tokens_equal_pgcrypto_for_ips(sample_job, value):
 @pytest.mark.parametrize("value", ["593-47-5928", " 593-47-5928 ", "ünï-cødé 🙂", "   ", "a\tb"])
 def test_python_tokens_equal_pgcrypto_for_device_ids(sample_job, value):
     (sql_token,) = query(
-        sample_job.dsn, "SELECT encode(hmac(nullif(btrim(%s), ''), %s, 'sha256'), 'hex')", (value, sample_job.hmac_key)
+        sample_job.dsn,
+        "SELECT encode(hmac(loginvault.canonical_pii('device_id', %s), %s, 'sha256'), 'hex')",
+        (value, sample_job.hmac_key),
     )[0]
     assert masking.token(value, "device_id", sample_job.hmac_key) == sql_token
 
 
 def test_no_key_or_cleartext_in_artifacts_logs_or_output(sample_job):
-    secrets_ = [sample_job.env[name] for name in config.KEY_ENVS] + [sample_job.dsn.split(":")[2].split("@")[0]]
+    passwords = [conninfo_to_dict(dsn)["password"] for dsn in [sample_job.dsn, *role_dsns(sample_job.dsn).values()]]
+    secrets_ = [sample_job.env[name] for name in config.KEY_ENVS] + passwords
     cleartext = cleartext_values(sample_job.dsn)
     assert len(cleartext) > 100
     files = [p for p in sample_job.dbt_dir.rglob("*") if p.is_file()]
@@ -295,8 +302,7 @@ def test_no_key_or_cleartext_in_artifacts_logs_or_output(sample_job):
     ],
 )
 def test_analyst_cannot_read_raw_staging_or_pii(sample_job, relation):
-    with psycopg.connect(sample_job.dsn, autocommit=True) as conn:
-        conn.execute(f"SET ROLE {config.ANALYST_ROLE}")
+    with psycopg.connect(role_dsn(sample_job.dsn, config.ANALYST_ROLE), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM user_logins").fetchone()[0] == 99
         assert conn.execute("SELECT count(*) FROM rejected_login_events").fetchone()[0] == 1
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -318,12 +324,45 @@ def test_recover_round_trip_is_audited(sample_job):
     assert missing.returncode == 1 and "no such token" in missing.stderr
 
     audit = query(
-        dsn, "SELECT login_user, acting_role, direction, kind, token, found, reason FROM pii.recovery_audit ORDER BY id"
+        dsn,
+        "SELECT login_user, direction, kind, token, found, outcome, reason, client_addr, recovered_at > now() - interval '5 minutes'"
+        " FROM pii.recovery_audit ORDER BY id",
     )
-    assert [a[1:] for a in audit[-3:]] == [
-        (config.PII_ADMIN_ROLE, "token_to_value", "ip", token, True, "ticket SEC-1"),
-        (config.PII_ADMIN_ROLE, "value_to_token", "ip", token, True, "ticket SEC-2"),
-        (config.PII_ADMIN_ROLE, "token_to_value", None, "0" * 64, False, "ticket SEC-3"),
+    officer = config.WORKLOADS[config.PII_ADMIN_ROLE].local_login
+    assert audit[-3:] == [
+        (
+            officer,
+            "token_to_value",
+            "ip",
+            token,
+            True,
+            "found",
+            "ticket SEC-1",
+            ipaddress.ip_address("127.0.0.1"),
+            True,
+        ),
+        (
+            officer,
+            "value_to_token",
+            "ip",
+            token,
+            True,
+            "found",
+            "ticket SEC-2",
+            ipaddress.ip_address("127.0.0.1"),
+            True,
+        ),
+        (
+            officer,
+            "token_to_value",
+            None,
+            "0" * 64,
+            False,
+            "not_found",
+            "ticket SEC-3",
+            ipaddress.ip_address("127.0.0.1"),
+            True,
+        ),
     ]
     assert ip not in json.dumps(audit, default=str)
 
@@ -335,17 +374,23 @@ def test_recover_needs_a_reason_and_the_pii_admin_role(sample_job):
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
     blank = sample_job.run("recover", "--token", token, "--reason", "  ", ok=False)
     assert blank.returncode == 1 and blank.stderr.startswith("error: a reason is required")
-    for role in (config.ANALYST_ROLE, config.TRANSFORMER_ROLE, config.LOADER_ROLE):
-        env = {**sample_job.env, "LOGINVAULT_PII_ADMIN_DSN": config.dsn_with_role(sample_job.dsn, role)}
+    for role in (config.ANALYST_ROLE, config.TRANSFORMER_ROLE, config.LOADER_ROLE, config.AUDITOR_ROLE):
+        login = config.WORKLOADS[role].local_login
+        env = {**sample_job.env, "LOGINVAULT_PII_ADMIN_DSN": role_dsn(sample_job.dsn, role)}
         refused = sample_job.run("recover", "--token", token, "--reason", "curious", ok=False, env=env)
         assert refused.returncode == 1 and not refused.stdout
-        assert f"role {role} is not authorized to recover PII" in refused.stderr
+        assert f"logs in as {login}, which is not a member of {config.PII_ADMIN_ROLE}" in refused.stderr
         assert "Traceback" not in refused.stderr
+        # Straight to the function, past the command's check: the database refuses too.
+        with psycopg.connect(role_dsn(sample_job.dsn, role), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT * FROM pii.recover_value(%s, 'curious')", (token,))
     assert query(sample_job.dsn, "SELECT count(*) FROM pii.recovery_audit")[0][0] == before
-    with psycopg.connect(sample_job.dsn, autocommit=True) as conn:  # the audit is append-only for pii-admin
-        conn.execute(f"SET ROLE {config.PII_ADMIN_ROLE}")
+    officer = role_dsn(sample_job.dsn, config.PII_ADMIN_ROLE)
+    with psycopg.connect(officer, autocommit=True) as conn:  # the audit is the functions' to write
         for statement in (
             "SELECT * FROM pii.recovery_audit",
+            "INSERT INTO pii.recovery_audit (direction, token, found, reason) VALUES ('token_to_value', 'x', true, 'forged')",
             "DELETE FROM pii.recovery_audit",
             "UPDATE pii.recovery_audit SET reason = 'x'",
         ):
@@ -536,7 +581,7 @@ def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_
             "CREATE TABLE public.user_logins (user_id varchar(128), device_type varchar(32), masked_ip varchar(256),"
             " masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)",
         )
-        stack.bootstrap(dsn)
+        bootstrap.bootstrap(dsn)
         url, _ = stack.ensure_queues(moto_server.endpoint_url, REGION, name=f"bare-{uuid.uuid4().hex[:8]}")
         env = ingest_env(dsn, url, moto_server.endpoint_url)
         dbt_dir = make_tmp_dir("loginvault-test-dbt-bare-")
