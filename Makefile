@@ -36,7 +36,7 @@ stack-status: $(STAMP) ## say whether local PostgreSQL and moto are up
 env: $(STAMP) ## print `export …` lines for the local stack: eval "$$(make -s env)"
 	@$(PY) -m ingest stack env
 
-bootstrap: $(STAMP) ## run ingest/sql/bootstrap.sql as the admin PG_DSN
+bootstrap: $(STAMP) ## the bootstrap SQL (ingest/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
 	@$(WITH_ENV) $(PY) -m ingest bootstrap
 
 seed: stack-up ## send COUNT (default 100) synthetic login events to the queue

@@ -1,5 +1,5 @@
 """The production bootstrap, as the admin PG_DSN: roles, schemas, tables, functions and grants
-(sql/bootstrap.sql), and a login of its own for each workload whose DSN is given.
+(sql/bootstrap/*.sql, in name order), and a login of its own for each workload whose DSN is given.
 
 One transaction under an advisory lock: processes that start together (a pod fleet, a
 rollout, several `make ingest`) bootstrap one after the other, and a failed bootstrap changes
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ingest import LoginvaultError, config
 
-BOOTSTRAP_SQL = Path(__file__).parent / "sql" / "bootstrap.sql"
+BOOTSTRAP_SQL_DIR = Path(__file__).parent / "sql" / "bootstrap"
 # pg_advisory_xact_lock key of the bootstrap: hashtext('loginvault.bootstrap') is not stable
 # across major versions, so a constant.
 LOCK_KEY = 0x4C56_4253  # "LVBS"
@@ -26,7 +26,7 @@ def bootstrap(
     daily_budget: int | None = None,
     logins: Mapping[str, str] | None = None,
 ) -> None:
-    """Run the idempotent bootstrap SQL; then, for each role → DSN of `logins`, make the DSN's
+    """Run the idempotent bootstrap SQL (every script, one transaction); then, for each role → DSN of `logins`, make the DSN's
     user a login of its own with the DSN's password, a member of that role only.
 
     `daily_budget`: the default recovery lookups per login per day (None keeps the current one,
@@ -41,7 +41,8 @@ def bootstrap(
                 " set_config('loginvault.recovery_daily_budget', %s, true)",
                 (mart_schema, "" if daily_budget is None else str(daily_budget)),
             )
-            conn.execute(BOOTSTRAP_SQL.read_text())
+            for script in sorted(BOOTSTRAP_SQL_DIR.glob("*.sql")):
+                conn.execute(script.read_text())
             for role, dsn in (logins or {}).items():
                 ensure_login(conn, role, dsn)
     except psycopg.OperationalError as exc:

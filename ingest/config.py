@@ -29,7 +29,7 @@ TRANSFORMER_ROLE = "loginvault_transformer"
 ANALYST_ROLE = "loginvault_analyst"
 PII_ADMIN_ROLE = "loginvault_pii_admin"
 AUDITOR_ROLE = "loginvault_auditor"
-# NOLOGIN owners (bootstrap.sql): of raw and its tables, and of the recovery functions.
+# NOLOGIN owners (sql/bootstrap/): of raw and its tables, and of the recovery functions.
 RAW_OWNER_ROLE = "loginvault_owner"
 RECOVERY_ROLE = "loginvault_recovery"
 

@@ -1,7 +1,7 @@
 """Audited PII recovery, as a privacy officer's own login (a member of loginvault_pii_admin):
 token → value and value → token, both through the database's recovery functions.
 
-The functions (sql/bootstrap.sql: pii.recover_value, pii.recover_token) run as a NOLOGIN owner
+The functions (sql/bootstrap/60_recovery.sql: pii.recover_value, pii.recover_token) run as a NOLOGIN owner
 that alone may read the vault; they take who, when and from where from the session, count the
 login's daily budget, and write the audit row in the transaction of the lookup, so there is no
 answer without its audit row, and no way around it. The keys travel as session settings in the

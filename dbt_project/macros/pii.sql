@@ -3,7 +3,7 @@
 
 {#- The canonical form a value is tokenized and encrypted in: host(inet) for an IP (valid
     IPv4/IPv6 only, else NULL), the space-trimmed string for a device id. Defined once, as
-    loginvault.canonical_pii (bootstrap.sql; the recovery functions use it too), which the
+    loginvault.canonical_pii (ingest/sql/bootstrap/; the recovery functions use it too), which the
     planner inlines. -#}
 {% macro pii_canonical(expr, kind) -%}
     {%- if kind in ('ip', 'device_id') -%}

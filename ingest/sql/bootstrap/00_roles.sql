@@ -1,0 +1,49 @@
+-- loginvault bootstrap, in the order of the file names: extensions, roles (here), the raw
+-- tables, the project's functions, staging, pii and the key registry, the recovery functions,
+-- the mart schema; every grant with its reason.
+--
+-- Idempotent, run as an admin (superuser, or RDS's master user) in ONE transaction that holds
+-- an advisory lock (ingest/bootstrap.py), so that several processes may run it at once.
+-- Ownership rule: nothing that a role's session reads is owned by, or alterable by, a role
+-- that should not run code in that session. Every role below is NOLOGIN; each workload logs in
+-- with a login of its own that is a member of exactly one of them (docs/architecture.md).
+
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY[
+        -- workload roles: each login is a member of exactly one of these
+        'loginvault_loader', 'loginvault_transformer', 'loginvault_analyst',
+        'loginvault_pii_admin', 'loginvault_auditor',
+        -- owner roles: never granted to a login
+        'loginvault_owner', 'loginvault_recovery'
+    ] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+        -- The admin must be a member to hand objects to the role (ALTER … OWNER TO needs it
+        -- on RDS, where the master user is not a superuser). The membership runs one way: the
+        -- admin may act as the role, the role never as the admin.
+        IF NOT pg_has_role(current_user, r, 'MEMBER') THEN
+            EXECUTE format('GRANT %I TO %I', r, current_user);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Nobody gets anything by default in this database.
+DO $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
+    -- CONNECT: every workload role (their logins inherit it).
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO loginvault_loader, loginvault_transformer,'
+                   ' loginvault_analyst, loginvault_pii_admin, loginvault_auditor', current_database());
+    -- TEMPORARY: dbt's incremental models and unit tests stage rows in temporary tables.
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO loginvault_transformer', current_database());
+END
+$$;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+

@@ -1,0 +1,147 @@
+-- loginvault bootstrap: the project's functions.
+-- Safe parsers and the tamper check, owned by the admin: dbt, the recovery functions and the
+-- pre-flight checks call them, and no workload can replace them. The parsers run in the
+-- caller's search_path (no SET clause: it would cost a settings save and restore per row);
+-- the recovery functions, their only callers besides dbt, pin theirs. PostgreSQL 15 has no
+-- pg_input_is_valid(), so each parser catches its own error: a malformed body or IP becomes
+-- NULL, never a failed run. Catching an error opens a subtransaction, which parallel query
+-- forbids: hence `parallel unsafe`.
+CREATE SCHEMA IF NOT EXISTS loginvault;
+ALTER SCHEMA loginvault OWNER TO CURRENT_USER;
+REVOKE ALL ON SCHEMA loginvault FROM PUBLIC;
+GRANT USAGE ON SCHEMA loginvault TO loginvault_transformer, loginvault_recovery;
+
+-- jsonb of a body, or NULL when it is not JSON or holds what jsonb cannot store.
+CREATE OR REPLACE FUNCTION loginvault.try_jsonb(body text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
+BEGIN
+    RETURN body::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$fn$;
+
+-- Why a body does not parse: unsupported_json_escape (\u0000; jsonb cannot store it) or
+-- invalid_json (syntax, lone surrogates, nesting too deep, numbers beyond numeric's range);
+-- NULL when it parses.
+CREATE OR REPLACE FUNCTION loginvault.json_error(body text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
+BEGIN
+    PERFORM body::jsonb;
+    RETURN NULL;
+EXCEPTION
+    WHEN untranslatable_character THEN
+        -- jsonb stops at the first \u0000, before it has seen the rest: the body is
+        -- invalid_json if it still does not parse with every \u0000 escape replaced (escaped
+        -- backslashes first, so that "\\u0000" stays text).
+        BEGIN
+            PERFORM regexp_replace(regexp_replace(body, '\\\\', 'x', 'g'), '\\u0000', 'x', 'g')::jsonb;
+            RETURN 'unsupported_json_escape';
+        EXCEPTION WHEN others THEN
+            RETURN 'invalid_json';
+        END;
+    WHEN others THEN RETURN 'invalid_json';
+END
+$fn$;
+
+-- inet of a single IPv4/IPv6 address, or NULL: no masks, zone ids, spaces, or IPv4 octets
+-- with leading zeros (ambiguous: octal to some parsers). A dotted IPv4 part must be four
+-- octets at the end: inet itself also takes "1.2.3.4." and "::1.2.3" (as ::1.2.3.0).
+CREATE OR REPLACE FUNCTION loginvault.try_inet(value text) RETURNS inet
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL UNSAFE AS $fn$
+BEGIN
+    IF value !~ '^[0-9A-Fa-f:.]+$'
+        OR (value ~ '\.' AND (
+            value !~ '(^|:)([0-9]{1,3}\.){3}[0-9]{1,3}$' OR value ~ '(^|[:.])0[0-9]+(\.|$)'
+        )) THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        RETURN value::inet;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
+END
+$fn$;
+
+-- The form a PII value is tokenized and encrypted in: host(inet) for an IP (valid IPv4/IPv6
+-- only), the space-trimmed string for a device id; NULL when it is not a valid value of kind.
+-- A plain SQL expression (not strict, no SET clause), so that the planner inlines it into
+-- dbt's queries.
+CREATE OR REPLACE FUNCTION loginvault.canonical_pii(kind text, value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $fn$
+    SELECT CASE kind
+        WHEN 'ip' THEN host(loginvault.try_inet(value))
+        WHEN 'device_id' THEN nullif(btrim(value), '')
+    END
+$fn$;
+
+-- Refuses (raises, naming the object) unless `rel` and every partition or child of it is a
+-- plain table owned by `expected_owner`, without row-level security, policies, triggers or
+-- rules: each of those would run code chosen by the table's owner in the reading session.
+-- Read by the pre-flight of every transform (dbt on-run-start) and in every recovery.
+CREATE OR REPLACE FUNCTION loginvault.assert_untampered(rel regclass, expected_owner name) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    c record;
+    problem text;
+BEGIN
+    FOR c IN
+        WITH RECURSIVE tree (oid) AS (
+            SELECT rel::oid
+            UNION
+            SELECT i.inhrelid FROM pg_inherits AS i JOIN tree AS t ON i.inhparent = t.oid
+        )
+        SELECT cl.oid::regclass AS name, cl.relkind, pg_get_userbyid(cl.relowner) AS owner,
+               cl.relrowsecurity OR cl.relforcerowsecurity
+                   OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = cl.oid) AS rls,
+               EXISTS (SELECT FROM pg_trigger AS g WHERE g.tgrelid = cl.oid AND NOT g.tgisinternal) AS triggers,
+               EXISTS (SELECT FROM pg_rewrite AS w WHERE w.ev_class = cl.oid) AS rules
+        FROM tree JOIN pg_class AS cl ON cl.oid = tree.oid
+    LOOP
+        problem := CASE
+            WHEN c.relkind NOT IN ('r', 'p') THEN 'is not a plain table (relkind ' || c.relkind::text || ')'
+            WHEN c.owner <> expected_owner THEN format('is owned by %s, not %s', c.owner, expected_owner)
+            WHEN c.rls THEN 'has row-level security or policies'
+            WHEN c.triggers THEN 'has triggers'
+            WHEN c.rules THEN 'has rules'
+        END;
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'refusing to read %: it %; loginvault did not set that up, and it could run another role''s code in this session', c.name, problem
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+-- What a transform reads that another role owns, checked before any model runs: by the
+-- `transform` command before dbt starts, and by the staging model's pre-hook in the
+-- transaction that reads raw (locked first, so nothing can change between check and read).
+CREATE OR REPLACE FUNCTION loginvault.assert_transform_inputs() RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'raw') <> 'loginvault_owner' THEN
+        RAISE EXCEPTION 'refusing to read schema raw: it is not owned by loginvault_owner (run the bootstrap)'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Checked, locked (nothing can be attached until the transaction ends), checked again.
+    FOR i IN 1..2 LOOP
+        PERFORM loginvault.assert_untampered('raw.login_events', 'loginvault_owner');
+        PERFORM loginvault.assert_untampered('raw._dlt_loads', 'loginvault_owner');
+        IF i = 1 THEN
+            LOCK TABLE raw.login_events, raw._dlt_loads IN ACCESS SHARE MODE;
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA loginvault FROM PUBLIC;
+-- The transformer: the parsers (staging, validation, masking) and its pre-flight check.
+GRANT EXECUTE ON FUNCTION loginvault.try_jsonb(text), loginvault.json_error(text), loginvault.try_inet(text),
+    loginvault.canonical_pii(text, text), loginvault.assert_transform_inputs(),
+    loginvault.assert_untampered(regclass, name)
+    TO loginvault_transformer;
+-- The recovery functions' owner: canonical values and the tamper check.
+GRANT EXECUTE ON FUNCTION loginvault.try_inet(text), loginvault.canonical_pii(text, text),
+    loginvault.assert_untampered(regclass, name)
+    TO loginvault_recovery;
