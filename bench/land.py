@@ -14,7 +14,8 @@ import psycopg
 
 from bench.harness import Result, execute, timed
 from ingest import config, sample, sqs
-from ingest.pipeline import Ingest, RawLoader, RunOptions
+from ingest.pipeline import Ingest, RunOptions
+from ingest.raw_loader import RawLoader
 
 
 class SyntheticQueue:

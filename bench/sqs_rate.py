@@ -11,7 +11,8 @@ import uuid
 
 from bench.harness import Result, timed
 from ingest import config, sample, stack
-from ingest.pipeline import Ingest, RawLoader, RunOptions
+from ingest.pipeline import Ingest, RunOptions
+from ingest.raw_loader import RawLoader
 from ingest.sqs import Queue
 
 BACKLOG = 200

@@ -98,7 +98,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ingest.pipeline import Ingest, RawLoader, RunOptions
+    from ingest.pipeline import Ingest, RunOptions
+    from ingest.raw_loader import RawLoader
     from ingest.sqs import Queue
 
     options = RunOptions(
