@@ -11,7 +11,7 @@ import uuid
 
 from bench.harness import Result, timed
 from ingest import config, sample, stack
-from ingest.pipeline import Ingest, RunOptions
+from ingest.consumer import Consumer, RunOptions
 from ingest.raw_loader import RawLoader
 from ingest.sqs import Queue
 
@@ -61,7 +61,7 @@ def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) ->
     try:
         with timed() as seconds:
             producer.start()
-            stats = Ingest(queue, loaders, options).run()
+            stats = Consumer(queue, loaders, options).run()
         backlog = producer.join()
     finally:
         for loader in loaders:

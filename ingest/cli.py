@@ -98,7 +98,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ingest.pipeline import Ingest, RunOptions
+    from ingest.consumer import Consumer, RunOptions
     from ingest.raw_loader import RawLoader
     from ingest.sqs import Queue
 
@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaders = [RawLoader(dsn, retry_budget_seconds=options.retry_budget_seconds) for _ in range(options.loaders)]
     try:
         loaders[0].check()
-        ingest = Ingest(queue, loaders, options)
+        ingest = Consumer(queue, loaders, options)
         _stop_on_signals(ingest.stopping, "finishing the batch in hand, releasing the rest")
         if args.metrics_port:
             from ingest.metrics import MetricsServer

@@ -108,7 +108,6 @@ class RawLoader:
     def __init__(self, dsn: str, retry_budget_seconds: float = 60.0) -> None:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
-        self.poison = 0  # messages the database refused, left for redelivery and the DLQ
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
         self.pipeline = self._new_pipeline()
 
@@ -169,7 +168,6 @@ class RawLoader:
                 config.DLQ_MAX_RECEIVE_COUNT,
                 reason,
             )
-        self.poison += len(poison)
         return landed
 
     def _bisect(self, messages: Sequence[Message], queue: str) -> tuple[list[Message], list[tuple[Message, str]]]:
