@@ -19,30 +19,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ingest import LoginvaultError, config
+import dlt
+import pyarrow as pa
+
+from ingest import LoginvaultError, config, dlt_defaults
 from ingest.faults import pause_at
 from ingest.sqs import Message
-
-# dlt's settings for this pipeline, unless the user's dlt config says otherwise.
-os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
-# dlt logs a failing job with its traceback and the database's DETAIL (which quotes the row, i.e.
-# cleartext PII); RawLoader reports the root cause in one line instead.
-os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
-# Arrow tables get dlt's row id and load id too: raw rows link to raw._dlt_loads.
-os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_ID", "true")
-os.environ.setdefault("NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID", "true")
-# dlt gzips its intermediate files by default: for a local hand-over to COPY that is pure CPU.
-os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
-# A failing job raises at once: RawLoader owns the retries (backoff, jitter, one budget).
-os.environ.setdefault("LOAD__RAISE_ON_MAX_RETRIES", "1")
-# Each process keeps its own throwaway working dir; there is no dlt state to restore.
-os.environ.setdefault("RESTORE_FROM_DESTINATION", "false")
-# dlt's extract sleeps one poll interval (default 10 ms) after the last item of a resource when
-# it has no parallel futures to wait for (the case here): a tenth of a small load's time.
-os.environ.setdefault("EXTRACT__FUTURES_POLL_INTERVAL", "0.001")
-
-import dlt  # noqa: E402  (after its configuration above)
-import pyarrow as pa  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +90,9 @@ class RawLoader:
     def __init__(self, dsn: str, retry_budget_seconds: float = 60.0) -> None:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
+        # Before dlt resolves any setting: its own settings come from ingest/dlt_defaults.toml
+        # unless the environment or the user's .dlt/config.toml says otherwise.
+        dlt_defaults.use_packaged_defaults()
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
         self.pipeline = self._new_pipeline()
 
