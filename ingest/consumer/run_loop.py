@@ -19,6 +19,10 @@ from ingest.sqs import Queue
 
 log = logging.getLogger(__name__)
 
+# How long a stop that released messages waits for the receivers still in a long poll. SQS
+# answers a pending poll as soon as messages become visible; moto looks again every second.
+STOP_GRACE_SECONDS = 1.5
+
 
 class Consumer:
     """Receivers long-poll SQS into an inbox; the run loop takes micro-batches from it and hands
@@ -83,16 +87,24 @@ class Consumer:
                 return
 
     def _stop(self) -> None:
-        """The batches in hand land and their deletes end before anything is released."""
+        """The batches in hand land and their deletes end, then everything else held is released.
+
+        Receivers blocked in a long poll are not waited out: what a pending poll receives after
+        the stop is released as it arrives while the process lives, or else comes back after
+        its visibility timeout (redelivered, never lost).
+        """
         self.stopping.set()
-        self.receivers.join(timeout=self.options.wait_seconds + 10)
         try:
             self.loading.finish()
         finally:
             try:
                 self.acknowledger.finish()
             finally:
-                self.acknowledger.release_held()
+                if self.acknowledger.release_held():
+                    # A pending long poll may be answered by that very release: let it come
+                    # back and release its messages in turn, then sweep once more.
+                    self.receivers.join(STOP_GRACE_SECONDS)
+                    self.acknowledger.release_held()
                 self.keeper.stop()
 
 

@@ -26,8 +26,8 @@ class InFlight:
         self._deadlines: dict[str, tuple[Message, float]] = {}
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._deadlines)
+        # No lock: a signal handler asks, on a thread that may hold it (a dict's len is atomic).
+        return len(self._deadlines)
 
     def add(self, messages: Sequence[Message]) -> None:
         deadline = time.monotonic() + self.timeout
