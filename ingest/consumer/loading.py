@@ -71,16 +71,18 @@ class LoadDispatcher:
         """Hand a batch to the next idle loader, waiting for one (and failing fast if a load
         failed). False when the run stopped first: the batch is not in hand, so it is released
         with the rest of what is held instead of loaded after the signal."""
-        while True:
+        while not self.stopping.is_set():
             try:
                 loader = self._idle.get(timeout=0.2)
-                break
             except queue_module.Empty:
                 self.reap(wait=False)
-                if self.stopping.is_set():
-                    return False
-        self._loads.submit(self._land, batch, loader)
-        return True
+                continue
+            if self.stopping.is_set():  # a loader came back after the stop: too late for this batch
+                self._idle.put(loader)
+                return False
+            self._loads.submit(self._land, batch, loader)
+            return True
+        return False
 
     def reap(self, wait: bool) -> None:
         """Forget the loads that have ended (all, waiting, when `wait`); re-raise the first that failed."""
