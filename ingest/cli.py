@@ -63,11 +63,7 @@ def _stop_on_signals(stop: threading.Event, doing: str, held: Callable[[], int] 
     def handler(signum, _frame):
         name = signal.Signals(signum).name
         if held is not None and signalled.is_set():
-            log.warning(
-                "received %s again: exiting at once, %d messages left for redelivery after their visibility timeout",
-                name,
-                held(),
-            )
+            log.warning("received %s again: exiting at once, %d messages left for redelivery", name, held())
             os._exit(130)  # no cleanup: a load in hand may never end, and SQS redelivers what is held
         signalled.set()
         log.info("received %s: %s%s", name, doing, "; a second signal exits at once" if held else "")

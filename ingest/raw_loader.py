@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import dlt
 import pyarrow as pa
+from dlt.extract.resource import DltResource
 
 from ingest import LoginvaultError, config, dlt_defaults
 from ingest.faults import pause_at
@@ -64,7 +65,7 @@ COLUMNS = {
 }
 
 
-def login_events(messages: Sequence[Message], queue: str):
+def login_events(messages: Sequence[Message], queue: str) -> DltResource:
     """dlt resource of one micro-batch of SQS deliveries, as an Arrow table in raw's layout.
 
     Reads exactly the messages given; the caller acknowledges them (deletes them from the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ingest.consumer.acknowledging import Acknowledger
 from ingest.consumer.batching import BatchBuilder, Inbox
@@ -42,18 +42,15 @@ class Consumer:
         self.in_flight = InFlight(queue, options.visibility_timeout, self.stats)
         self.keeper = VisibilityKeeper(self.in_flight)
         self.acknowledger = Acknowledger(queue, self.in_flight, self.stats, workers=max(2, options.workers))
-        self.loading = LoadDispatcher(
-            [loaders] if hasattr(loaders, "load") else loaders,
-            queue.url.rstrip("/").rsplit("/", 1)[-1],
-            self.stopping,
-            self.acknowledger.landed,
-        )
+        queue_name = queue.url.rstrip("/").rsplit("/", 1)[-1]  # raw.login_events.queue
+        loaders = [loaders] if hasattr(loaders, "load") else loaders
+        self.loading = LoadDispatcher(loaders, queue_name, self.stopping, self.acknowledger.landed)
         inbox = Inbox(options.batch_size)
         self.batches = BatchBuilder(inbox, options, self.stopping, self.loading.busy)
         self.receivers = Receivers(queue, options, inbox, self.in_flight, self.stats, self.stopping)
 
     @property
-    def load_observers(self) -> list:
+    def load_observers(self) -> list[Callable[[float], None]]:
         """Called with each committed load's seconds (metrics)."""
         return self.loading.observers
 
