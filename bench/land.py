@@ -15,7 +15,8 @@ import psycopg
 from bench import harness
 from bench.harness import Result, execute, timed
 from ingest import config, sample, sqs
-from ingest.pipeline import Ingest, RawLoader, RunOptions
+from ingest.consumer import Consumer, RunOptions
+from ingest.raw_loader import RawLoader
 
 
 class SyntheticQueue:
@@ -61,7 +62,7 @@ def land(dsn: str, bodies: Iterator[str], batch_size: int, workers: int = 1) -> 
     options = RunOptions(batch_size=batch_size, wait_seconds=0, workers=workers, progress_seconds=1e9)
     loaders = [RawLoader(harness.role_dsn(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
-        ingest = Ingest(SyntheticQueue(bodies), loaders, options)
+        ingest = Consumer(SyntheticQueue(bodies), loaders, options)
         with timed() as seconds:
             stats = ingest.run()
     finally:

@@ -12,7 +12,8 @@ import uuid
 from bench import harness
 from bench.harness import Result, timed
 from ingest import config, sample, stack
-from ingest.pipeline import Ingest, RawLoader, RunOptions
+from ingest.consumer import Consumer, RunOptions
+from ingest.raw_loader import RawLoader
 from ingest.sqs import Queue
 
 BACKLOG = 200
@@ -61,7 +62,7 @@ def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) ->
     try:
         with timed() as seconds:
             producer.start()
-            stats = Ingest(queue, loaders, options).run()
+            stats = Consumer(queue, loaders, options).run()
         backlog = producer.join()
     finally:
         for loader in loaders:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ingest import LoginvaultError, config
@@ -53,11 +55,18 @@ def _positive_seconds(value: str) -> float:
     return number
 
 
-def _stop_on_signals(stop: threading.Event, doing: str) -> None:
-    """SIGTERM and SIGINT set `stop`: the work in hand finishes, then the command ends."""
+def _stop_on_signals(stop: threading.Event, doing: str, held: Callable[[], int] | None = None) -> None:
+    """SIGTERM and SIGINT set `stop`: the work in hand finishes, then the command ends. With
+    `held` (how many messages the process holds), a second signal ends it at once (exit 130)."""
+    signalled = threading.Event()
 
     def handler(signum, _frame):
-        log.info("received %s: %s", signal.Signals(signum).name, doing)
+        name = signal.Signals(signum).name
+        if held is not None and signalled.is_set():
+            log.warning("received %s again: exiting at once, %d messages left for redelivery", name, held())
+            os._exit(130)  # no cleanup: a load in hand may never end, and SQS redelivers what is held
+        signalled.set()
+        log.info("received %s: %s%s", name, doing, "; a second signal exits at once" if held else "")
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
@@ -97,7 +106,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ingest.pipeline import Ingest, RawLoader, RunOptions
+    from ingest.consumer import Consumer, RunOptions
+    from ingest.raw_loader import RawLoader
     from ingest.sqs import Queue
 
     options = RunOptions(
@@ -120,8 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaders = [RawLoader(dsn, retry_budget_seconds=options.retry_budget_seconds) for _ in range(options.loaders)]
     try:
         loaders[0].check()
-        ingest = Ingest(queue, loaders, options)
-        _stop_on_signals(ingest.stopping, "finishing the batch in hand, releasing the rest")
+        ingest = Consumer(queue, loaders, options)
+        _stop_on_signals(ingest.stopping, "finishing the batch in hand, releasing the rest", held=ingest.held)
         if args.metrics_port:
             from ingest.metrics import MetricsServer
 

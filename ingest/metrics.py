@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ingest.pipeline import Ingest
+from ingest.consumer import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ COUNTERS = {
 class IngestCollector(Collector):
     """Reads the run's Stats at scrape time, and the queue depth a poller thread keeps fresh."""
 
-    def __init__(self, ingest: Ingest, depth_interval: float = 15.0) -> None:
+    def __init__(self, ingest: Consumer, depth_interval: float = 15.0) -> None:
         self.ingest = ingest
         self.depth: tuple[int, int] | None = None
         self._stop = threading.Event()
@@ -82,7 +82,7 @@ class IngestCollector(Collector):
 class MetricsServer:
     """The /metrics and /healthz endpoints of one ingest run, on a thread of their own."""
 
-    def __init__(self, ingest: Ingest, port: int, host: str = "0.0.0.0", max_poll_age: float = 60.0) -> None:
+    def __init__(self, ingest: Consumer, port: int, host: str = "0.0.0.0", max_poll_age: float = 60.0) -> None:
         self.registry = CollectorRegistry()
         self.collector = IngestCollector(ingest)
         self.registry.register(self.collector)

@@ -698,7 +698,7 @@ def test_terraform_pii_keys_live_in_secrets_manager_only():
 
 def ingest_sqs_client_calls() -> set[str]:
     """The boto3 SQS operations `python -m ingest run` can make: the Queue methods that cli.cmd_run and
-    pipeline.py call, followed through the Queue methods they call in turn."""
+    the consumer (ingest/consumer/) call, followed through the Queue methods they call in turn."""
     queue_class = next(
         n
         for n in ast.walk(ast.parse(Path(sqs.__file__).read_text()))
@@ -718,11 +718,11 @@ def ingest_sqs_client_calls() -> set[str]:
             )
         }
 
-    pipeline = ast.parse((ROOT / "ingest" / "pipeline.py").read_text())
+    consumer = [ast.parse(path.read_text()) for path in sorted((ROOT / "ingest" / "consumer").glob("*.py"))]
     cmd_run = next(
         n for n in ast.walk(ast.parse(Path(cli.__file__).read_text())) if getattr(n, "name", "") == "cmd_run"
     )
-    todo = (attribute_calls(pipeline, "queue") | attribute_calls(cmd_run, "queue")) & set(methods)
+    todo = set().union(*(attribute_calls(tree, "queue") for tree in [*consumer, cmd_run])) & set(methods)
     assert todo, "no Queue method found in the ingest's run path"
     seen, operations = set(), set()
     while todo:

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from conftest import Result, base_env, execute, query, role_dsn, run_ingest
-from ingest import config, pipeline, sample, stack
+from ingest import config, raw_loader, sample, stack
 
 pytestmark = [pytest.mark.integration]
 
@@ -126,8 +126,8 @@ def test_concurrent_create_is_retried_not_taken_for_a_refused_row(pg_dsn):
     finally:
         first.close()
         second.close()
-    assert pipeline._retryable(race.value) and not pipeline._refuses_rows(race.value), race.value
-    assert pipeline._refuses_rows(duplicate.value)
+    assert raw_loader._retryable(race.value) and not raw_loader._refuses_rows(race.value), race.value
+    assert raw_loader._refuses_rows(duplicate.value)
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@
 `python -m ingest run` subprocesses against real PostgreSQL and a moto SQS server over HTTP are
 killed with SIGKILL at the fault pause points (LOGINVAULT_FAULT_PAUSE=<point>=<seconds|inf>) or
 while their COPY waits for a table lock, see their database stop under them, compete for one queue,
-meet a row the database refuses (dead-letter queue and redrive), get SIGTERM/SIGINT mid-load, and
-hold messages longer than the visibility timeout. After each: every message in raw at least once,
+meet a row the database refuses (dead-letter queue and redrive), get SIGTERM/SIGINT mid-load or
+mid-poll (and a second SIGINT), and hold messages longer than the visibility timeout. After each: every message in raw at least once,
 in the mart (user_logins + rejected_login_events, after `transform build --warn-error`) exactly
 once, nothing deleted that did not land, and the queue empty.
 """
@@ -415,6 +415,73 @@ def test_signal_in_follow_lands_the_batches_in_hand_and_releases_the_rest(
     assert counts["landed"] == visible
     assert_in_raw_at_least_once(pg_dsn, bodies)
     assert raw_count(pg_dsn) == count
+    assert sqs_queue.depth() == (0, 0)
+
+
+def long_polling_run_in_a_load(spawn, sqs_queue, env: dict[str, str], *args: str):
+    """A `run --follow --wait-time 20` (batches of 10, one loader) paused in a load, once it has
+    received every message: its receiver is in a 20 s long poll of an empty queue."""
+    proc = spawn("run", "--follow", "--wait-time", "20", "--batch-size", "10", "--loaders", "1", *args, env=env)
+    proc.wait_for("fault: paused at in_load")
+    wait_until(lambda: sqs_queue.depth()[0] == 0, 10, "the receiver to take every message")
+    return proc
+
+
+def test_sigint_does_not_wait_out_a_long_poll(pg_dsn, sqs_queue, job_env, spawn):
+    """SIGINT while the receiver waits in a 20 s long poll and a load is in hand: the load lands,
+    what else was received is released, exit 0 within ~3 s (not at the end of the poll), and a
+    second run takes the rest: nothing lost."""
+    count, batch = 30, 10
+    bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
+    env = job_env(pg_dsn)
+    proc = long_polling_run_in_a_load(spawn, sqs_queue, faulty(env, "in_load=0.5"), "--visibility-timeout", "30")
+    signalled = time.monotonic()
+    proc.signal(signal.SIGINT)
+    result = proc.finish(timeout=30)
+    stopped_in = time.monotonic() - signalled
+    counts = assert_ok(result)
+    assert stopped_in < 3, f"the stop took {stopped_in:.1f} s:\n{result.stderr}"
+    loads = result.stderr.count("fault: paused at in_load")
+    assert counts["landed"] == counts["deleted"] == batch * loads == raw_count(pg_dsn)
+    assert counts["received"] > counts["landed"], "nothing was held beyond the batch in hand: no release tested"
+    assert counts["released"] >= count - counts["landed"]
+    # Released at once, not after the 30 s visibility timeout.
+    assert sqs_queue.depth() == (count - counts["landed"], 0)
+
+    counts = assert_ok(run_ingest(*RUN, env=env))
+    assert counts["landed"] == counts["deleted"] == count - batch * loads
+    assert_in_raw_at_least_once(pg_dsn, bodies)
+    assert raw_count(pg_dsn) == count
+    assert sqs_queue.depth() == (0, 0)
+
+
+def test_a_second_sigint_exits_at_once_and_says_what_it_leaves(pg_dsn, sqs_queue, job_env, spawn):
+    """A second SIGINT while the first waits for a load that never ends: exit 130 at once, one
+    line with how many messages are left for redelivery; a later run lands them all."""
+    count = 20
+    bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
+    env = job_env(pg_dsn)
+    proc = long_polling_run_in_a_load(spawn, sqs_queue, faulty(env, "in_load=inf"), *SHORT_VISIBILITY)
+    proc.signal(signal.SIGINT)
+    proc.wait_for("received SIGINT")
+    time.sleep(0.5)
+    assert proc.popen.poll() is None, "the first SIGINT must wait for the load in hand"
+    signalled = time.monotonic()
+    proc.signal(signal.SIGINT)
+    result = proc.finish(timeout=30)
+    assert time.monotonic() - signalled < 2
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    left = [line for line in result.stderr.splitlines() if "left for redelivery" in line]
+    assert len(left) == 1, result.stderr
+    assert f"exiting at once, {count} messages left for redelivery" in left[0]
+    assert raw_count(pg_dsn) == 0
+
+    # Past their visibility timeout (no longer extended), a run lands them all.
+    assert sqs_queue.wait_until_visible(count, timeout=30) == (count, 0)
+    counts = assert_ok(run_ingest(*RUN, env=env))
+    assert counts["landed"] == counts["deleted"] == count
+    assert_in_raw_at_least_once(pg_dsn, bodies)
     assert sqs_queue.depth() == (0, 0)
 
 

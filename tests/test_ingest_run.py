@@ -12,7 +12,7 @@ import pytest
 
 from conftest import query, role_dsn, run_ingest
 from ingest import config, sample
-from ingest.pipeline import RawLoader
+from ingest.raw_loader import RawLoader
 
 pytestmark = [pytest.mark.integration]
 

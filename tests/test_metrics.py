@@ -16,8 +16,8 @@ import pytest
 
 from conftest import REPO_ROOT, query
 from ingest import sample, stack
+from ingest.consumer import Stats
 from ingest.metrics import MetricsServer
-from ingest.pipeline import Stats
 
 
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:

@@ -1,0 +1,20 @@
+"""The consumer: SQS deliveries into raw.login_events, at least once, one unit per job.
+
+- receiving.py: receiver threads long-poll the queue into the inbox, within the message budget
+- batching.py: the inbox, and the adaptive batch builder that makes micro-batches of it
+- loading.py: each batch to an idle loader; a LoadResult says what landed and what was refused
+- acknowledging.py: deletes what landed after its commit; gives back what is held at the end
+- visibility.py: the messages held (InFlight) and the keeper that extends their visibility
+- pending.py: the calls running on a thread pool (loads, deletes) until reaped
+- options.py, stats.py: a run's settings and counts
+- run_loop.py: Consumer, which only wires the units together
+
+The loader itself is ingest/raw_loader.py; the queue, ingest/sqs.py.
+"""
+
+from ingest.consumer.loading import Loader, LoadResult
+from ingest.consumer.options import RunOptions
+from ingest.consumer.run_loop import Consumer, Ingest
+from ingest.consumer.stats import Stats
+
+__all__ = ["Consumer", "Ingest", "LoadResult", "Loader", "RunOptions", "Stats"]

@@ -1,0 +1,112 @@
+"""Batching: the inbox the receivers fill, and the adaptive batch builder that empties it into
+micro-batches of at most batch_size messages."""
+
+from __future__ import annotations
+
+import queue as queue_module
+import threading
+import time
+from collections.abc import Callable
+
+from ingest.consumer.options import RunOptions
+from ingest.sqs import MAX_BATCH, Message
+
+# How often a batch that is collecting looks whether the running loads have ended.
+LOAD_POLL_SECONDS = 0.01
+# How long an empty wait for messages lasts before the builder looks at the stop and the inbox again.
+IDLE_POLL_SECONDS = 0.2
+
+
+class Inbox:
+    """The hand-over from the receivers to the batch builder: chunks of one ReceiveMessage each."""
+
+    def __init__(self, batch_size: int) -> None:
+        # Bounded: receivers wait rather than hold more than two batches' worth of messages.
+        self._chunks: queue_module.Queue[list[Message]] = queue_module.Queue(
+            maxsize=max(2, 2 * batch_size // MAX_BATCH)
+        )
+        self._closed = threading.Event()
+
+    def put(self, messages: list[Message], stopping: threading.Event) -> bool:
+        """Hand over a chunk, waiting while the inbox is full; False when stopped before it was taken."""
+        while True:
+            try:
+                self._chunks.put(messages, timeout=0.5)
+                return True
+            except queue_module.Full:
+                if stopping.is_set():
+                    return False
+
+    def get(self, timeout: float) -> list[Message] | None:
+        """The oldest chunk, or None when none came within `timeout` seconds."""
+        try:
+            return self._chunks.get(timeout=timeout)
+        except queue_module.Empty:
+            return None
+
+    def empty(self) -> bool:
+        return self._chunks.empty()
+
+    def close(self) -> None:
+        """No more chunks will come: every receiver has ended."""
+        self._closed.set()
+
+    def drained(self) -> bool:
+        return self._closed.is_set() and self._chunks.empty()
+
+
+class BatchBuilder:
+    """Builds the next micro-batch from the inbox; what a chunk brings beyond it is carried over.
+
+    Adaptive: while no load is running, a batch goes as soon as it has what is in the inbox, so
+    a message waits for a load only as long as the load before it takes; while loads are
+    running, it collects messages until it is full or batch_seconds (at most a quarter of the
+    visibility timeout) after its first. So batches grow with the arrival rate and the load
+    time, and an idle ingest loads a message without waiting out the window.
+    """
+
+    def __init__(
+        self, inbox: Inbox, options: RunOptions, stopping: threading.Event, loading: Callable[[], bool]
+    ) -> None:
+        self.inbox = inbox
+        self.batch_size = options.batch_size
+        self.window = min(options.batch_seconds, options.visibility_timeout / 4)
+        self.stopping = stopping
+        self.loading = loading  # whether a load is running
+        self._carry: list[Message] = []  # received beyond the last batch's size
+
+    def next_batch(self) -> list[Message]:
+        """Up to batch_size messages; empty when stopped or the inbox is drained with nothing carried."""
+        batch, self._carry = self._carry[: self.batch_size], self._carry[self.batch_size :]
+        first_at = time.monotonic() if batch else None
+        while len(batch) < self.batch_size:
+            if first_at is not None and self._ready(first_at):
+                break
+            chunk = self.inbox.get(self._timeout(first_at))
+            if chunk is None:
+                if self.inbox.drained() or (self.stopping.is_set() and not batch):
+                    break
+                continue
+            room = self.batch_size - len(batch)
+            batch += chunk[:room]
+            self._carry += chunk[room:]
+            first_at = first_at or time.monotonic()
+        return batch
+
+    def drained(self) -> bool:
+        """Nothing carried over, nothing in the inbox, and nothing more to come."""
+        return not self._carry and self.inbox.drained()
+
+    def _ready(self, first_at: float) -> bool:
+        """Whether a started batch goes now: its window is over, the run stops, or nothing more is
+        waiting while no load runs (the adaptive rule)."""
+        if time.monotonic() - first_at >= self.window or self.stopping.is_set():
+            return True
+        return self.inbox.empty() and not self.loading()
+
+    def _timeout(self, first_at: float | None) -> float:
+        """How long to wait for the next chunk: never past the window; while a load runs, look
+        often whether it has ended."""
+        if first_at is None:
+            return IDLE_POLL_SECONDS
+        return max(0.001, min(LOAD_POLL_SECONDS, first_at + self.window - time.monotonic()))

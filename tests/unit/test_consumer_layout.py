@@ -1,0 +1,43 @@
+"""Unit: the consumer stays split by job — each module says its one job in a docstring, and no
+module, class or function of the consumer and the raw loader outgrows its size limit."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from ingest import config
+
+INGEST = config.REPO_ROOT / "ingest"
+MODULES = sorted(
+    [
+        *(INGEST / "consumer").glob("*.py"),
+        *(INGEST / name for name in ("raw_loader.py", "faults.py", "dlt_defaults.py")),
+    ]
+)
+# Lines, first to last, as ast counts them.
+MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 400, 150, 50
+
+
+def sizes(path: Path) -> list[tuple[str, int, int]]:
+    """(name, lines, limit) of the module and each class and function in it."""
+    tree = ast.parse(path.read_text())
+    found = [(path.name, len(path.read_text().splitlines()), MAX_MODULE)]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            limit = MAX_CLASS if isinstance(node, ast.ClassDef) else MAX_FUNCTION
+            found.append((f"{path.name}:{node.name}", node.end_lineno - node.lineno + 1, limit))
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(INGEST).as_posix())
+def test_each_module_says_its_job_and_stays_small(path: Path):
+    assert ast.get_docstring(ast.parse(path.read_text())), f"{path.name} has no module docstring"
+    too_large = [f"{name}: {lines} lines (limit {limit})" for name, lines, limit in sizes(path) if lines > limit]
+    assert not too_large, too_large
+
+
+def test_the_consumer_is_no_longer_one_module():
+    assert not (INGEST / "pipeline.py").exists()
