@@ -9,6 +9,16 @@
 -- with a login of its own that is a member of exactly one of them (docs/architecture.md).
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
+-- The functions below name pgcrypto's functions in public (with a pinned search_path).
+DO $$
+DECLARE
+    home text := (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto');
+BEGIN
+    IF home <> 'public' THEN
+        RAISE EXCEPTION 'pgcrypto is installed in schema %, loginvault expects public: ALTER EXTENSION pgcrypto SET SCHEMA public', home;
+    END IF;
+END
+$$;
 
 DO $$
 DECLARE

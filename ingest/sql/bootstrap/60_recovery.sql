@@ -40,19 +40,22 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
         now(), session_user,
         CASE current_setting('role') WHEN 'none' THEN session_user ELSE current_setting('role') END,
         inet_client_addr(), current_setting('application_name'),
-        direction, kind, token, outcome = 'found', outcome, btrim(reason)
+        direction, kind, token, outcome LIKE 'found%', outcome, btrim(reason)
     )
 $fn$;
 
--- Every lookup starts here: a reason, the vault and the mart untampered (checked, locked,
--- checked again: nothing can be attached until the transaction ends), and the budget; false
--- (the refusal audited) when the login's budget for the day is used up.
-CREATE OR REPLACE FUNCTION pii.recovery_begin(direction text, kind text, token text, reason text) RETURNS boolean
+-- Every lookup starts here: a reason, the session's keys the registered ones (else the refusal
+-- is audited: 'wrong_key'), the vault, the mart and the token map untampered (checked, locked,
+-- checked again: nothing can be attached until the transaction ends), and the budget (else
+-- 'over_budget', audited). NULL when the lookup may go ahead, else the refusal's outcome.
+DROP FUNCTION IF EXISTS pii.recovery_begin(text, text, text, text);
+CREATE FUNCTION pii.recovery_begin(direction text, kind text, token text, reason text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     mart text := (SELECT value FROM pii.settings WHERE name = 'mart_schema');
     vault regclass := to_regclass('pii.vault');
     logins regclass := to_regclass(format('%I.user_logins', mart));
+    refusal text;
 BEGIN
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'a reason is required: it is written to the recovery audit' USING ERRCODE = 'invalid_parameter_value';
@@ -63,61 +66,92 @@ BEGIN
     FOR i IN 1..2 LOOP
         PERFORM loginvault.assert_untampered(vault, 'loginvault_transformer');
         PERFORM loginvault.assert_untampered(logins, 'loginvault_transformer');
+        PERFORM loginvault.assert_untampered('pii.token_map', 'loginvault_transformer');
         IF i = 1 THEN
-            EXECUTE format('LOCK TABLE %s, %s IN ACCESS SHARE MODE', vault, logins);
+            EXECUTE format('LOCK TABLE %s, %s, pii.token_map IN ACCESS SHARE MODE', vault, logins);
         END IF;
     END LOOP;
-    IF pii.recovery_admit() THEN
-        RETURN true;
+    BEGIN
+        PERFORM pii.check_keys(false);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        refusal := 'wrong_key';
+    END;
+    IF refusal IS NULL AND NOT pii.recovery_admit() THEN
+        refusal := 'over_budget';
     END IF;
-    PERFORM pii.recovery_write_audit(direction, kind, token, 'over_budget', reason);
-    RETURN false;
+    IF refusal IS NOT NULL THEN
+        PERFORM pii.recovery_write_audit(direction, kind, token, refusal, reason);
+    END IF;
+    RETURN refusal;
 END
 $fn$;
 
--- token → (kind, cleartext): one row per kind the token is known under; outcome found,
--- not_found, decrypt_failed (the session's encryption key does not open it) or over_budget.
-CREATE OR REPLACE FUNCTION pii.recover_value(token text, reason text)
-RETURNS TABLE (kind text, value text, outcome text)
+-- The session's encryption key for a vault row of encryption key `version`: the active one, or
+-- during a re-encryption the previous one (loginvault.encryption_key_previous).
+CREATE OR REPLACE FUNCTION pii.recovery_key(version integer) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT CASE
+        WHEN version = (SELECT k.version FROM pii.key_versions AS k WHERE k.kind = 'encryption' AND k.state = 'active')
+            THEN current_setting('loginvault.encryption_key', true)
+        ELSE current_setting('loginvault.encryption_key_previous', true)
+    END
+$fn$;
+
+-- token → (kind, cleartext, current token): one row per kind the token is known under. A token
+-- that an HMAC rotation replaced still resolves until `keys retire hmac` (outcome
+-- found_pre_rotation, with the token that replaced it). Outcomes: found, found_pre_rotation,
+-- not_found, decrypt_failed (no key of the row's version in the session), wrong_key,
+-- over_budget.
+DROP FUNCTION IF EXISTS pii.recover_value(text, text);
+CREATE FUNCTION pii.recover_value(token text, reason text)
+RETURNS TABLE (kind text, value text, outcome text, current_token text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$
 DECLARE
     entry record;
-    clear text;
-    results text[] := '{}';
+    refusal text := pii.recovery_begin('token_to_value', NULL, token, reason);
     kinds text[] := '{}';
-    verdict text;
+    clears text[] := '{}';
+    currents text[] := '{}';
+    verdict text := 'not_found';
 BEGIN
-    IF NOT pii.recovery_begin('token_to_value', NULL, token, reason) THEN
-        RETURN QUERY SELECT NULL::text, NULL::text, 'over_budget'::text;
+    IF refusal IS NOT NULL THEN
+        RETURN QUERY SELECT NULL::text, NULL::text, refusal, NULL::text;
         RETURN;
     END IF;
-    verdict := 'not_found';
-    FOR entry IN SELECT v.kind::text AS kind, v.ciphertext FROM pii.vault AS v WHERE v.token = recover_value.token ORDER BY v.kind LOOP
+    FOR entry IN
+        SELECT v.kind::text AS kind, v.token::text AS token, v.ciphertext, v.encryption_key_version, false AS replaced
+        FROM pii.vault AS v WHERE v.token = recover_value.token
+        UNION ALL
+        SELECT v.kind::text, v.token::text, v.ciphertext, v.encryption_key_version, true
+        FROM pii.token_map AS m JOIN pii.vault AS v ON v.kind = m.kind AND v.token = m.new_token
+        WHERE m.old_token = recover_value.token
+        ORDER BY 1
+    LOOP
         BEGIN
-            clear := public.pgp_sym_decrypt(entry.ciphertext, current_setting('loginvault.encryption_key')::text);
-            verdict := 'found';
+            clears := clears || public.pgp_sym_decrypt(entry.ciphertext, pii.recovery_key(entry.encryption_key_version));
             kinds := kinds || entry.kind;
-            results := results || clear;
+            currents := currents || entry.token;
+            verdict := CASE WHEN entry.replaced THEN 'found_pre_rotation' ELSE 'found' END;
         EXCEPTION WHEN others THEN
-            -- Wrong key, or no key in the session: audited as failed, nothing returned.
+            -- No key of the row's version in the session: audited as failed, nothing returned.
             verdict := 'decrypt_failed';
             kinds := ARRAY[entry.kind];
-            results := '{}';
+            clears := '{}';
             EXIT;
         END;
     END LOOP;
     PERFORM pii.recovery_write_audit('token_to_value', kinds[1], token, verdict, reason);
-    IF verdict = 'found' THEN
-        RETURN QUERY SELECT k, v, verdict FROM unnest(kinds, results) AS u (k, v);
+    IF verdict LIKE 'found%' THEN
+        RETURN QUERY SELECT k, v, verdict, c FROM unnest(kinds, clears, currents) AS u (k, v, c);
     ELSE
-        RETURN QUERY SELECT kinds[1], NULL::text, verdict;
+        RETURN QUERY SELECT kinds[1], NULL::text, verdict, NULL::text;
     END IF;
 END
 $fn$;
 
 -- (kind, cleartext) → (token, logins carrying it in user_logins); outcome found (some login
--- carries it), not_found, invalid (not a valid value of kind) or over_budget. The token is
--- computed here, with the session's HMAC key: the client never tokenizes.
+-- carries it), not_found, invalid (not a valid value of kind), wrong_key or over_budget. The
+-- token is computed here, with the session's (active) HMAC key: the client never tokenizes.
 CREATE OR REPLACE FUNCTION pii.recover_token(kind text, value text, reason text)
 RETURNS TABLE (token text, logins bigint, outcome text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$
@@ -126,12 +160,14 @@ DECLARE
     computed text;
     carried bigint := 0;
     mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
+    refusal text;
 BEGIN
     IF kind IS NULL OR kind NOT IN ('ip', 'device_id') THEN
         RAISE EXCEPTION 'kind must be ip or device_id' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT pii.recovery_begin('value_to_token', kind, NULL, reason) THEN
-        RETURN QUERY SELECT NULL::text, NULL::bigint, 'over_budget'::text;
+    refusal := pii.recovery_begin('value_to_token', kind, NULL, reason);
+    IF refusal IS NOT NULL THEN
+        RETURN QUERY SELECT NULL::text, NULL::bigint, refusal;
         RETURN;
     END IF;
     IF canonical IS NULL THEN
@@ -139,7 +175,10 @@ BEGIN
         RETURN QUERY SELECT NULL::text, 0::bigint, 'invalid'::text;
         RETURN;
     END IF;
-    computed := encode(public.hmac(canonical, current_setting('loginvault.hmac_key')::text, 'sha256'::text), 'hex');
+    computed := loginvault.pii_token(
+        kind, canonical, current_setting('loginvault.hmac_key'),
+        (SELECT k.kind_separated FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.state = 'active')
+    );
     EXECUTE format('SELECT count(*) FROM %I.user_logins WHERE %I = $1', mart,
                    CASE kind WHEN 'ip' THEN 'masked_ip' ELSE 'masked_device_id' END)
         INTO carried USING computed;
@@ -152,6 +191,7 @@ $fn$;
 ALTER FUNCTION pii.recovery_admit() OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recovery_write_audit(text, text, text, text, text) OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recovery_begin(text, text, text, text) OWNER TO loginvault_recovery;
+ALTER FUNCTION pii.recovery_key(integer) OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recover_value(text, text) OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recover_token(text, text, text) OWNER TO loginvault_recovery;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pii FROM PUBLIC;

@@ -46,7 +46,7 @@ DECLARE
 BEGIN
     FOR t IN
         SELECT c.oid::regclass FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE n.nspname IN ('pii', mart) AND c.relkind IN ('r', 'p', 'v', 'm')
+        WHERE ((n.nspname = 'pii' AND c.relname = 'vault') OR n.nspname = mart) AND c.relkind IN ('r', 'p', 'v', 'm')
           AND has_table_privilege('loginvault_pii_admin', c.oid, 'SELECT')
     LOOP
         EXECUTE format('REVOKE ALL ON %s FROM loginvault_pii_admin', t);
