@@ -13,13 +13,26 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- Keyed HMAC-SHA256, hex: 64 chars, deterministic, not enumerable without the key. -#}
-{% macro pii_hmac(canonical_expr) -%}
-    encode(hmac({{ canonical_expr }}, current_setting('loginvault.hmac_key'), 'sha256'), 'hex')
+{#- Keyed HMAC-SHA256, hex: 64 chars, deterministic, not enumerable without the key. The input
+    is kind || ':' || value, so that an IP and a device id with the same string get different
+    tokens, unless the active HMAC key version is one registered over older tokens (its
+    kind_separated is false until its rotation): loginvault.pii_token (ingest/sql/bootstrap/).
+    `kind_expr` is SQL: a quoted literal or a column. -#}
+{% macro pii_hmac(canonical_expr, kind_expr) -%}
+    {{ loginvault_function('pii_token') }}(
+        {{ kind_expr }}, {{ canonical_expr }}, current_setting('loginvault.hmac_key'),
+        {{ loginvault_active_key('hmac', 'kind_separated') }}
+    )
 {%- endmacro %}
 
 {% macro pii_token(expr, kind) -%}
-    {{ pii_hmac(pii_canonical(expr, kind)) }}
+    {{ pii_hmac(pii_canonical(expr, kind), "'" ~ kind ~ "'") }}
+{%- endmacro %}
+
+{#- A column of the active key version of `kind` (pii.key_versions), as a scalar subquery: the
+    planner evaluates it once per statement. -#}
+{% macro loginvault_active_key(kind, column='version') -%}
+    (select k.{{ column }} from pii.key_versions as k where k.kind = '{{ kind }}' and k.state = 'active')
 {%- endmacro %}
 
 {#- AES-256 with s2k-mode=1: the key is random, not a password, so iterated S2K only burns CPU. -#}

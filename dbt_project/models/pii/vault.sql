@@ -52,7 +52,7 @@ tokenized as (
         kind,
         value,
         first_seen_at,
-        {{ pii_hmac('value') }} as token
+        {{ pii_hmac('value', 'kind') }} as token
     from distinct_values
 
 )
@@ -61,7 +61,9 @@ select
     tk.token::varchar(64) as token,
     tk.kind::varchar(16) as kind,
     {{ pii_encrypt('tk.value') }} as ciphertext,
-    tk.first_seen_at
+    tk.first_seen_at,
+    {{ loginvault_active_key('hmac') }} as hmac_key_version,
+    {{ loginvault_active_key('encryption') }} as encryption_key_version
 from tokenized as tk
 {%- if is_incremental() %}
     where not exists (

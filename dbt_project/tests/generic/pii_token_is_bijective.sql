@@ -41,7 +41,7 @@ failures as (
 
     select 'mismatch', token, count(*)
     from pairs
-    where token <> {{ pii_hmac('value') }}
+    where token <> {{ pii_hmac('value', "'" ~ kind ~ "'") }}
     group by token
 
     union all
