@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 WITH_ENV := eval "$$($(PY) -m ingest stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform summary demo docs docs-serve lint test bench clean
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,10 +49,18 @@ ingest: $(STAMP) ## stack up (+100 sample events into a new queue), then drain t
 transform: $(STAMP) ## dbt build (models + tests) as loginvault_transformer, keys in the session
 	@$(WITH_ENV) $(PY) -m ingest transform build
 
+rotate-keys: $(STAMP) ## local stack: new PII keys into .local/keys.env (old ones kept as *_PREVIOUS), both rotated, key status
+	@$(WITH_ENV) $(PY) -m ingest stack rotate-keys
+
 summary: $(STAMP) ## print what an analyst sees: mart rows, rejections by reason, shared IPs/devices, samples
 	@$(WITH_ENV) $(PY) -m ingest summary
 
-demo: ingest transform summary ## the whole job on the local stack: stack up, seed, ingest, transform, summary
+demo: $(STAMP) ## the whole job on the local stack: stack up, 100 new sample events, ingest, transform, summary
+	@$(PY) -m ingest stack up
+	@$(WITH_ENV) $(PY) -m ingest seed --count 100
+	@$(WITH_ENV) $(PY) -m ingest run
+	@$(WITH_ENV) $(PY) -m ingest transform build
+	@$(WITH_ENV) $(PY) -m ingest summary
 
 docs: $(STAMP) ## build the static dbt docs site (dbt_project/target/static_index.html)
 	@$(WITH_ENV) $(PY) -m ingest transform docs generate --static

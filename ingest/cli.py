@@ -86,6 +86,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "env":
         for name, value in stack.stack_env().items():
             print(f"export {name}={shlex.quote(value)}")
+    elif args.action == "rotate-keys":
+        from ingest import local_keys
+
+        local_keys.rotate()
+        _print_key_status()
     return 0
 
 
@@ -177,6 +182,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         "decrypt_failed": "the vault entry cannot be decrypted with LOGINVAULT_ENCRYPTION_KEY: wrong key? (the failed"
         " lookup was audited)",
         "invalid": f"that is not a valid {(result.kind or '').replace('_', ' ')}, so no login can carry it (audited)",
+        "wrong_key": "the keys in the environment are not the registered ones (the refusal was audited):"
+        " `loginvault keys status` shows their fingerprints",
     }
     if result.outcome in refusals:
         raise LoginvaultError(refusals[result.outcome])
@@ -186,12 +193,50 @@ def cmd_recover(args: argparse.Namespace) -> int:
             return 1
         for kind, value in result.values:
             print(f"{kind}\t{value}")
+        if result.outcome == "found_pre_rotation":
+            print(
+                f"recover: a token from before the last HMAC key rotation (it resolves until `keys retire hmac`);"
+                f" its current token is {result.current_token}; the lookup was audited",
+                file=sys.stderr,
+            )
     else:
         print(f"{result.token}\t{result.logins}")
         print(
             f"recover: {result.kind} token carried by {result.logins} login(s); the lookup was audited", file=sys.stderr
         )
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Key versions: status, rotate hmac|encryption, retire hmac|encryption."""
+    from ingest import keys, rotation
+
+    if args.action == "rotate":
+        if args.kind == keys.HMAC:
+            rotated = rotation.rotate_hmac(args.batch or rotation.MAP_BATCH)
+        else:
+            rotated = rotation.rotate_encryption(args.batch or rotation.REWRAP_BATCH)
+        print(
+            rotated.line() if rotated else f"keys: the {args.kind} key is rotated already: nothing to do",
+            file=sys.stderr,
+        )
+    elif args.action == "retire":
+        retired = keys.retire(args.kind)
+        print(f"keys: {args.kind} key version {retired.version} retired", file=sys.stderr)
+    _print_key_status()
+    return 0
+
+
+def _print_key_status() -> None:
+    from ingest import keys
+
+    print("kind\tversion\tstate\tfingerprint\ttokens\tvault_rows\tmart_rows\tcreated_at\tactivated_at\tretired_at")
+    for row in keys.status():
+        v = row.version
+        tokens = ("kind:value" if v.kind_separated else "value") if v.kind == keys.HMAC else ""
+        cells = (v.kind, v.version, v.state, v.fingerprint, tokens, row.vault_rows, row.mart_rows, v.created_at,
+                 v.activated_at, v.retired_at)  # fmt: skip
+        print("\t".join("" if c is None else str(c) for c in cells))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -249,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("stack", help="the local PostgreSQL + moto SQS stack")
-    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.add_argument("action", choices=["up", "down", "status", "env", "rotate-keys"])
     p.add_argument(
         "--seed-if-new",
         type=int,
@@ -358,6 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why (ticket, request): written to pii.recovery_audit")
     p.set_defaults(func=cmd_recover)
 
+    p = sub.add_parser("keys", help="PII key versions, as dbt's login: status; rotate or retire a key")
+    p.add_argument("action", choices=["status", "rotate", "retire"])
+    p.add_argument(
+        "kind",
+        nargs="?",
+        choices=["hmac", "encryption"],
+        help="with rotate: from LOGINVAULT_<KIND>_KEY_PREVIOUS (the active key) to LOGINVAULT_<KIND>_KEY;"
+        " with retire: the previous version (old tokens stop resolving / the old key is no longer needed)",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive,
+        metavar="N",
+        help="with rotate: vault rows per committed batch (default 50,000 for hmac, 20,000 for encryption)",
+    )
+    p.set_defaults(func=cmd_keys)
+
     p = sub.add_parser("audit", help="as an auditor (loginvault_auditor): print the recovery audit")
     p.add_argument("--since", metavar="WHEN", help="only rows since WHEN: 7d, 12h, 30m, or a date/time (UTC)")
     p.set_defaults(func=cmd_audit)
@@ -391,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        if getattr(args, "action", None) in ("rotate", "retire") and args.kind is None:
+            parser.error(f"keys {args.action} needs a kind: hmac or encryption")
         return args.func(args)
     except LoginvaultError as exc:
         if args.log_format == "json":

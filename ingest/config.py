@@ -183,6 +183,12 @@ def libpq_env(dsn: str) -> dict[str, str]:
     return {env_name: str(params[key]) for key, env_name in names.items() if params.get(key) not in (None, "")}
 
 
+def setting_option(setting: str, value: str) -> str:
+    """One startup option `-c setting=value`, escaped for libpq's options (spaces, backslashes)."""
+    escaped = value.replace("\\", "\\\\").replace(" ", "\\ ")
+    return f"-c {setting}={escaped}"
+
+
 def key_options(keys: dict[str, str] | None = None) -> str:
     """PGOPTIONS that put the PII keys in the session as loginvault.* settings.
 
@@ -190,12 +196,8 @@ def key_options(keys: dict[str, str] | None = None) -> str:
     options are neither SQL nor logged, so the keys never reach compiled SQL, dbt's logs or
     the server's statement log.
     """
-
-    def escape(value: str) -> str:
-        return value.replace("\\", "\\\\").replace(" ", "\\ ")
-
     values = keys if keys is not None else {name: check_key(name) for name in KEY_SETTINGS}
-    return " ".join(f"-c {setting}={escape(values[name])}" for name, setting in KEY_SETTINGS.items())
+    return " ".join(setting_option(setting, values[name]) for name, setting in KEY_SETTINGS.items())
 
 
 def dbt_env() -> dict[str, str]:

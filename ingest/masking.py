@@ -1,8 +1,9 @@
 """PII tokens in Python, identical to the dbt macros' pgcrypto ones (a test proves it).
 
-token = hex(HMAC-SHA256(canonical value, LOGINVAULT_HMAC_KEY)), canonical value being
-PostgreSQL's host(ip::inet) text for an IP and the space-trimmed string for a device id.
-The recover command uses it to answer "does this IP appear?" without decrypting anything.
+token = hex(HMAC-SHA256(kind + ":" + canonical value, LOGINVAULT_HMAC_KEY)), canonical value
+being PostgreSQL's host(ip::inet) text for an IP and the space-trimmed string for a device id
+(loginvault.pii_token; a key version registered over older tokens hashes the value alone until
+its rotation: kind_separated=False). Tests and benchmarks compare it with the database's.
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def canonical(value: str, kind: str) -> str | None:
     raise ValueError(f"unknown PII kind {kind!r}: expected one of {', '.join(KINDS)}")
 
 
-def token(value: str, kind: str, key: str) -> str | None:
+def token(value: str, kind: str, key: str, kind_separated: bool = True) -> str | None:
     """The 64-hex-char token of `value`, or None when it is not a valid value of `kind`."""
     canon = canonical(value, kind)
     if canon is None:
         return None
-    return hmac.new(key.encode("utf-8"), canon.encode("utf-8"), hashlib.sha256).hexdigest()
+    data = f"{kind}:{canon}" if kind_separated else canon
+    return hmac.new(key.encode("utf-8"), data.encode("utf-8"), hashlib.sha256).hexdigest()

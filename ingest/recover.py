@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ingest import LoginvaultError, config, db
+from ingest import LoginvaultError, config, db, keys
 
-OUTCOMES = ("found", "not_found", "decrypt_failed", "over_budget", "invalid")
+OUTCOMES = ("found", "found_pre_rotation", "not_found", "decrypt_failed", "wrong_key", "over_budget", "invalid")
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,11 @@ class Recovery:
     token: str | None = None
     values: list[tuple[str, str]] = field(default_factory=list)  # token_to_value: (kind, cleartext)
     logins: int = 0  # value_to_token: user_logins rows carrying the token
+    current_token: str | None = None  # found_pre_rotation: the token that replaced it
 
     @property
     def found(self) -> bool:
-        return self.outcome == "found"
+        return self.outcome.startswith("found")
 
 
 def recover(*, reason: str, token: str | None = None, value: str | None = None, kind: str | None = None) -> Recovery:
@@ -40,8 +41,7 @@ def recover(*, reason: str, token: str | None = None, value: str | None = None, 
         raise LoginvaultError("a reason is required (--reason): it is written to the recovery audit")
     if value is None and (not token or len(token) != 64 or any(c not in "0123456789abcdef" for c in token)):
         raise LoginvaultError("a token is 64 lowercase hex characters")
-    keys = {name: config.check_key(name) for name in config.KEY_ENVS}
-    with db.connect(config.PII_ADMIN_ROLE, options=config.key_options(keys), autocommit=True) as conn:
+    with db.connect(config.PII_ADMIN_ROLE, options=keys.session_options(previous=True), autocommit=True) as conn:
         try:
             if value is not None:
                 rows = conn.execute(
@@ -49,10 +49,16 @@ def recover(*, reason: str, token: str | None = None, value: str | None = None, 
                     (kind, value, reason),
                 ).fetchall()
                 token_, logins, outcome = rows[0]
-                return Recovery("value_to_token", outcome, kind, token_, logins=logins or 0)
-            rows = conn.execute(
-                "SELECT kind, value, outcome FROM pii.recover_value(%s::text, %s::text)", (token, reason)
-            ).fetchall()
+                result = Recovery("value_to_token", outcome, kind, token_, logins=logins or 0)
+            else:
+                rows = conn.execute(
+                    "SELECT kind, value, outcome, current_token FROM pii.recover_value(%s::text, %s::text)",
+                    (token, reason),
+                ).fetchall()
+                found = [(k, v) for k, v, o, _ in rows if o.startswith("found")]
+                result = Recovery("token_to_value", rows[0][2], rows[0][0], token, found, current_token=rows[0][3])
+            if result.outcome == "wrong_key":
+                keys.check_environment(conn)  # names the kind and both fingerprints
         except psycopg.errors.InsufficientPrivilege as exc:
             raise LoginvaultError(
                 f"not authorized to recover PII ({config.first_line(exc)}): only members of {config.PII_ADMIN_ROLE} may"
@@ -61,6 +67,4 @@ def recover(*, reason: str, token: str | None = None, value: str | None = None, 
             raise LoginvaultError("the recovery functions do not exist: run the bootstrap") from None
         except psycopg.Error as exc:  # e.g. a tampered vault, a missing key: the database's sentence
             raise LoginvaultError(config.first_line(exc)) from None
-    outcome = rows[0][2]
-    found = [(k, v) for k, v, o in rows if o == "found"]
-    return Recovery("token_to_value", outcome, rows[0][0], token, values=found)
+    return result

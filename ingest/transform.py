@@ -10,12 +10,13 @@ check the SQL, not the data) run in its first build only; the data tests run in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ingest import LoginvaultError, config
 
@@ -94,28 +95,50 @@ class Transformer:
         self._runner = type(self._runner)(manifest=result.result)
 
 
-def preflight() -> None:
+# dbt commands that write (models, the tests' mark): they take the transform lock and need the
+# registered keys; `docs generate`, `parse`, `ls`, … do neither.
+WRITING = frozenset({"build", "run", "test", "seed", "snapshot"})
+
+
+def preflight(args: Sequence[str]) -> None:
     """Before dbt starts: dbt's own login (a member of the transformer role, no superuser)
     connects, and the raw tables it reads are what the bootstrap made them (owner, kind, no
     row-level security, policies, triggers or rules: loginvault.assert_transform_inputs).
     Checked in a session without the keys; the staging model checks again, locked, in the
-    transaction that reads raw."""
+    transaction that reads raw. A writing command's keys are the registered active ones."""
     import psycopg
 
-    from ingest import db
+    from ingest import db, keys
 
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         try:
             conn.execute("SELECT loginvault.assert_transform_inputs()")
+            if args and args[0] in WRITING:
+                keys.check_environment(conn)
         except psycopg.errors.UndefinedFunction:
             raise LoginvaultError("the database is not bootstrapped for this version: run the bootstrap") from None
         except psycopg.Error as exc:
             raise LoginvaultError(config.first_line(exc)) from None
 
 
+@contextlib.contextmanager
+def guarded(args: Sequence[str]) -> Iterator[None]:
+    """A writing command holds the transform lock while dbt runs: no key rotation (and no
+    second transform) meanwhile; one that cannot have it refuses with one sentence."""
+    from ingest import keys
+
+    if args and args[0] in WRITING:
+        with keys.exclusive("transform"):
+            yield
+    else:
+        yield
+
+
 def run_once(args: Sequence[str]) -> int:
-    preflight()
-    return Transformer().invoke(args or DEFAULT_ARGS)
+    args = list(args or DEFAULT_ARGS)
+    preflight(args)
+    with guarded(args):
+        return Transformer().invoke(args)
 
 
 def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles: int | None = None) -> int:
@@ -123,14 +146,17 @@ def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles
     once) until `stop` is set, or `cycles` builds. A failed build is logged and retried next
     cycle: the service keeps going. Returns 0, or 1 when the last build failed."""
     args = list(args or DEFAULT_ARGS)
-    preflight()
+    preflight(args)
     transformer = Transformer()
     transformer.warm(args)
     code, done = 0, 0
     while not stop.is_set():
         started = time.monotonic()
         try:
-            code = transformer.invoke(args if done == 0 else without_unit_tests(args))
+            if done:
+                preflight(args)  # the keys may have been rotated since: say so, in one line
+            with guarded(args):
+                code = transformer.invoke(args if done == 0 else without_unit_tests(args))
         except UsageError:
             raise
         except LoginvaultError as exc:  # e.g. the database is unreachable: next cycle, again

@@ -1,0 +1,198 @@
+"""PII key versions: fingerprints, the registry's check of the environment's keys, `keys
+status`, retirement, and the lock that keeps a transform and a key rotation apart.
+
+The registry (pii.key_versions) holds per kind and version a fingerprint: the first 16 hex
+digits of HMAC-SHA256("loginvault key fingerprint <kind>", key), computed the same here and in
+PostgreSQL (loginvault.key_fingerprint). One-way and keyed: it tells two keys apart and says
+nothing about either. Keys themselves never leave the environment but as session settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from ingest import LoginvaultError, config, db
+
+log = logging.getLogger(__name__)
+
+HMAC, ENCRYPTION = "hmac", "encryption"
+KINDS = (HMAC, ENCRYPTION)
+ENV = {HMAC: config.HMAC_KEY_ENV, ENCRYPTION: config.ENCRYPTION_KEY_ENV}
+PREVIOUS_ENV = {kind: f"{name}_PREVIOUS" for kind, name in ENV.items()}
+# Session settings of the previous keys, beside config.KEY_SETTINGS' current ones.
+PREVIOUS_SETTINGS = {HMAC: "loginvault.hmac_key_previous", ENCRYPTION: "loginvault.encryption_key_previous"}
+# pg_advisory_lock key held by a transform's build and by a key rotation: never both at once.
+TRANSFORM_LOCK = 0x4C56_5452  # "LVTR"
+
+
+def fingerprint(kind: str, key: str) -> str:
+    """The registry's fingerprint of `key` (loginvault.key_fingerprint in SQL)."""
+    return hmac.new(key.encode(), f"loginvault key fingerprint {kind}".encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Version:
+    kind: str
+    version: int
+    fingerprint: str
+    state: str  # pending | active | previous | retired
+    kind_separated: bool
+    created_at: datetime
+    activated_at: datetime | None
+    retired_at: datetime | None
+
+
+def versions(conn) -> list[Version]:
+    rows = conn.execute(
+        "SELECT kind, version, fingerprint, state, kind_separated, created_at, activated_at, retired_at"
+        " FROM pii.key_versions ORDER BY kind, version"
+    ).fetchall()
+    return [Version(*row) for row in rows]
+
+
+def in_state(all_versions: list[Version], kind: str, state: str) -> Version | None:
+    return next((v for v in all_versions if v.kind == kind and v.state == state), None)
+
+
+def mismatch(kind: str, key: str, registered: Version, env_name: str | None = None) -> LoginvaultError:
+    """The one sentence for a key that is not the registered one."""
+    return LoginvaultError(
+        f"{env_name or ENV[kind]} is not the {registered.state} {kind} key: its fingerprint is"
+        f" {fingerprint(kind, key)}, the {registered.state} key (version {registered.version}) has"
+        f" {registered.fingerprint}"
+    )
+
+
+def check_environment(conn, kinds: tuple[str, ...] = KINDS) -> None:
+    """The environment's keys are the registered active versions (a kind with none registered
+    yet passes: its first build registers it), and no HMAC rotation is unfinished."""
+    registered = versions(conn)
+    for kind in kinds:
+        key = config.check_key(ENV[kind])
+        active = in_state(registered, kind, "active")
+        if active and active.fingerprint != fingerprint(kind, key):
+            raise mismatch(kind, key, active)
+    pending = in_state(registered, HMAC, "pending")
+    if pending:
+        raise LoginvaultError(
+            f"an HMAC key rotation to version {pending.version} is unfinished: run `loginvault keys rotate hmac` again"
+        )
+
+
+def session_options(*, previous: bool = False) -> str:
+    """PGOPTIONS-style startup options with the environment's keys (and, with `previous`, the
+    _PREVIOUS ones that are set) as session settings."""
+    values = {name: config.check_key(name) for name in config.KEY_ENVS}
+    options = config.key_options(values)
+    if previous:
+        for kind, name in PREVIOUS_ENV.items():
+            if config.env(name):
+                options += " " + config.setting_option(PREVIOUS_SETTINGS[kind], config.check_key(name))
+    return options
+
+
+# ---------------------------------------------------------------- the transform lock
+
+
+def _lock_holder(conn) -> str:
+    row = conn.execute(
+        "SELECT a.application_name, a.pid, a.backend_start FROM pg_locks AS l"
+        " JOIN pg_stat_activity AS a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
+        (TRANSFORM_LOCK,),
+    ).fetchone()
+    if not row:
+        return "another transform or key rotation"
+    name, pid, since = row
+    return f"{name or 'a session'} (pid {pid}, since {since:%Y-%m-%d %H:%M:%S %Z})"
+
+
+@contextlib.contextmanager
+def exclusive(doing: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the transform lock (a session advisory lock, as dbt's own login) while the block
+    runs: a transform's build and a key rotation never run at the same time. Waits up to
+    `wait_seconds` for the holder, saying so once; then refuses with one sentence."""
+    conn = db.connect(config.TRANSFORMER_ROLE, autocommit=True, options=f"-c application_name=loginvault-{doing}")
+    try:
+        deadline = time.monotonic() + wait_seconds
+        said = False
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (TRANSFORM_LOCK,)).fetchone()[0]:
+            holder = _lock_holder(conn)
+            if time.monotonic() >= deadline:
+                raise LoginvaultError(f"cannot {doing.replace('-', ' ')} now: {holder} holds the transform lock")
+            if not said:
+                log.info("waiting for %s to finish before the %s", holder, doing.replace("-", " "))
+                said = True
+            time.sleep(1.0)
+        yield
+    finally:
+        conn.close()  # ends the session: the lock goes with it
+
+
+# ---------------------------------------------------------------- status and retirement
+
+
+@dataclass(frozen=True)
+class Coverage:
+    version: Version
+    vault_rows: int
+    mart_rows: int | None  # hmac only: the mart's rows carry the active version's tokens
+
+
+def status() -> list[Coverage]:
+    """Every registered version, with the vault and mart rows its key made."""
+    with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
+        registered = versions(conn)
+        counts: dict[tuple[str, int], int] = {}
+        if conn.execute("SELECT to_regclass('pii.vault') IS NOT NULL").fetchone()[0]:
+            for kind, column in ((HMAC, "hmac_key_version"), (ENCRYPTION, "encryption_key_version")):
+                for version, n in conn.execute(f"SELECT {column}, count(*) FROM pii.vault GROUP BY 1").fetchall():
+                    counts[(kind, version)] = n
+        mart = config.MART_SCHEMA
+        mart_rows = 0
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{mart}.user_logins",)).fetchone()[0]:
+            mart_rows = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
+    return [
+        Coverage(
+            v,
+            counts.get((v.kind, v.version), 0),
+            (mart_rows if v.state == "active" else 0) if v.kind == HMAC else None,
+        )
+        for v in registered
+    ]
+
+
+def retire(kind: str) -> Version:
+    """Retire the previous version of `kind`. HMAC: its old → new token map goes (old tokens stop
+    resolving). Encryption: refused while a vault row still needs the previous key."""
+    with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn, exclusive(f"retire-{kind}"):
+        with conn.transaction():
+            registered = versions(conn)
+            previous = in_state(registered, kind, "previous")
+            if previous is None:
+                raise LoginvaultError(f"no previous {kind} key to retire (`loginvault keys status`)")
+            if kind == ENCRYPTION:
+                (left,) = conn.execute(
+                    "SELECT count(*) FROM pii.vault WHERE encryption_key_version = %s", (previous.version,)
+                ).fetchone()
+                if left:
+                    raise LoginvaultError(
+                        f"{left} vault rows are still encrypted with encryption key version {previous.version}:"
+                        " finish `loginvault keys rotate encryption` first"
+                    )
+            else:
+                conn.execute(f"SET LOCAL ROLE {config.TRANSFORMER_ROLE}")
+                conn.execute("DELETE FROM pii.token_map WHERE from_version = %s", (previous.version,))
+            conn.execute(
+                "UPDATE pii.key_versions SET state = 'retired', retired_at = now() WHERE kind = %s AND version = %s",
+                (kind, previous.version),
+            )
+    return previous

@@ -1,0 +1,351 @@
+"""Key rotation without raw data: `loginvault keys rotate hmac|encryption`.
+
+HMAC: every vault value is decrypted once and tokenized with the new key (kind || ':' ||
+value); the old → new tokens go to pii.token_map (kept until `keys retire hmac`, so that an
+old token still resolves), then new copies of the vault and the mart are built with the new
+tokens and swapped in for the old ones in one transaction: readers see all-old or all-new.
+Encryption: the vault is re-encrypted in batches, each row recording its key version; both
+keys work meanwhile (the recovery functions pick a row's key by its version).
+
+Both run as dbt's own login with the keys as session settings (never in SQL text), hold the
+transform lock (a transform cannot run beside them), and are resumable: each phase either
+commits as a whole or in batches that a second run continues, so a run killed at any point is
+finished by the next one with the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from ingest import LoginvaultError, config, db, keys
+from ingest.faults import pause_at
+
+log = logging.getLogger(__name__)
+
+MAP_BATCH = 50_000
+REWRAP_BATCH = 20_000
+# The tables an HMAC rotation rewrites (their token columns and the kind each carries).
+VAULT = "pii.vault"
+TOKEN_COLUMNS = {"masked_ip": "ip", "masked_device_id": "device_id"}
+ROTATING, PRE_ROTATION = "__rotating", "__pre_rotation"
+
+
+@dataclass(frozen=True)
+class Rotated:
+    kind: str
+    from_version: int
+    to_version: int
+    rows: int  # tokens mapped (hmac) or rows re-encrypted (encryption)
+    seconds: float
+
+    def line(self) -> str:
+        what = "tokens re-made" if self.kind == keys.HMAC else "vault rows re-encrypted"
+        return (
+            f"keys: {self.kind} rotated from version {self.from_version} to {self.to_version}:"
+            f" {self.rows} {what} in {self.seconds:.1f} s"
+        )
+
+
+@contextlib.contextmanager
+def _stopped_cleanly() -> Iterator[None]:
+    """A database error ends the rotation with one sentence: each phase either committed or
+    left nothing, so running it again finishes the job."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise LoginvaultError(f"key rotation stopped (run it again to finish): {config.first_line(exc)}") from None
+
+
+def _connect():
+    """dbt's login, acting as the transformer (what it creates belongs to the role), with the
+    current and the previous keys as session settings."""
+    conn = db.connect(config.TRANSFORMER_ROLE, autocommit=True, options=keys.session_options(previous=True))
+    conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+    return conn
+
+
+def _previous_key(kind: str) -> str:
+    return config.check_key(keys.PREVIOUS_ENV[kind])
+
+
+def _registered(conn, kind: str) -> tuple[keys.Version | None, keys.Version | None, keys.Version | None]:
+    all_versions = keys.versions(conn)
+    return tuple(keys.in_state(all_versions, kind, s) for s in ("active", "previous", "pending"))  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- HMAC
+
+
+def rotate_hmac(batch: int = MAP_BATCH) -> Rotated | None:
+    """Rotate the HMAC key from LOGINVAULT_HMAC_KEY_PREVIOUS (the active one) to
+    LOGINVAULT_HMAC_KEY. None when that rotation is done already."""
+    started = time.monotonic()
+    new_key, old_key = config.check_key(keys.ENV[keys.HMAC]), _previous_key(keys.HMAC)
+    new_fp = keys.fingerprint(keys.HMAC, new_key)
+    with _stopped_cleanly(), keys.exclusive("rotate-hmac-key", wait_seconds=300), _connect() as conn:
+        active, previous, pending = _registered(conn, keys.HMAC)
+        if active is None:
+            raise LoginvaultError("no hmac key is registered yet: run a transform first")
+        if active.fingerprint == new_fp and pending is None:
+            _drop_leftovers(conn)
+            return None
+        if active.fingerprint != keys.fingerprint(keys.HMAC, old_key):
+            raise keys.mismatch(keys.HMAC, old_key, active, keys.PREVIOUS_ENV[keys.HMAC])
+        if previous is not None:
+            raise LoginvaultError(
+                f"hmac key version {previous.version} is still in its grace period: `loginvault keys retire hmac` first"
+            )
+        if pending is not None and pending.fingerprint != new_fp:
+            raise keys.mismatch(keys.HMAC, new_key, pending)
+        target = pending.version if pending else _register_pending(conn, active.version + 1, new_fp)
+        mapped = _map_tokens(conn, target, batch)
+        pause_at("rotate_built_map")
+        mart = _check_mart(conn)
+        _build(conn, mart, target)
+        pause_at("rotate_built_tables")
+        _swap(conn, mart)
+        pause_at("rotate_swapped")
+        _drop_leftovers(conn)
+    return Rotated(keys.HMAC, active.version, target, mapped, time.monotonic() - started)
+
+
+def _register_pending(conn, version: int, fp: str) -> int:
+    conn.execute(
+        "INSERT INTO pii.key_versions (kind, version, fingerprint, state, kind_separated) VALUES ('hmac', %s, %s, 'pending', true)",
+        (version, fp),
+    )
+    return version
+
+
+def _decryption(conn) -> str:
+    """SQL for the key of a vault row `n` (by its encryption key version): whichever of the
+    environment's encryption keys (LOGINVAULT_ENCRYPTION_KEY, …_PREVIOUS) has that version's
+    fingerprint. Refuses, naming the version, when neither has."""
+    settings = {
+        keys.fingerprint(keys.ENCRYPTION, config.check_key(keys.ENV[keys.ENCRYPTION])): "loginvault.encryption_key"
+    }
+    if config.env(keys.PREVIOUS_ENV[keys.ENCRYPTION]):
+        previous = config.check_key(keys.PREVIOUS_ENV[keys.ENCRYPTION])
+        settings[keys.fingerprint(keys.ENCRYPTION, previous)] = "loginvault.encryption_key_previous"
+    registered = {v.version: v.fingerprint for v in keys.versions(conn) if v.kind == keys.ENCRYPTION}
+    cases = []
+    for (version,) in conn.execute("SELECT DISTINCT encryption_key_version FROM pii.vault").fetchall():
+        setting = settings.get(registered.get(version, ""))
+        if setting is None:
+            raise LoginvaultError(
+                f"vault rows of encryption key version {version} need that key (fingerprint"
+                f" {registered.get(version, 'unknown')}): set it as {keys.ENV[keys.ENCRYPTION]} or"
+                f" {keys.PREVIOUS_ENV[keys.ENCRYPTION]}"
+            )
+        cases.append(f"WHEN {int(version)} THEN current_setting('{setting}')")
+    return f"CASE n.encryption_key_version {' '.join(cases)} END" if cases else "NULL::text"
+
+
+# One batch of the token map: the next `batch` vault rows after (token, kind), decrypted with the
+# key of their version (KEY_OF_ROW, from _decryption) and tokenized with the new HMAC key.
+MAP_BATCH_SQL = """
+WITH next AS (
+    SELECT v.kind::text AS kind, v.token::text AS token, v.ciphertext, v.encryption_key_version, v.hmac_key_version
+    FROM pii.vault AS v
+    WHERE (v.token, v.kind) > (%(token)s, %(kind)s)
+    ORDER BY v.token, v.kind
+    LIMIT %(batch)s
+), mapped AS (
+    INSERT INTO pii.token_map (kind, old_token, new_token, from_version, to_version)
+    SELECT n.kind, n.token,
+           loginvault.pii_token(n.kind, public.pgp_sym_decrypt(n.ciphertext, KEY_OF_ROW),
+                                current_setting('loginvault.hmac_key'), true),
+           n.hmac_key_version, %(target)s
+    FROM next AS n
+    ON CONFLICT (kind, old_token) DO NOTHING
+)
+SELECT count(*), max(token), (array_agg(kind ORDER BY token DESC, kind DESC))[1] FROM next
+"""
+
+
+def _map_tokens(conn, target: int, batch: int) -> int:
+    """Every vault token → its token under the new key, in batches (keyset over the vault's
+    (token, kind) index), each committed: a killed run resumes after the last batch."""
+    statement = MAP_BATCH_SQL.replace("KEY_OF_ROW", _decryption(conn))
+    last = conn.execute(
+        "SELECT old_token, kind FROM pii.token_map WHERE to_version = %s ORDER BY old_token DESC, kind DESC LIMIT 1",
+        (target,),
+    ).fetchone() or ("", "")
+    while True:
+        n, token, kind = conn.execute(
+            statement, {"token": last[0], "kind": last[1], "batch": batch, "target": target}
+        ).fetchone()
+        if not n:
+            break
+        last = (token, kind)
+        pause_at("rotate_mapping")
+    return conn.execute("SELECT count(*) FROM pii.token_map WHERE to_version = %s", (target,)).fetchone()[0]
+
+
+def _check_mart(conn) -> str:
+    """The mart's schema, once every token it carries has a mapping (the vault knows every
+    token the mart carries: a transform writes both from the same rows)."""
+    mart = config.MART_SCHEMA
+    for column, kind in TOKEN_COLUMNS.items():
+        (orphans,) = conn.execute(
+            f"SELECT count(*) FROM {mart}.user_logins AS u WHERE u.{column} IS NOT NULL AND NOT EXISTS"  # noqa: S608
+            f" (SELECT FROM pii.token_map AS m WHERE m.kind = %s AND m.old_token = u.{column})",
+            (kind,),
+        ).fetchone()
+        if orphans:
+            raise LoginvaultError(
+                f"{orphans} {column} tokens of {mart}.user_logins have no vault entry: the mart and the vault"
+                " disagree; nothing was changed (`loginvault transform build --vars '{loginvault_test_scope: all}'`"
+                " shows which)"
+            )
+    return mart
+
+
+def _build(conn, mart: str, target: int) -> None:
+    """New copies of the vault and the mart with the new tokens, built in one transaction
+    (a killed build leaves nothing behind; the next run builds them again)."""
+    with conn.transaction():
+        for table in (VAULT, f"{mart}.user_logins"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}{ROTATING}")
+            conn.execute(f"CREATE TABLE {table}{ROTATING} (LIKE {table} INCLUDING ALL)")
+        conn.execute(
+            f"""
+            INSERT INTO {VAULT}{ROTATING} (token, kind, ciphertext, first_seen_at, hmac_key_version, encryption_key_version)
+            SELECT m.new_token, v.kind, v.ciphertext, v.first_seen_at, %s, v.encryption_key_version
+            FROM {VAULT} AS v JOIN pii.token_map AS m ON m.kind = v.kind AND m.old_token = v.token
+            """,  # noqa: S608
+            (target,),
+        )
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+                " ORDER BY attnum",
+                (f"{mart}.user_logins",),
+            )
+        ]
+        select = ", ".join(f"m_{c}.new_token" if c in TOKEN_COLUMNS else f'u."{c}"' for c in columns)
+        joins = " ".join(
+            f"LEFT JOIN pii.token_map AS m_{c} ON m_{c}.kind = '{kind}' AND m_{c}.old_token = u.{c}"
+            for c, kind in TOKEN_COLUMNS.items()
+        )
+        conn.execute(f"INSERT INTO {mart}.user_logins{ROTATING} SELECT {select} FROM {mart}.user_logins AS u {joins}")  # noqa: S608
+        for table in (VAULT, f"{mart}.user_logins"):
+            conn.execute(f"ANALYZE {table}{ROTATING}")
+
+
+def _swap(conn, mart: str) -> None:
+    """In one transaction: the new copies take the place (and the grants and comment) of the
+    old ones, the pending version becomes active and the active one previous."""
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '60s'")
+        conn.execute(f"LOCK TABLE {VAULT}, {mart}.user_logins IN ACCESS EXCLUSIVE MODE")
+        for table in (VAULT, f"{mart}.user_logins"):
+            schema, name = table.split(".")
+            grants = conn.execute(
+                "SELECT a.grantee::regrole::text, a.privilege_type FROM pg_class AS c, aclexplode(c.relacl) AS a"
+                " WHERE c.oid = %s::regclass AND a.grantee <> c.relowner AND a.grantee <> 0",
+                (table,),
+            ).fetchall()
+            for grantee, privilege in grants:
+                conn.execute(f'GRANT {privilege} ON {table}{ROTATING} TO "{grantee}"')
+            (comment,) = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (table,)).fetchone()
+            if comment is not None:
+                conn.execute(sql.SQL(f"COMMENT ON TABLE {table}{ROTATING} IS {{}}").format(sql.Literal(comment)))
+            conn.execute(f"ALTER TABLE {table} RENAME TO {name}{PRE_ROTATION}")
+            conn.execute(f"ALTER TABLE {table}{ROTATING} RENAME TO {name}")
+        conn.execute("UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'hmac' AND state = 'active'")
+        conn.execute(
+            "UPDATE pii.key_versions SET state = 'active', activated_at = now() WHERE kind = 'hmac' AND state = 'pending'"
+        )
+        pause_at("rotate_swapping")
+
+
+def _drop_leftovers(conn) -> None:
+    for table in (VAULT, f"{config.MART_SCHEMA}.user_logins"):
+        conn.execute(f"DROP TABLE IF EXISTS {table}{PRE_ROTATION}, {table}{ROTATING}")
+
+
+# ---------------------------------------------------------------- encryption
+
+
+def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
+    """Re-encrypt the vault from LOGINVAULT_ENCRYPTION_KEY_PREVIOUS to LOGINVAULT_ENCRYPTION_KEY,
+    in batches. The new key is active from the start (new rows use it); rows not yet
+    re-encrypted keep working with the previous one. None when there was nothing to do."""
+    started = time.monotonic()
+    new_key, old_key = config.check_key(keys.ENV[keys.ENCRYPTION]), _previous_key(keys.ENCRYPTION)
+    new_fp, old_fp = keys.fingerprint(keys.ENCRYPTION, new_key), keys.fingerprint(keys.ENCRYPTION, old_key)
+    with _stopped_cleanly(), keys.exclusive("rotate-encryption-key", wait_seconds=300), _connect() as conn:
+        active, previous, _ = _registered(conn, keys.ENCRYPTION)
+        if active is None:
+            raise LoginvaultError("no encryption key is registered yet: run a transform first")
+        if active.fingerprint == old_fp:  # not switched yet
+            if previous is not None:
+                raise LoginvaultError(
+                    f"encryption key version {previous.version} is still needed: finish and retire it first"
+                    " (`loginvault keys rotate encryption` with it as LOGINVAULT_ENCRYPTION_KEY_PREVIOUS, then"
+                    " `loginvault keys retire encryption`)"
+                )
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'encryption' AND state = 'active'"
+                )
+                conn.execute(
+                    "INSERT INTO pii.key_versions (kind, version, fingerprint, state, activated_at)"
+                    " VALUES ('encryption', %s, %s, 'active', now())",
+                    (active.version + 1, new_fp),
+                )
+            active, previous, _ = _registered(conn, keys.ENCRYPTION)
+        elif active.fingerprint != new_fp:
+            raise keys.mismatch(keys.ENCRYPTION, new_key, active)
+        elif previous is None or previous.fingerprint != old_fp:
+            if previous is None:
+                return None
+            raise keys.mismatch(keys.ENCRYPTION, old_key, previous, keys.PREVIOUS_ENV[keys.ENCRYPTION])
+        pause_at("rewrap_switched")
+        rows = _rewrap(conn, previous.version, active.version, batch)
+    return Rotated(keys.ENCRYPTION, previous.version, active.version, rows, time.monotonic() - started)
+
+
+def _rewrap(conn, old: int, new: int, batch: int) -> int:
+    """Re-encrypt the rows of version `old` in batches (keyset over the vault's (token, kind)
+    index), each its own transaction: a killed run leaves whole batches done, the next one
+    finds the rest by their version."""
+    total, last = 0, ("", "")
+    while True:
+        n, token, kind = conn.execute(
+            """
+            WITH next AS (
+                SELECT token, kind FROM pii.vault
+                WHERE (token, kind) > (%(token)s, %(kind)s) AND encryption_key_version = %(old)s
+                ORDER BY token, kind
+                LIMIT %(batch)s
+            ), rewrapped AS (
+                UPDATE pii.vault AS v
+                SET ciphertext = public.pgp_sym_encrypt(
+                        public.pgp_sym_decrypt(v.ciphertext, current_setting('loginvault.encryption_key_previous')),
+                        current_setting('loginvault.encryption_key'), 'cipher-algo=aes256, s2k-mode=1'),
+                    encryption_key_version = %(new)s
+                FROM next AS n
+                WHERE v.token = n.token AND v.kind = n.kind
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM rewrapped), max(token), (array_agg(kind ORDER BY token DESC, kind DESC))[1]
+            FROM next
+            """,
+            {"token": last[0], "kind": last[1], "old": old, "new": new, "batch": batch},
+        ).fetchone()
+        if not n:
+            return total
+        total += n
+        last = (token, kind)
+        pause_at("rewrapping")
