@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ingest.metrics_http import MetricsEndpoint
 from ingest.pipeline import Ingest
 
 log = logging.getLogger(__name__)
@@ -94,41 +94,17 @@ class MetricsServer:
         )
         ingest.load_observers.append(load_seconds.observe)
         started = time.time()
-        registry = self.registry
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path.startswith("/metrics"):
-                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif self.path.startswith("/healthz"):
-                    last = ingest.stats.last_poll_at or started
-                    age = time.time() - last
-                    if age <= max_poll_age:
-                        self._reply(200, b"ok\n")
-                    else:
-                        self._reply(503, f"no successful poll for {age:.0f} s\n".encode())
-                else:
-                    self._reply(404, b"not found: /metrics or /healthz\n")
+        def health() -> tuple[bool, str]:
+            age = time.time() - (ingest.stats.last_poll_at or started)
+            return age <= max_poll_age, f"no successful poll for {age:.0f} s"
 
-            def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:  # scrapes are not worth a log line each
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="metrics")
+        self.endpoint = MetricsEndpoint(self.registry, health, port, host)
 
     def __enter__(self) -> MetricsServer:
-        self.thread.start()
+        self.endpoint.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.endpoint.__exit__(*exc)
         self.collector.stop()
