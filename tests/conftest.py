@@ -450,3 +450,10 @@ def new_job(pg_cluster, template_db, moto_server, name: str) -> Job:
     env.update(DBT_TARGET_PATH=str(dbt_dir / "target"), DBT_LOG_PATH=str(dbt_dir / "logs"), DBT_USE_COLORS="false")
     return Job(dsn, env, dbt_dir)
 
+
+@pytest.fixture
+def job(pg_cluster, template_db, moto_server) -> Iterator[Job]:
+    """A database and queue of this test's own, to run whole jobs on."""
+    job = new_job(pg_cluster, template_db, moto_server, "fn")
+    yield job
+    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
