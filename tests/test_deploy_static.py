@@ -554,7 +554,8 @@ def test_kustomize_renders_the_manifests():
     assert out.returncode == 0, out.stderr
     rendered = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
     kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in rendered}
-    assert kinds == {(obj["kind"], obj["metadata"]["name"]) for obj in deployed_objects()}
+    generated = {("ConfigMap", gen["name"]) for gen in kustomization().get("configMapGenerator", [])}
+    assert kinds == {(obj["kind"], obj["metadata"]["name"]) for obj in deployed_objects()} | generated
     image = kustomization()["images"][0]
     for doc in rendered:
         if doc["kind"] != "Namespace":

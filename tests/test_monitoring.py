@@ -1,6 +1,7 @@
 """Monitoring as code: the alerts of deploy/k8s/prometheusrule.yaml (promtool check rules, and
 promtool test rules on tests/data/promtool/: each alert fires once and is held back once), their
-runbook sections and metrics, and the PodMonitor.
+runbook sections, the PodMonitor, and the Grafana dashboard (its PromQL valid, its metrics the
+ones the code exports, provisioned for Grafana's sidecar).
 
 promtool is Debian's `prometheus` package: without it these tests are skipped, but fail under
 CI=true (.ci/run installs it).
@@ -8,6 +9,7 @@ CI=true (.ci/run installs it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ from ingest import config
 ROOT = config.REPO_ROOT
 K8S = ROOT / "deploy" / "k8s"
 RULE = K8S / "prometheusrule.yaml"
+DASHBOARD = "grafana/loginvault-dashboard.json"
 PROMTOOL_TESTS = ROOT / "tests" / "data" / "promtool"
 RULES_FILE = "loginvault-rules.yaml"  # the name the promtool tests' rule_files expect
 RUNBOOK = ROOT / "docs" / "operations.md"
@@ -59,6 +62,21 @@ def write_rules(directory: Path) -> Path:
     path = directory / RULES_FILE
     path.write_text(yaml.safe_dump(prometheus_rule()["spec"], sort_keys=False))
     return path
+
+
+@cache
+def dashboard() -> dict:
+    return json.loads((K8S / DASHBOARD).read_text())
+
+
+def dashboard_targets() -> list[tuple[str, dict]]:
+    """(panel title, target) of every query of the dashboard."""
+    return [(panel["title"], target) for panel in dashboard()["panels"] for target in panel.get("targets", [])]
+
+
+def as_promql(expr: str) -> str:
+    """A dashboard query as Prometheus reads it once Grafana has put in its variables."""
+    return expr.replace("$__rate_interval", "2m").replace("$__range", "1h")
 
 
 @cache
@@ -144,9 +162,10 @@ def test_every_alert_has_severity_summary_description_and_its_runbook_section():
     assert documented == set(alerts()), "the runbook's alert sections and the rules differ"
 
 
-def test_rules_use_only_metrics_the_code_exports():
+def test_rules_and_dashboard_use_only_metrics_the_code_exports():
     assert {"loginvault_dlq_messages", "loginvault_transform_builds"} <= exported_metrics()
     queries = [(f"alert {name}", rule["expr"]) for name, rule in alerts().items()]
+    queries += [(f"panel {title!r}", target["expr"]) for title, target in dashboard_targets()]
     for where, expr in queries:
         used = set(re.findall(r"\bloginvault_[a-z_]+", expr))
         assert used, f"{where}: no loginvault metric"
@@ -154,7 +173,65 @@ def test_rules_use_only_metrics_the_code_exports():
         assert not unknown, f"{where}: {unknown} are exported by no code"
 
 
-# ---------------------------------------------------------------- scraping
+# ---------------------------------------------------------------- dashboard and scraping
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    rules = [
+        {"record": f"loginvault_dashboard:query{i}", "expr": as_promql(target["expr"])}
+        for i, (_, target) in enumerate(dashboard_targets())
+    ]
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    out = run_promtool("check", "rules", str(path), cwd=tmp_path)
+    assert f"SUCCESS: {len(rules)} rules found" in out
+
+
+def test_dashboard_shows_throughput_lag_freshness_failures_and_durations():
+    board = dashboard()
+    assert board["uid"] == "loginvault" and board["title"]
+    (variable,) = board["templating"]["list"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for title, target in dashboard_targets():
+        assert target["datasource"]["uid"] == "${" + variable["name"] + "}", title
+    queried = " ".join(target["expr"] for _, target in dashboard_targets())
+    for metric in (
+        "loginvault_messages_received_total",  # throughput
+        "loginvault_messages_landed_total",
+        "loginvault_messages_deleted_total",
+        "loginvault_queue_messages",  # lag
+        "loginvault_dlq_messages",
+        "loginvault_last_successful_load_timestamp_seconds",
+        "loginvault_user_logins_newest_row_age_seconds",  # freshness
+        "loginvault_messages_refused_total",  # failures
+        "loginvault_delete_failures_total",
+        "loginvault_stale_receipt_handles_total",
+        'loginvault_transform_builds_total{outcome="failure"}',
+        "loginvault_transform_build_duration_seconds_bucket",  # durations
+    ):
+        assert metric in queried, metric
+
+
+def test_dashboard_is_provisioned_for_grafanas_sidecar():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (generator,) = [g for g in kustomization["configMapGenerator"] if DASHBOARD in g.get("files", [])]
+    assert generator["options"]["labels"] == {"grafana_dashboard": "1"}
+    assert generator["options"]["disableNameSuffixHash"] is True  # one ConfigMap, updated in place
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with kustomize) is not on PATH: the rendered ConfigMap is not checked")
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (configmap,) = [
+        doc
+        for doc in yaml.safe_load_all(out.stdout)
+        if doc and doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == generator["name"]
+    ]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"][Path(DASHBOARD).name]) == dashboard()
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    kubernetes_validate.validate(configmap, "1.29.0", strict=True)
 
 
 def test_podmonitor_scrapes_the_ingests_metrics_port():
