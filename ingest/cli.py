@@ -162,10 +162,19 @@ def cmd_transform(args: argparse.Namespace) -> int:
     from ingest import transform
 
     if args.every is None:
+        if args.metrics_port:
+            raise LoginvaultError("--metrics-port needs --every: a one-off build serves no metrics")
         return transform.run_once(args.dbt_args)
     stop = threading.Event()
     _stop_on_signals(stop, "finishing the build in hand")
-    return transform.run_every(args.every, args.dbt_args, stop, cycles=args.cycles)
+    # The env default applies to the service only, so that one-off builds ignore a shared setting.
+    port = args.metrics_port or config.env_int("TRANSFORM_METRICS_PORT", 0)
+    if not port:
+        return transform.run_every(args.every, args.dbt_args, stop, cycles=args.cycles)
+    from ingest.transform_metrics import serving
+
+    with serving(args.every, port, args.metrics_host) as metrics:
+        return transform.run_every(args.every, args.dbt_args, stop, cycles=args.cycles, observer=metrics.observe)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -436,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
         " project once; unit tests in the first build only; SIGTERM/SIGINT finish the build in hand",
     )
     p.add_argument("--cycles", type=_positive, metavar="N", help="with --every: stop after N builds")
+    p.add_argument(
+        "--metrics-port",
+        type=_positive,
+        metavar="P",
+        help="with --every: serve Prometheus /metrics and /healthz on this port (default off, env"
+        " TRANSFORM_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=config.env("TRANSFORM_METRICS_HOST", "0.0.0.0"),
+        metavar="ADDR",
+        help="address to serve metrics on (default 0.0.0.0, env TRANSFORM_METRICS_HOST)",
+    )
     p.add_argument("dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --warn-error`")
     p.set_defaults(func=cmd_transform)
     return parser

@@ -2,7 +2,7 @@
 
 /metrics: the run's counters (received, landed, deleted, redelivered, refused, released, …),
 a histogram of batch load seconds, the time of the last successful load and poll, and the
-queue's depth as SQS approximates it. /healthz: 200 while polls succeed, 503 when none has
+depths of the queue and of its dead-letter queue as SQS approximates them. /healthz: 200 while polls succeed, 503 when none has
 for `max_poll_age` seconds (a stuck or disconnected worker). No message content is exposed.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.consumer import Consumer
+from ingest.metrics_http import MetricsEndpoint
+from ingest.sqs import Queue, dead_letter_queue
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,45 @@ COUNTERS = {
 
 
 class IngestCollector(Collector):
-    """Reads the run's Stats at scrape time, and the queue depth a poller thread keeps fresh."""
+    """Reads the run's Stats at scrape time, and the depths of the queue and its dead-letter
+    queue that a poller thread keeps fresh."""
 
     def __init__(self, ingest: Consumer, depth_interval: float = 15.0) -> None:
         self.ingest = ingest
         self.depth: tuple[int, int] | None = None
+        self.dlq_depth: tuple[int, int] | None = None
+        self._dlq: Queue | None = None
+        self._dlq_warned = False
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_depth, args=(depth_interval,), daemon=True, name="depth")
         self._poller.start()
 
     def _poll_depth(self, interval: float) -> None:
         while True:
+            self._poll_dlq_depth()  # first: once the queue's depth shows, so has the DLQ's (if any)
             try:
                 self.depth = self.ingest.queue.depth()
             except Exception as exc:  # the next scrape shows the last known depth
                 log.debug("queue depth unavailable: %s", exc)
             if self._stop.wait(interval):
                 return
+
+    def _poll_dlq_depth(self) -> None:
+        """The DLQ's depth; the DLQ is found through the queue's RedrivePolicy (looked for again
+        each poll until there is one: without it, no DLQ and no metric). A failure (e.g. a role
+        without GetQueueAttributes on the DLQ) is said once at WARNING, then at DEBUG: an alert
+        on the DLQ would otherwise be blind without a word."""
+        try:
+            if self._dlq is None:
+                if "RedrivePolicy" not in self.ingest.queue.attributes():
+                    return
+                self._dlq = dead_letter_queue(self.ingest.queue)
+            self.dlq_depth = self._dlq.depth()
+        except Exception as exc:
+            log.log(
+                logging.DEBUG if self._dlq_warned else logging.WARNING, "dead-letter queue depth unavailable: %s", exc
+            )
+            self._dlq_warned = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -77,6 +100,15 @@ class IngestCollector(Collector):
             depth.add_metric(["visible"], self.depth[0])
             depth.add_metric(["in_flight"], self.depth[1])
             yield depth
+        if self.dlq_depth is not None:
+            dlq = GaugeMetricFamily(
+                "loginvault_dlq_messages",
+                "Messages in the dead-letter queue (SQS's approximation); absent without a RedrivePolicy",
+                labels=["state"],
+            )
+            dlq.add_metric(["visible"], self.dlq_depth[0])
+            dlq.add_metric(["in_flight"], self.dlq_depth[1])
+            yield dlq
 
 
 class MetricsServer:
@@ -94,41 +126,17 @@ class MetricsServer:
         )
         ingest.load_observers.append(load_seconds.observe)
         started = time.time()
-        registry = self.registry
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path.startswith("/metrics"):
-                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif self.path.startswith("/healthz"):
-                    last = ingest.stats.last_poll_at or started
-                    age = time.time() - last
-                    if age <= max_poll_age:
-                        self._reply(200, b"ok\n")
-                    else:
-                        self._reply(503, f"no successful poll for {age:.0f} s\n".encode())
-                else:
-                    self._reply(404, b"not found: /metrics or /healthz\n")
+        def health() -> tuple[bool, str]:
+            age = time.time() - (ingest.stats.last_poll_at or started)
+            return age <= max_poll_age, f"no successful poll for {age:.0f} s"
 
-            def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:  # scrapes are not worth a log line each
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="metrics")
+        self.endpoint = MetricsEndpoint(self.registry, health, port, host)
 
     def __enter__(self) -> MetricsServer:
-        self.thread.start()
+        self.endpoint.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.endpoint.__exit__(*exc)
         self.collector.stop()

@@ -16,7 +16,8 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from ingest import LoginvaultError, config
 
@@ -58,6 +59,32 @@ def without_unit_tests(args: Sequence[str]) -> list[str]:
     return [*args, "--exclude-resource-type", "unit_test"]
 
 
+@dataclass(frozen=True)
+class Build:
+    """One build of the service, as its observer (the metrics) sees it."""
+
+    ok: bool
+    seconds: float
+    finished_at: float  # Unix time
+    rows_added: dict[str, int] = field(default_factory=dict)  # model name → rows inserted
+
+
+def rows_affected(execution) -> dict[str, int]:
+    """model name → the rows its statement affected, from dbt's run results (adapter_response):
+    for these append-only incremental models, the rows the build inserted (a first build's
+    CREATE TABLE AS counts its rows too). dbt has the figure from PostgreSQL's command tag at no
+    cost; counting with queries would scan each table twice per build."""
+    rows = {}
+    for node_result in getattr(execution, "results", None) or ():
+        node = getattr(node_result, "node", None)
+        if node is None or node.resource_type != "model":
+            continue
+        affected = (node_result.adapter_response or {}).get("rows_affected")
+        if isinstance(affected, int) and affected >= 0:  # -1: a view, or no count
+            rows[node.name] = affected
+    return rows
+
+
 class UsageError(LoginvaultError):
     """dbt refused the command line: no later cycle can do better."""
 
@@ -72,11 +99,13 @@ class Transformer:
         except ImportError:
             raise LoginvaultError("dbt is not installed: run `make venv`") from None
         self._runner = dbtRunner()
+        self.rows_added: dict[str, int] = {}  # of the last command: rows_affected()
 
     def invoke(self, args: Sequence[str]) -> int:
         """One dbt command: 0, or 1 when a model or test failed (dbt printed which). When dbt
         itself fails (bad command line, project, profile), LoginvaultError with its reason."""
         result = self._runner.invoke(list(args))
+        self.rows_added = rows_affected(result.result)
         if result.success:
             return 0
         if result.exception is not None:
@@ -141,10 +170,17 @@ def run_once(args: Sequence[str]) -> int:
         return Transformer().invoke(args)
 
 
-def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles: int | None = None) -> int:
+def run_every(
+    seconds: float,
+    args: Sequence[str],
+    stop: threading.Event,
+    cycles: int | None = None,
+    observer: Callable[[Build], None] | None = None,
+) -> int:
     """Build every `seconds` (measured start to start; a build that overruns is followed at
     once) until `stop` is set, or `cycles` builds. A failed build is logged and retried next
-    cycle: the service keeps going. Returns 0, or 1 when the last build failed."""
+    cycle: the service keeps going. `observer` hears of each build. Returns 0, or 1 when the
+    last build failed."""
     args = list(args or DEFAULT_ARGS)
     preflight(args)
     transformer = Transformer()
@@ -175,7 +211,9 @@ def run_every(seconds: float, args: Sequence[str], stop: threading.Event, cycles
                 done,
                 seconds,
             )
+        if observer is not None:
+            observer(Build(code == 0, took, time.time(), transformer.rows_added if code == 0 else {}))
         if cycles is not None and done >= cycles:
             break
-        stop.wait(max(0.0, seconds - took))
+        stop.wait(max(0.0, seconds - (time.monotonic() - started)))
     return 0 if code == 0 else 1

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -335,6 +337,28 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
     return value
 
 
+# ---------------------------------------------------------------- Prometheus endpoints (/metrics, /healthz)
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    """(status, body) of GET http://127.0.0.1:port/path; (0, "") while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError:  # not listening (yet)
+        return 0, ""
+
+
+def metric(text: str, name: str, labels: str = "") -> float | None:
+    """The value of one sample of a /metrics text (labels as exposed: '{state="visible"}'), or None."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 # ---------------------------------------------------------------- queues
 
 
@@ -457,3 +481,11 @@ def _job(dsn: str, env: dict[str, str], name: str) -> Job:
     env = {**env, "DBT_TARGET_PATH": str(dbt_dir / "target"), "DBT_LOG_PATH": str(dbt_dir / "logs")}
     env["DBT_USE_COLORS"] = "false"
     return Job(dsn, env, dbt_dir)
+
+
+@pytest.fixture
+def job(pg_cluster, template_db, moto_server) -> Iterator[Job]:
+    """A database and queue of this test's own, to run whole jobs on."""
+    job = new_job(pg_cluster, template_db, moto_server, "fn")
+    yield job
+    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])

@@ -8,33 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO_ROOT, query
+from conftest import REPO_ROOT, metric, query, scrape, wait_until
 from ingest import sample, stack
 from ingest.consumer import Stats
 from ingest.metrics import MetricsServer
 
-
-def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except urllib.error.URLError:  # not listening (yet)
-        return 0, ""
-
-
-def metric(text: str, name: str, labels: str = "") -> float | None:
-    for line in text.splitlines():
-        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+VISIBLE = '{state="visible"}'
 
 
 @pytest.mark.integration
@@ -117,3 +100,44 @@ def test_healthz_fails_when_no_poll_succeeded_recently():
         _, text = scrape(port)
         assert metric(text, "loginvault_messages_received_total") == 7
         assert metric(text, "loginvault_messages_refused_total") == 2
+
+
+def depth_scraped(port: int) -> str | None:
+    """The /metrics text once it has the queue's depth."""
+    text = scrape(port)[1]
+    return text if metric(text, "loginvault_queue_messages", VISIBLE) is not None else None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_dead_letter_queue_depth_shows_on_the_ingest_metrics(pg_dsn, sqs_queue, env_for, spawn):
+    """A message SQS moved to the dead-letter queue shows in loginvault_dlq_messages; a queue
+    without a RedrivePolicy has no DLQ, and no such metric."""
+    assert sample.send_events(sqs_queue.settings, sample.synthetic_events(1)) == 1
+    client = sqs_queue.sqs.client
+    for _ in range(10):  # received maxReceiveCount times without a delete: SQS moves it to the DLQ
+        if sqs_queue.depth() == (0, 0):
+            break
+        client.receive_message(QueueUrl=sqs_queue.url, VisibilityTimeout=0, WaitTimeSeconds=0)
+    assert sqs_queue.depth() == (0, 0)
+
+    plain_url = client.create_queue(QueueName=f"{sqs_queue.name}-plain")["QueueUrl"]
+    try:
+        for queue_url, dlq_expected in ((sqs_queue.url, True), (plain_url, False)):
+            port = stack.free_port()
+            args = ("run", "--follow", "--wait-time", "1", "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+            proc = spawn(*args, env=env_for(pg_dsn, SQS_QUEUE_URL=queue_url))
+            # The DLQ is polled before the queue: once the queue's depth shows, the DLQ's has too.
+            text = wait_until(lambda port=port: depth_scraped(port), 60, "the first depth poll")
+            assert metric(text, "loginvault_queue_messages", VISIBLE) == 0
+            if dlq_expected:
+                assert metric(text, "loginvault_dlq_messages", VISIBLE) == 1
+                assert metric(text, "loginvault_dlq_messages", '{state="in_flight"}') == 0
+            else:
+                assert "loginvault_dlq_messages" not in text
+            proc.signal(signal.SIGTERM)
+            result = proc.finish(timeout=60)
+            assert result.returncode == 0, result.stderr
+            assert "dead-letter queue depth unavailable" not in result.stderr
+    finally:
+        client.delete_queue(QueueUrl=plain_url)

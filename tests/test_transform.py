@@ -61,13 +61,6 @@ def sample_job(pg_cluster, template_db, moto_server):
     drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
 
 
-@pytest.fixture
-def job(pg_cluster, template_db, moto_server):
-    job = new_job(pg_cluster, template_db, moto_server, "fn")
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
-
-
 def send(job: Job, events: list, tmp_path: Path) -> None:
     path = tmp_path / f"events-{uuid.uuid4().hex}.json"
     path.write_text(json.dumps(events, ensure_ascii=False))
