@@ -1,4 +1,4 @@
-"""SQS: `ingest run --workers W` against a moto server, vs a bare boto3 loop of receive(10) +
+"""SQS: `loginvault run --receivers W` against a moto server, vs a bare boto3 loop of receive(10) +
 delete_message_batch with the same W threads, on the same server, each over the same number
 of messages, with a producer keeping the visible backlog at <= 200 (moto slows with depth)."""
 
@@ -11,15 +11,16 @@ import uuid
 
 from bench import harness
 from bench.harness import Result, timed
-from ingest import config, sample, stack
-from ingest.consumer import Consumer, RunOptions
+from ingest import config, sample, sqs
+from ingest.consumer import Consumer
 from ingest.raw_loader import RawLoader
+from ingest.settings import RunSettings, SqsSettings
 from ingest.sqs import Queue
 
 BACKLOG = 200
 
 
-def produce(settings: config.SqsSettings, total: int, observed) -> None:
+def produce(settings: SqsSettings, total: int, observed) -> None:
     """Send `total` sample events, topping the visible backlog up to BACKLOG; `observed` gets
     the sum and count of the visible depths it saw."""
     queue = Queue(settings)
@@ -54,10 +55,10 @@ class Producer:
         return self.observed[0] / max(1, self.observed[1])
 
 
-def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) -> tuple[float, float]:
+def ingest_rate(settings: SqsSettings, dsn: str, n: int, receivers: int) -> tuple[float, float]:
     queue = Queue(settings)
     producer = Producer(queue, n)
-    options = RunOptions(follow=True, max_messages=n, workers=workers, wait_seconds=1, progress_seconds=1e9)
+    options = RunSettings(follow=True, max_messages=n, receivers=receivers, wait_seconds=1, progress_seconds=1e9)
     loaders = [RawLoader(harness.role_dsn(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
         with timed() as seconds:
@@ -71,7 +72,7 @@ def ingest_rate(settings: config.SqsSettings, dsn: str, n: int, workers: int) ->
     return n / seconds(), backlog
 
 
-def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> tuple[float, float]:
+def bare_rate(settings: SqsSettings, n: int, receivers: int) -> tuple[float, float]:
     queue = Queue(settings)
     producer = Producer(queue, n)
     lock = threading.Lock()
@@ -93,7 +94,7 @@ def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> tuple[float
 
     with timed() as seconds:
         producer.start()
-        threads = [threading.Thread(target=consume) for _ in range(workers)]
+        threads = [threading.Thread(target=consume) for _ in range(receivers)]
         for t in threads:
             t.start()
         for t in threads:
@@ -102,22 +103,22 @@ def bare_rate(settings: config.SqsSettings, n: int, workers: int) -> tuple[float
     return done[0] / seconds(), backlog
 
 
-def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
-    region = config.DEFAULT_REGION
+def run(dsn: str, endpoint_url: str, n: int, receivers: int) -> list[Result]:
+    region = SqsSettings(None).region
     rates, backlogs = {}, {}
     # Each on a fresh queue; bare first, then ingest, then bare again (the baseline is their mean).
     for label in ("bare", "ingest", "bare2"):
-        url, _ = stack.ensure_queues(endpoint_url, region, name=f"bench-{label}-{uuid.uuid4().hex[:6]}")
-        settings = config.SqsSettings(url, endpoint_url, region)
+        url, _ = sqs.ensure_queues(endpoint_url, region, name=f"bench-{label}-{uuid.uuid4().hex[:6]}")
+        settings = SqsSettings(url, endpoint_url, region)
         if label == "ingest":
-            rates[label], backlogs[label] = ingest_rate(settings, dsn, n, workers)
+            rates[label], backlogs[label] = ingest_rate(settings, dsn, n, receivers)
         else:
-            rates[label], backlogs[label] = bare_rate(settings, n, workers)
+            rates[label], backlogs[label] = bare_rate(settings, n, receivers)
     bare = (rates["bare"] + rates["bare2"]) / 2
     ratio = rates["ingest"] / bare
     figures = {
         "messages": n,
-        "workers": workers,
+        "receivers": receivers,
         "backlog": BACKLOG,
         "mean_visible_backlog": {label: round(depth, 1) for label, depth in backlogs.items()},
         "ingest_msgs_per_s": round(rates["ingest"]),

@@ -24,6 +24,7 @@ import psycopg
 from bench import harness
 from bench.harness import Result, execute, timed
 from ingest import config, sample, transform
+from ingest.keys import key_options
 
 SCRIPT = Path(__file__).with_name("handwritten_transform.sql")
 
@@ -79,7 +80,7 @@ def cli_build() -> float:
 
 def handwritten(dsn: str, keys: dict[str, str]) -> float:
     execute(dsn, f"CREATE SCHEMA IF NOT EXISTS bench_hw AUTHORIZATION {config.TRANSFORMER_ROLE}")
-    with psycopg.connect(dsn, autocommit=True, options=config.key_options(keys)) as conn, timed() as seconds:
+    with psycopg.connect(dsn, autocommit=True, options=key_options(keys)) as conn, timed() as seconds:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
         conn.execute(SCRIPT.read_text())
     return seconds()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -23,24 +22,23 @@ import dlt
 import pyarrow as pa
 from dlt.extract.resource import DltResource
 
-from ingest import LoginvaultError, config, dlt_defaults
+from ingest import LoginvaultError, config, db, dlt_defaults
 from ingest.faults import pause_at
 from ingest.sqs import Message
 
 log = logging.getLogger(__name__)
 
 # `parquet` is handed to ADBC's binary COPY (adbc-driver-postgresql is a dependency), `csv` to
-# psycopg2's text COPY. `auto` (the default) picks by batch size: ADBC opens a connection of its
-# own for every load (~35 ms), which only pays off for large batches; a small one goes through
-# dlt's open psycopg2 connection as csv.
-LOADER_FILE_FORMAT = os.environ.get("INGEST_LOADER_FILE_FORMAT", "auto")
+# psycopg2's text COPY. `auto` (the default, INGEST_LOADER_FILE_FORMAT) picks by batch size: ADBC
+# opens a connection of its own for every load (~35 ms), which only pays off for large batches; a
+# small one goes through dlt's open psycopg2 connection as csv.
 PARQUET_MIN_ROWS = 5000
 
 
-def file_format(rows: int) -> str:
+def file_format(rows: int, configured: str = "auto") -> str:
     """The dlt loader file format for a load of `rows` messages."""
-    if LOADER_FILE_FORMAT != "auto":
-        return LOADER_FILE_FORMAT
+    if configured != "auto":
+        return configured
     return "parquet" if rows >= PARQUET_MIN_ROWS else "csv"
 
 
@@ -88,9 +86,10 @@ def login_events(messages: Sequence[Message], queue: str) -> DltResource:
 class RawLoader:
     """Appends micro-batches to raw.login_events as the loader role, retrying database errors."""
 
-    def __init__(self, dsn: str, retry_budget_seconds: float = 60.0) -> None:
+    def __init__(self, dsn: str, retry_budget_seconds: float = 60.0, file_format: str = "auto") -> None:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
+        self.file_format = file_format  # auto, parquet or csv
         # Before dlt resolves any setting: its own settings come from ingest/dlt_defaults.toml
         # unless the environment or the user's .dlt/config.toml says otherwise.
         dlt_defaults.use_packaged_defaults()
@@ -117,12 +116,12 @@ class RawLoader:
                 row = conn.execute("SELECT current_user, to_regclass(%s) IS NOT NULL", (table,)).fetchone()
                 if not row[1]:
                     raise LoginvaultError(
-                        f"table {table} does not exist: run the bootstrap (`make stack-up`, or `python -m ingest bootstrap` with an admin PG_DSN)"
+                        f"table {table} does not exist: run the bootstrap (`make stack-up`, or `loginvault bootstrap` with an admin PG_DSN)"
                     )
                 if not conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()[0]:
                     raise LoginvaultError(f"role {row[0]} may not insert into {table}: run the bootstrap or grant it")
         except psycopg.OperationalError as exc:
-            raise config.cannot_connect(self.dsn, exc) from None
+            raise db.cannot_connect(self.dsn, exc) from None
 
     def load(self, messages: Sequence[Message], queue: str) -> list[Message]:
         """Append `messages` to raw and commit; returns the messages that landed.
@@ -180,7 +179,9 @@ class RawLoader:
         while True:
             try:
                 pause_at("in_load")
-                self.pipeline.run(login_events(messages, queue), loader_file_format=file_format(len(messages)))
+                self.pipeline.run(
+                    login_events(messages, queue), loader_file_format=file_format(len(messages), self.file_format)
+                )
                 return
             except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
                 error = exc
@@ -260,7 +261,7 @@ def _catalog_race(exc: BaseException) -> bool:
     constraint = getattr(diag, "constraint_name", None) or ""
     if constraint.startswith("pg_") or getattr(diag, "schema_name", None) == "pg_catalog":
         return True
-    return 'unique constraint "pg_' in config.first_line(exc)
+    return 'unique constraint "pg_' in db.first_line(exc)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -283,4 +284,4 @@ def _root_cause(exc: BaseException) -> str:
 
     Only the first line: PostgreSQL's DETAIL quotes the failing row, i.e. cleartext PII.
     """
-    return config.redact_dsn(config.first_line(_innermost(exc)))
+    return db.redact_dsn(db.first_line(_innermost(exc)))

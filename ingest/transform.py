@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ingest import LoginvaultError, config
+from ingest import LoginvaultError, config, db
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,21 @@ _PARSE_FLAGS = ("--vars", "--target", "-t", "--profile", "--profiles-dir", "--pr
 DEFAULT_ARGS = ("build",)
 
 
+def dbt_env() -> dict[str, str]:
+    """The environment dbt runs in: the transformer's connection, the keys, no telemetry."""
+    from ingest import keys
+
+    return {
+        **db.libpq_env(db.role_dsn(config.TRANSFORMER_ROLE)),
+        "PGOPTIONS": keys.key_options(),
+        "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
 def dbt_environment() -> None:
     """dbt reads its connection, keys and project from the environment (profiles.yml)."""
-    os.environ.update(config.dbt_env())
+    os.environ.update(dbt_env())
     os.environ.setdefault("DBT_PROJECT_DIR", str(config.DBT_PROJECT_DIR))
 
 
@@ -112,14 +124,14 @@ class Transformer:
             from dbt.cli.exceptions import DbtUsageException
 
             error = UsageError if isinstance(result.exception, DbtUsageException) else LoginvaultError
-            raise error(f"dbt {shlex.join(args)}: {config.first_line(result.exception)}")
+            raise error(f"dbt {shlex.join(args)}: {db.first_line(result.exception)}")
         return 1
 
     def warm(self, args: Sequence[str]) -> None:
         """Parse the project once; the commands after it use that manifest."""
         result = self._runner.invoke(_parse_args(args))
         if not result.success:
-            reason = config.first_line(result.exception) if result.exception else "see dbt's output above"
+            reason = db.first_line(result.exception) if result.exception else "see dbt's output above"
             raise LoginvaultError(f"dbt could not parse the project: {reason}")
         self._runner = type(self._runner)(manifest=result.result)
 
@@ -137,7 +149,7 @@ def preflight(args: Sequence[str]) -> None:
     transaction that reads raw. A writing command's keys are the registered active ones."""
     import psycopg
 
-    from ingest import db, keys
+    from ingest import keys
 
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         try:
@@ -147,7 +159,7 @@ def preflight(args: Sequence[str]) -> None:
         except psycopg.errors.UndefinedFunction:
             raise LoginvaultError("the database is not bootstrapped for this version: run the bootstrap") from None
         except psycopg.Error as exc:
-            raise LoginvaultError(config.first_line(exc)) from None
+            raise LoginvaultError(db.first_line(exc)) from None
 
 
 @contextlib.contextmanager

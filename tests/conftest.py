@@ -26,7 +26,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest import bootstrap, config, stack
+from ingest import bootstrap, config, sqs
+from ingest.local.moto_server import MotoServer
+from ingest.local.network import free_port
+from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.settings import SqsSettings
 from ingest.sqs import Queue
 
 REPO_ROOT = config.REPO_ROOT
@@ -72,11 +76,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def new_cluster(prefix: str = "loginvault-test-pg-") -> stack.PgCluster:
+def new_cluster(prefix: str = "loginvault-test-pg-") -> PgCluster:
     """An initialized, started cluster on a free port with a random admin password."""
-    cluster = stack.PgCluster(
-        root=make_tmp_dir(prefix), port=stack.free_port(), password=secrets.token_hex(16), durable=False
-    )
+    cluster = PgCluster(root=make_tmp_dir(prefix), port=free_port(), password=secrets.token_hex(16), durable=False)
     try:
         cluster.init()
         cluster.start()
@@ -86,7 +88,7 @@ def new_cluster(prefix: str = "loginvault-test-pg-") -> stack.PgCluster:
     return cluster
 
 
-def remove_cluster(cluster: stack.PgCluster) -> None:
+def remove_cluster(cluster: PgCluster) -> None:
     try:
         if cluster.initialized():
             cluster.stop("immediate")
@@ -99,21 +101,21 @@ def remove_cluster(cluster: stack.PgCluster) -> None:
 
 def role_dsns(admin_dsn: str) -> dict[str, str]:
     """LOGINVAULT_<ROLE>_DSN → the DSN of that workload's own login in the admin DSN's database."""
-    return {config.WORKLOADS[role].dsn_env: dsn for role, dsn in stack.throwaway_logins(admin_dsn).items()}
+    return {config.WORKLOADS[role].dsn_env: dsn for role, dsn in throwaway_logins(admin_dsn).items()}
 
 
 def role_dsn(admin_dsn: str, role: str) -> str:
     """The DSN of `role`'s workload login in the admin DSN's database."""
-    return stack.throwaway_logins(admin_dsn)[role]
+    return throwaway_logins(admin_dsn)[role]
 
 
 def bootstrap_with_logins(admin_dsn: str) -> None:
     """The bootstrap, creating each workload's login (cluster-wide: once per cluster is enough)."""
-    bootstrap.bootstrap(admin_dsn, logins=stack.throwaway_logins(admin_dsn))
+    bootstrap.bootstrap(admin_dsn, logins=throwaway_logins(admin_dsn))
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[stack.PgCluster]:
+def pg_cluster() -> Iterator[PgCluster]:
     cluster = new_cluster()
     try:
         yield cluster
@@ -122,11 +124,11 @@ def pg_cluster() -> Iterator[stack.PgCluster]:
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[stack.PgCluster]:
+def own_cluster() -> Iterator[PgCluster]:
     """A cluster of this test's own, which it may stop, with a bootstrapped loginvault database."""
     cluster = new_cluster("loginvault-test-pg-own-")
     try:
-        stack.ensure_database(cluster.dsn("postgres"), config.DATABASE_NAME)
+        ensure_database(cluster.dsn("postgres"), config.DATABASE_NAME)
         bootstrap_with_logins(cluster.dsn())
         yield cluster
     finally:
@@ -134,14 +136,14 @@ def own_cluster() -> Iterator[stack.PgCluster]:
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_cluster: stack.PgCluster) -> str:
+def template_db(pg_cluster: PgCluster) -> str:
     """A database bootstrapped once; every test database is a copy of it."""
-    stack.ensure_database(pg_cluster.dsn("postgres"), TEMPLATE_DB)
+    ensure_database(pg_cluster.dsn("postgres"), TEMPLATE_DB)
     bootstrap_with_logins(pg_cluster.dsn(TEMPLATE_DB))
     return TEMPLATE_DB
 
 
-def create_test_database(cluster: stack.PgCluster, template: str) -> str:
+def create_test_database(cluster: PgCluster, template: str) -> str:
     """A copy of the bootstrapped template (fast), bootstrapped again for what a copy lacks.
 
     CREATE DATABASE … TEMPLATE copies schemas, tables and grants on them, but not the database's
@@ -154,7 +156,7 @@ def create_test_database(cluster: stack.PgCluster, template: str) -> str:
     return name
 
 
-def drop_test_database(cluster: stack.PgCluster, name: str) -> None:
+def drop_test_database(cluster: PgCluster, name: str) -> None:
     if not cluster.running():
         return
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
@@ -162,7 +164,7 @@ def drop_test_database(cluster: stack.PgCluster, name: str) -> None:
 
 
 @pytest.fixture
-def pg_dsn(pg_cluster: stack.PgCluster, template_db: str) -> Iterator[str]:
+def pg_dsn(pg_cluster: PgCluster, template_db: str) -> Iterator[str]:
     """The admin DSN of a fresh, bootstrapped database of this test's own."""
     name = create_test_database(pg_cluster, template_db)
     try:
@@ -172,8 +174,8 @@ def pg_dsn(pg_cluster: stack.PgCluster, template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[stack.MotoServer]:
-    server = stack.MotoServer(root=make_tmp_dir("loginvault-test-moto-"), port=stack.free_port())
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer(root=make_tmp_dir("loginvault-test-moto-"), port=free_port())
     try:
         server.start()
         yield server
@@ -372,7 +374,7 @@ class TestQueue:
     __test__ = False  # not a test class, despite its name
 
     @property
-    def settings(self) -> config.SqsSettings:
+    def settings(self) -> SqsSettings:
         return self.sqs.settings
 
     def depth(self) -> tuple[int, int]:
@@ -389,12 +391,12 @@ class TestQueue:
 
 
 @pytest.fixture
-def sqs_queue(moto_server: stack.MotoServer, hermetic_env: None) -> Iterator[TestQueue]:
+def sqs_queue(moto_server: MotoServer, hermetic_env: None) -> Iterator[TestQueue]:
     """A queue (plus its DLQ) of this test's own on the session's moto server, deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:16]}"
-    url, created = stack.ensure_queues(moto_server.endpoint_url, REGION, name=name)
+    url, created = sqs.ensure_queues(moto_server.endpoint_url, REGION, name=name)
     assert created
-    queue = Queue(config.SqsSettings(url, moto_server.endpoint_url, REGION))
+    queue = Queue(SqsSettings(url, moto_server.endpoint_url, REGION))
     try:
         yield TestQueue(name, url, moto_server.endpoint_url, queue)
     finally:
@@ -463,11 +465,11 @@ def new_job(pg_cluster, template_db, moto_server, name: str) -> Job:
     with pytest.MonkeyPatch.context() as mp:  # module-scoped: before the per-test hermetic_env
         mp.setenv("AWS_ACCESS_KEY_ID", "test")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        url, _ = stack.ensure_queues(moto_server.endpoint_url, REGION, name=f"{name}-{uuid.uuid4().hex[:8]}")
+        url, _ = sqs.ensure_queues(moto_server.endpoint_url, REGION, name=f"{name}-{uuid.uuid4().hex[:8]}")
     return _job(dsn, ingest_env(dsn, url, moto_server.endpoint_url), name)
 
 
-def clone_job(pg_cluster: stack.PgCluster, job: Job, name: str) -> Job:
+def clone_job(pg_cluster: PgCluster, job: Job, name: str) -> Job:
     """A copy of `job`'s database (CREATE DATABASE … TEMPLATE: a second, not a rebuild), with the
     same queue and keys and a dbt target of its own."""
     dsn = pg_cluster.dsn(create_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1]))

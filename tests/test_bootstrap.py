@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from conftest import REPO_ROOT, create_test_database, drop_test_database, execute, ingest_env, query, role_dsns
-from ingest import bootstrap, config, sample, stack
+from ingest import bootstrap, config, sample
+from ingest.local.pg_cluster import ensure_database, throwaway_logins
 
 pytestmark = [pytest.mark.integration]
 
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.integration]
 def empty_db(pg_cluster, template_db):
     """A database with nothing in it (no bootstrap yet); the cluster's logins exist already."""
     name = f"t_{uuid.uuid4().hex}"
-    stack.ensure_database(pg_cluster.dsn("postgres"), name)
+    ensure_database(pg_cluster.dsn("postgres"), name)
     yield pg_cluster.dsn(name)
     drop_test_database(pg_cluster, name)
 
@@ -59,11 +60,11 @@ def test_concurrent_bootstraps_and_first_runs_on_fresh_databases(pg_cluster, tem
     one succeeds, every message lands."""
     for round_ in range(10):
         name = f"t_{uuid.uuid4().hex}"
-        stack.ensure_database(pg_cluster.dsn("postgres"), name)
+        ensure_database(pg_cluster.dsn("postgres"), name)
         dsn = pg_cluster.dsn(name)
         try:
             with ThreadPoolExecutor(4) as pool:
-                starts = [pool.submit(bootstrap.bootstrap, dsn, logins=stack.throwaway_logins(dsn)) for _ in range(4)]
+                starts = [pool.submit(bootstrap.bootstrap, dsn, logins=throwaway_logins(dsn)) for _ in range(4)]
                 for start in starts:
                     start.result(timeout=120)  # raises what a bootstrap raised
             sent = sample.send_events(sqs_queue.settings, sample.synthetic_events(20, seed=round_))
@@ -171,7 +172,7 @@ def test_login_passwords_never_reach_a_statement(pg_cluster, pg_dsn):
     database = pg_dsn.rsplit("/", 1)[1]
     execute(pg_dsn, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     start = pg_cluster.log.stat().st_size
-    bootstrap.bootstrap(pg_dsn, logins=stack.throwaway_logins(pg_dsn))
+    bootstrap.bootstrap(pg_dsn, logins=throwaway_logins(pg_dsn))
     with open(pg_cluster.log, errors="replace") as f:
         f.seek(start)
         logged = f.read()

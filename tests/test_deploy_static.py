@@ -24,7 +24,9 @@ import hcl2
 import pytest
 import yaml
 
-from ingest import cli, config, sqs, stack
+from ingest import cli, config, settings, sqs
+from ingest.local import stack
+from ingest.local.pg_cluster import ADMIN_USER
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -68,7 +70,7 @@ def load_yaml(path: Path) -> list[dict]:
 @cache
 def code_env_names() -> frozenset[str]:
     """Every environment variable loginvault's code or dbt profile reads."""
-    names: set[str] = set(config.KEY_ENVS)
+    names: set[str] = set(config.KEY_ENVS) | set(settings.variables())
     patterns = (
         r"\b(?:env|env_int|require|check_key)\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']",
         r"os\.environ(?:\.get|\.setdefault)?\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']",
@@ -80,15 +82,15 @@ def code_env_names() -> frozenset[str]:
             names.update(re.findall(pattern, text))
     for path in (ROOT / "dbt_project" / "profiles.yml", ROOT / "dbt_project" / "dbt_project.yml"):
         names.update(re.findall(r"env_var\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", path.read_text()))
-    # config.role_dsn: LOGINVAULT_<ROLE>_DSN
+    # db.role_dsn: LOGINVAULT_<ROLE>_DSN
     names.update(w.dsn_env for w in config.WORKLOADS.values())
     return frozenset(names)
 
 
 def local_stack_env_names() -> set[str]:
-    """The names `make -s env` exports for the local stack: the keys of stack._local_values()."""
+    """The names `make -s env` exports for the local stack: the keys of LocalStack.local_values()."""
     tree = ast.parse(Path(stack.__file__).read_text())
-    func = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_local_values")
+    func = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "local_values")
     returned = next(n.value for n in ast.walk(func) if isinstance(n, ast.Return))
     assert isinstance(returned, ast.Dict)
     names = {key.value for key in returned.keys if isinstance(key, ast.Constant)}
@@ -99,19 +101,22 @@ def local_stack_env_names() -> set[str]:
 
 
 def parse_cli(argv: list[str]) -> None:
-    """Fail the test unless `python -m ingest <argv>` parses with the real CLI parser."""
+    """Fail the test unless `loginvault <argv>` parses with the real CLI parser (flags' values included)."""
     try:
         cli.build_parser().parse_args(argv)
     except SystemExit as exc:
         if exc.code == 0:  # --help
             return
-        pytest.fail(f"`python -m ingest {shlex.join(argv)}` is not a valid command line (exit {exc.code})")
+        pytest.fail(f"`loginvault {shlex.join(argv)}` is not a valid command line (exit {exc.code})")
 
 
 def ingest_invocations(text: str) -> list[list[str]]:
-    """The arguments of every `python -m ingest …` in a shell text (up to ;, |, &&, || or a line end)."""
+    """The arguments of every `loginvault …` (or `python -m ingest …`, the same entry point) in a shell
+    text, up to ;, |, &&, || or a line end: `loginvault` where a shell expects a command (a line's
+    start, after ;, |, &, $(, -- or VAR=value), not a name among other words."""
     found = []
-    for match in re.finditer(r"python\S* -m ingest ([^\n;|&)`]*)", text):
+    command = r"(?:^|[;&|]|--|\$\()\s*(?:[A-Z_]+=\S*\s+)*(?:\S*/)?loginvault"
+    for match in re.finditer(rf"(?:python\S* -m ingest|{command}) ([^\n;|&)`]*)", text, re.M):
         words = match.group(1).split(" #")[0]
         try:
             found.append(shlex.split(words))
@@ -212,7 +217,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out_of_the_build_context():
     for path in (
         "pyproject.toml",
         "constraints.txt",
-        "ingest/cli.py",
+        "ingest/cli/__init__.py",
         "ingest/sql/bootstrap/10_raw.sql",
         "dbt_project/dbt_project.yml",
         "dbt_project/profiles.yml",
@@ -283,9 +288,9 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
     assert [name for name in APP_SERVICES if "PG_DSN" in service_env(name)] == ["bootstrap"]
     dsn = re.fullmatch(r"postgresql://([^:]+):(.+)@postgres:5432/(\w+)", service_env("bootstrap")["PG_DSN"])
     assert dsn, service_env("bootstrap")["PG_DSN"]
-    assert (dsn.group(1), dsn.group(3)) == (stack.ADMIN_USER, config.DATABASE_NAME)
+    assert (dsn.group(1), dsn.group(3)) == (ADMIN_USER, config.DATABASE_NAME)
     postgres = compose()["services"]["postgres"]["environment"]
-    assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == (stack.ADMIN_USER, config.DATABASE_NAME)
+    assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == (ADMIN_USER, config.DATABASE_NAME)
     assert postgres["POSTGRES_PASSWORD"] == dsn.group(2)
     workload_dsns = {w.dsn_env for w in config.WORKLOADS.values()}
     wanted = {
@@ -675,7 +680,7 @@ def test_terraform_database_is_private_encrypted_and_backed_up():
     validation = tf["variable.db_backup_retention_days"]["validation"][0]["condition"]
     assert ">= 7" in validation, "a tfvars value below 7 days must be refused"
     assert db["manage_master_user_password"] is True, "the master password never enters the state"
-    assert (db["db_name"], db["username"]) == (config.DATABASE_NAME, stack.ADMIN_USER)
+    assert (db["db_name"], db["username"]) == (config.DATABASE_NAME, ADMIN_USER)
     params = tf["resource.aws_db_parameter_group.loginvault"]
     assert db["parameter_group_name"] == "${aws_db_parameter_group.loginvault.name}"
     assert params["family"] == "postgres15"
@@ -699,8 +704,8 @@ def test_terraform_pii_keys_live_in_secrets_manager_only():
 
 
 def ingest_sqs_client_calls() -> set[str]:
-    """The boto3 SQS operations `python -m ingest run` can make: the Queue methods that cli.cmd_run and
-    the consumer (ingest/consumer/) call, followed through the Queue methods they call in turn."""
+    """The boto3 SQS operations `loginvault run` can make: the Queue methods that ingest/run.py and the
+    consumer (ingest/consumer/) call, followed through the Queue methods they call in turn."""
     queue_class = next(
         n
         for n in ast.walk(ast.parse(Path(sqs.__file__).read_text()))
@@ -721,10 +726,8 @@ def ingest_sqs_client_calls() -> set[str]:
         }
 
     consumer = [ast.parse(path.read_text()) for path in sorted((ROOT / "ingest" / "consumer").glob("*.py"))]
-    cmd_run = next(
-        n for n in ast.walk(ast.parse(Path(cli.__file__).read_text())) if getattr(n, "name", "") == "cmd_run"
-    )
-    todo = set().union(*(attribute_calls(tree, "queue") for tree in [*consumer, cmd_run])) & set(methods)
+    run = ast.parse((ROOT / "ingest" / "run.py").read_text())
+    todo = set().union(*(attribute_calls(tree, "queue") for tree in [*consumer, run])) & set(methods)
     assert todo, "no Queue method found in the ingest's run path"
     seen, operations = set(), set()
     while todo:

@@ -15,7 +15,9 @@ import psycopg2
 import pytest
 
 from conftest import Result, base_env, execute, query, role_dsn, run_ingest
-from ingest import config, raw_loader, sample, stack
+from ingest import config, raw_loader, sample
+from ingest.local.network import free_port
+from ingest.local.pg_cluster import ADMIN_USER
 
 pytestmark = [pytest.mark.integration]
 
@@ -96,7 +98,7 @@ def test_parallel_first_loads_on_a_fresh_database_refuse_nothing(pg_dsn, sqs_que
     where dlt has created nothing yet: no catalog race is mistaken for a refused row."""
     seed(sqs_queue, 20)
     env = {**env_for(pg_dsn), "LOGINVAULT_FAULT_PAUSE": "in_load=1"}
-    args = ("--loaders", "2", "--workers", "2", "--batch-size", "5", "--batch-seconds", "0.1")
+    args = ("--loaders", "2", "--receivers", "2", "--batch-size", "5", "--batch-seconds", "0.1")
     code, _, stderr = run_ingest(*RUN, *args, env=env)
     assert code == 0, stderr
     assert stderr.count("fault: paused at in_load") == 4, stderr  # 4 loads, no retry, no bisection
@@ -150,7 +152,7 @@ def test_stopped_database_deletes_nothing_then_recovers(own_cluster, sqs_queue, 
 
 
 def test_unreachable_sqs_endpoint(pg_dsn, env_for):
-    closed = f"http://127.0.0.1:{stack.free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     env = env_for(pg_dsn, SQS_ENDPOINT_URL=closed, SQS_QUEUE_URL=f"{closed}/123456789012/q")
     result = run_ingest(*RUN, env=env)
     assert_clean_error(result, dsn_password(pg_dsn), contains=f"cannot reach the SQS endpoint {closed}")
@@ -182,7 +184,7 @@ def dsn_password(dsn: str) -> str:
 
 def _bad_dsns(pg_dsn: str) -> dict[str, tuple[str, str, str]]:
     """name → (the ingest's DSN, password that must not leak, expected part of the error)."""
-    closed = stack.free_port()
+    closed = free_port()
     loader = role_dsn(pg_dsn, config.LOADER_ROLE)
     params = psycopg.conninfo.conninfo_to_dict(loader)
     login = params["user"]
@@ -203,7 +205,7 @@ def _bad_dsns(pg_dsn: str) -> dict[str, tuple[str, str, str]]:
             "LOGINVAULT_LOADER_DSN must be a URL",
         ),
         # The admin is a superuser: no workload may run as one.
-        "superuser": (pg_dsn, dsn_password(pg_dsn), f"logs in as {stack.ADMIN_USER}, a superuser"),
+        "superuser": (pg_dsn, dsn_password(pg_dsn), f"logs in as {ADMIN_USER}, a superuser"),
     }
 
 

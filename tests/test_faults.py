@@ -21,8 +21,11 @@ import pytest
 
 from conftest import Result, execute, make_tmp_dir, query, run_ingest, wait_until
 from ingest import config, sample
+from ingest.settings import CommonSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MART = CommonSettings().mart_schema  # the tests' environment sets no LOGINVAULT_MART_SCHEMA
 
 RAW = f"{config.RAW_SCHEMA}.{config.RAW_TABLE}"
 # Short visibility timeouts: a killed run's messages come back within seconds.
@@ -115,8 +118,8 @@ def mart_ids(dsn: str) -> list[str]:
         r[0]
         for r in query(
             dsn,
-            f"SELECT message_id FROM {config.MART_SCHEMA}.user_logins"  # noqa: S608
-            f" UNION ALL SELECT message_id FROM {config.MART_SCHEMA}.rejected_login_events",
+            f"SELECT message_id FROM {MART}.user_logins"  # noqa: S608
+            f" UNION ALL SELECT message_id FROM {MART}.rejected_login_events",
         )
     ]
 
@@ -266,11 +269,11 @@ def test_database_down_beyond_the_retry_budget_deletes_nothing(own_cluster, sqs_
     assert sqs_queue.depth() == (0, 0)
 
 
-# ---------------------------------------------------------------- many workers
+# ---------------------------------------------------------------- many receivers
 
 
 def test_two_processes_with_two_receivers_each_land_5000_exactly_once(pg_dsn, sqs_queue, job_env, spawn):
-    """Two `run --follow --workers 2` processes (4 receivers) on one queue while 5,000 messages
+    """Two `run --follow --receivers 2` processes (4 receivers) on one queue while 5,000 messages
     arrive; SIGTERM once the queue is empty. Every message in raw, and once in the mart.
 
     The messages are sent while the runs consume, at most ~200 ahead: moto's SendMessage and
@@ -279,7 +282,7 @@ def test_two_processes_with_two_receivers_each_land_5000_exactly_once(pg_dsn, sq
     total = 5000
     events = list(sample.synthetic_events(total, seed=4))
     env = job_env(pg_dsn)
-    args = ("run", "--follow", "--workers", "2", "--batch-size", "100", "--wait-time", "1")
+    args = ("run", "--follow", "--receivers", "2", "--batch-size", "100", "--wait-time", "1")
     procs = [spawn(*args, "--visibility-timeout", "10", env=env) for _ in range(2)]
     bodies: list[str] = []
     for start in range(0, total, 100):
@@ -494,7 +497,7 @@ def test_slow_load_is_kept_invisible_not_redelivered(pg_dsn, sqs_queue, job_env,
     count = 10
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     env = job_env(pg_dsn)
-    args = ("run", "--follow", "--workers", "2", "--wait-time", "1", "--batch-size", "10", *SHORT_VISIBILITY)
+    args = ("run", "--follow", "--receivers", "2", "--wait-time", "1", "--batch-size", "10", *SHORT_VISIBILITY)
     proc = spawn(*args, env=faulty(env, "in_load=5"))
     proc.wait_for("fault: paused at in_load")
     paused = time.monotonic()

@@ -59,9 +59,9 @@ def values_by_message(job: Job) -> dict[str, dict]:
 def end_state(job: Job) -> dict:
     """What a rotation must leave: the mart's tokens, the vault's values (decrypted with the
     keys of their versions), the registry, and no leftover tables."""
-    options = config.setting_option("loginvault.encryption_key", job.env[ENC_ENV])
+    options = keys.setting_option("loginvault.encryption_key", job.env[ENC_ENV])
     if job.env.get(keys.PREVIOUS_ENV["encryption"]):
-        options += " " + config.setting_option(
+        options += " " + keys.setting_option(
             "loginvault.encryption_key_previous", job.env[keys.PREVIOUS_ENV["encryption"]]
         )
     with psycopg.connect(job.dsn, autocommit=True, options=options) as conn:

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO_ROOT, metric, query, scrape, wait_until
-from ingest import sample, stack
+from ingest import sample
 from ingest.consumer import Stats
+from ingest.local.network import free_port
 from ingest.metrics import MetricsServer
 
 VISIBLE = '{state="visible"}'
@@ -24,7 +25,7 @@ VISIBLE = '{state="visible"}'
 @pytest.mark.slow
 def test_metrics_and_health_during_a_real_run(pg_dsn, sqs_queue, env_for):
     assert sample.send_events(sqs_queue.settings, sample.synthetic_events(40)) == 40
-    port = stack.free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -88,7 +89,7 @@ def test_metrics_and_health_during_a_real_run(pg_dsn, sqs_queue, env_for):
 def test_healthz_fails_when_no_poll_succeeded_recently():
     stats = Stats()
     fake_ingest = SimpleNamespace(stats=stats, load_observers=[], queue=SimpleNamespace(depth=lambda: (3, 1)))
-    port = stack.free_port()
+    port = free_port()
     with MetricsServer(fake_ingest, port, "127.0.0.1", max_poll_age=30):
         assert scrape(port, "/healthz")[0] == 200  # just started: within the first max age
         stats.last_poll_at = time.time() - 10
@@ -124,7 +125,7 @@ def test_dead_letter_queue_depth_shows_on_the_ingest_metrics(pg_dsn, sqs_queue, 
     plain_url = client.create_queue(QueueName=f"{sqs_queue.name}-plain")["QueueUrl"]
     try:
         for queue_url, dlq_expected in ((sqs_queue.url, True), (plain_url, False)):
-            port = stack.free_port()
+            port = free_port()
             args = ("run", "--follow", "--wait-time", "1", "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
             proc = spawn(*args, env=env_for(pg_dsn, SQS_QUEUE_URL=queue_url))
             # The DLQ is polled before the queue: once the queue's depth shows, the DLQ's has too.

@@ -18,7 +18,9 @@ import psycopg
 import pytest
 
 from conftest import REPO_ROOT, Job, clone_job, drop_test_database, execute, new_job, query, role_dsn
-from ingest import config, stack
+from ingest import config, transform
+from ingest.keys import key_options
+from ingest.local.pg_cluster import ADMIN_USER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -204,7 +206,7 @@ def test_plain_dbt_build_refuses_planted_code_too(fresh):
     with pytest.MonkeyPatch.context() as mp:
         for name, value in fresh.env.items():
             mp.setenv(name, value)
-        env = {**fresh.env, **config.dbt_env()}
+        env = {**fresh.env, **transform.dbt_env()}
     out = subprocess.run(
         [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(config.DBT_PROJECT_DIR)],
         env=env,
@@ -225,7 +227,7 @@ def test_plain_dbt_build_refuses_planted_code_too(fresh):
 @pytest.mark.parametrize("role", sorted(config.WORKLOADS))
 def test_no_login_can_become_a_superuser_or_another_role(built, role):
     superusers = [r[0] for r in query(built.dsn, "SELECT rolname FROM pg_roles WHERE rolsuper")]
-    assert stack.ADMIN_USER in superusers
+    assert ADMIN_USER in superusers
     others = [r for r in (*config.WORKLOADS, config.RAW_OWNER_ROLE, config.RECOVERY_ROLE) if r != role]
     with login(built, role) as conn:
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = session_user").fetchone() == (False,)
@@ -424,7 +426,7 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
         with psycopg.connect(
             role_dsn(fresh.dsn, config.TRANSFORMER_ROLE),
             autocommit=True,
-            options=config.key_options(dict(zip(config.KEY_ENVS, keys, strict=True))),
+            options=key_options(dict(zip(config.KEY_ENVS, keys, strict=True))),
         ) as conn:
             assert conn.execute("SELECT current_setting('loginvault.hmac_key')").fetchone() == (keys[0],)
             conn.execute("BEGIN")

@@ -18,7 +18,11 @@ import psycopg
 import pytest
 
 from conftest import REGION, REPO_ROOT, base_env, execute, make_tmp_dir, query, run_ingest
-from ingest import config, stack
+from ingest import config
+from ingest.local.moto_server import MotoServer
+from ingest.local.network import HOST, free_port
+from ingest.local.stack import LocalStack
+from ingest.settings import LocalStackSettings, SqsSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +40,7 @@ ENV_NAMES = (
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex((stack.HOST, port)) == 0
+        return s.connect_ex((HOST, port)) == 0
 
 
 @pytest.fixture
@@ -47,7 +51,7 @@ def local_stack_env(request):
     """
     local_dir = make_tmp_dir("loginvault-test-stack-")
     local_dir.chmod(getattr(request, "param", 0o755))
-    pg_port, sqs_port = stack.free_port(), stack.free_port()
+    pg_port, sqs_port = free_port(), free_port()
     env = base_env()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", *config.KEY_ENVS):
         env.pop(name)  # `stack up` must manage without: it provides moto's and generates the keys
@@ -59,12 +63,9 @@ def local_stack_env(request):
             run_ingest("stack", "down", env=env, timeout=60)
         finally:
             # Whatever `down` left running (e.g. it failed): stop it directly, wherever stack put it.
-            stack.MotoServer(local_dir, sqs_port).stop()
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(stack, "LOCAL_DIR", local_dir)
-                mp.setattr(stack, "KEYS_FILE", local_dir / "keys.env")
-                mp.setattr(stack, "PG_PORT", pg_port)
-                cluster = stack.local_cluster()
+            MotoServer(local_dir, sqs_port).stop()
+            local = LocalStackSettings(local_dir=local_dir, pg_port=pg_port, sqs_port=sqs_port)
+            cluster = LocalStack(local, SqsSettings(None)).cluster()
             if cluster.initialized():
                 cluster.stop("immediate")
             shutil.rmtree(cluster.root, ignore_errors=True)

@@ -34,7 +34,8 @@ from conftest import (
     role_dsns,
     wait_until,
 )
-from ingest import bootstrap, config, masking, sample, stack
+from ingest import bootstrap, config, db, masking, sample, sqs
+from ingest.local.pg_cluster import ensure_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -479,7 +480,7 @@ def test_a_build_without_keys_fails_clearly(job, tmp_path):
 
     # dbt run directly, without the keys in PGOPTIONS: the run fails at its start, nothing built.
 
-    dbt_env = {**job.env, **config.libpq_env(job.dsn), "PGOPTIONS": "", "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR)}
+    dbt_env = {**job.env, **db.libpq_env(job.dsn), "PGOPTIONS": "", "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR)}
     dbt = Path(sys.executable).parent / "dbt"
     direct = subprocess.run(
         [str(dbt), "run"], cwd=config.DBT_PROJECT_DIR, env=dbt_env, capture_output=True, text=True, timeout=300
@@ -565,7 +566,7 @@ def test_tests_cover_new_rows_until_a_build_passes(job, tmp_path):
 
 def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_path):
     name = f"t_{uuid.uuid4().hex}"
-    stack.ensure_database(pg_cluster.dsn("postgres"), name)
+    ensure_database(pg_cluster.dsn("postgres"), name)
     dsn = pg_cluster.dsn(name)
     try:
         # The original exercise's database: public.user_logins with the bare DDL, before loginvault.
@@ -575,7 +576,7 @@ def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_
             " masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)",
         )
         bootstrap.bootstrap(dsn)
-        url, _ = stack.ensure_queues(moto_server.endpoint_url, REGION, name=f"bare-{uuid.uuid4().hex[:8]}")
+        url, _ = sqs.ensure_queues(moto_server.endpoint_url, REGION, name=f"bare-{uuid.uuid4().hex[:8]}")
         env = ingest_env(dsn, url, moto_server.endpoint_url)
         dbt_dir = make_tmp_dir("loginvault-test-dbt-bare-")
         env.update(DBT_TARGET_PATH=str(dbt_dir / "target"), DBT_LOG_PATH=str(dbt_dir / "logs"), DBT_USE_COLORS="false")

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import ingest_env, metric, query, run_ingest, scrape
-from ingest import sample, stack
+from ingest import sample
+from ingest.local.network import free_port
 from ingest.metrics_http import MetricsEndpoint
 from ingest.transform import Build
 from ingest.transform_metrics import TransformMetrics
@@ -47,7 +48,7 @@ def test_metrics_of_real_builds(job, spawn):
     sent_until = time.time()
     job.run("run", "--wait-time", "1")
 
-    port = stack.free_port()
+    port = free_port()
     started = time.time()
     service = spawn(
         "transform", "--every", "2", "--cycles", "3", "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
@@ -90,7 +91,7 @@ def test_a_failing_build_is_counted_as_a_failure(job, spawn):
     # Cleartext PII in the mart: the build's no_cleartext_pii test fails.
     assert query(job.dsn, "UPDATE user_logins SET locale = %s RETURNING 1", (device_id,))
 
-    port = stack.free_port()
+    port = free_port()
     service = spawn(
         "transform", "--every", "60", "--cycles", "2", "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
         "build", env=job.env,
@@ -113,7 +114,7 @@ def test_a_failing_build_is_counted_as_a_failure(job, spawn):
 def test_health_and_exposition_follow_the_builds():
     """No database: the rule of /healthz and what /metrics shows after each kind of build."""
     metrics = TransformMetrics(interval=10)
-    port = stack.free_port()
+    port = free_port()
     with MetricsEndpoint(metrics.registry, metrics.health, port, "127.0.0.1"):
         assert scrape(port, "/healthz") == (200, "ok\n")  # young: within 2 intervals of the start
         metrics.started = time.time() - 21

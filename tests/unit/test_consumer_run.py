@@ -11,13 +11,14 @@ import pytest
 from doubles import FakeLoader, MemoryQueue
 
 from ingest import LoginvaultError
-from ingest.consumer import Consumer, RunOptions
+from ingest.consumer import Consumer
+from ingest.settings import RunSettings
 
 BODIES = [f'{{"user_id": "u-{i}"}}' for i in range(25)]
 
 
 def run(queue: MemoryQueue, loader: FakeLoader, **options) -> Consumer:
-    consumer = Consumer(queue, [loader], RunOptions(wait_seconds=0, loaders=1, **options))
+    consumer = Consumer(queue, [loader], RunSettings(wait_seconds=0, loaders=1, **options))
     consumer.run()
     return consumer
 
@@ -70,7 +71,7 @@ def test_a_stop_lands_the_batch_in_hand_and_releases_the_rest_without_waiting_ou
     # GIVEN a following run with a 20 s long poll, its first batch of 10 in a slow load
     queue, gate = MemoryQueue(BODIES), threading.Event()
     loader = FakeLoader(gate=gate)
-    consumer = Consumer(queue, [loader], RunOptions(follow=True, wait_seconds=20, batch_size=10, loaders=1))
+    consumer = Consumer(queue, [loader], RunSettings(follow=True, wait_seconds=20, batch_size=10, loaders=1))
     running = threading.Thread(target=consumer.run)
     running.start()
     assert loader.loading.wait(timeout=5)

@@ -12,14 +12,15 @@ import os
 import secrets
 import sys
 
-from ingest import LoginvaultError, config, db, keys, rotation, stack
+from ingest import LoginvaultError, config, db, keys, rotation
+from ingest.local.stack import PREVIOUS_KEYS, LocalStack
 
 
-def _plan(values: dict[str, str]) -> dict[str, bool]:
+def _plan(values: dict[str, str], mart_schema: str) -> dict[str, bool]:
     """kind → whether it needs new keys (its file key is in use and nothing is unfinished)."""
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         registered = keys.versions(conn)
-    coverage = {(c.version.kind, c.version.state): c.vault_rows for c in keys.status()}
+    coverage = {(c.version.kind, c.version.state): c.vault_rows for c in keys.status(mart_schema)}
     fresh = {}
     for kind in keys.KINDS:
         active = keys.in_state(registered, kind, "active")
@@ -33,12 +34,12 @@ def _plan(values: dict[str, str]) -> dict[str, bool]:
     return fresh
 
 
-def rotate() -> None:
-    values = stack.local_secrets()
-    os.environ.update(stack.stack_env())
-    for kind, new in _plan(values).items():
+def rotate(stack: LocalStack) -> None:
+    values = stack.secrets()
+    os.environ.update(stack.env())
+    for kind, new in _plan(values, stack.mart_schema).items():
         if not new:
-            print(f"keys: finishing the unfinished {kind} rotation with the keys in {stack.KEYS_FILE}", file=sys.stderr)
+            print(f"keys: finishing the unfinished {kind} rotation with the keys in {stack.keys_file}", file=sys.stderr)
             continue
         with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
             previous = keys.in_state(keys.versions(conn), kind, "previous")
@@ -47,11 +48,11 @@ def rotate() -> None:
             print(f"keys: retired {kind} key version {previous.version} (local stack)", file=sys.stderr)
         values[keys.PREVIOUS_ENV[kind]] = values[keys.ENV[kind]]
         values[keys.ENV[kind]] = secrets.token_hex(32)
-    stack.write_local_secrets(values)
-    for name in (*config.KEY_ENVS, *stack.PREVIOUS_KEYS):
+    stack.write_secrets(values)
+    for name in (*config.KEY_ENVS, *PREVIOUS_KEYS):
         if name in values:
             os.environ[name] = values[name]
-    for rotate_kind in (rotation.rotate_hmac, rotation.rotate_encryption):
+    for rotate_kind in (lambda: rotation.rotate_hmac(stack.mart_schema), rotation.rotate_encryption):
         rotated = rotate_kind()
         if rotated:
             print(rotated.line(), file=sys.stderr)
