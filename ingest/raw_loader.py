@@ -141,13 +141,13 @@ class RawLoader:
             if len(messages) == 1:
                 raise LoginvaultError(f"loading into raw failed: {refused}") from None
             log.warning("the database refused a row of a batch of %d (%s): bisecting", len(messages), refused)
-        landed, poison = self._bisect(messages, queue)
+        landed, refused_messages = self._bisect(messages, queue)
         if not landed:
-            raise LoginvaultError(f"loading into raw failed: every message was refused ({poison[0][1]})")
-        for message, reason in poison:
+            raise LoginvaultError(f"loading into raw failed: every message was refused ({refused_messages[0][1]})")
+        for message, reason in refused_messages:
             # The message id and receive count only: never the body (it may hold PII).
             log.error(
-                "message %s cannot be loaded (receive %d of %d before the dead-letter queue): %s",
+                "message %s refused (receive %d of %d before the dead-letter queue): %s",
                 message.message_id,
                 message.receive_count,
                 config.DLQ_MAX_RECEIVE_COUNT,
@@ -158,7 +158,7 @@ class RawLoader:
     def _bisect(self, messages: Sequence[Message], queue: str) -> tuple[list[Message], list[tuple[Message, str]]]:
         """Load each half of a refused batch; split a refused half again, down to single messages."""
         landed: list[Message] = []
-        poison: list[tuple[Message, str]] = []
+        refused_messages: list[tuple[Message, str]] = []
         half = len(messages) // 2
         for part in (messages[:half], messages[half:]):
             try:
@@ -166,12 +166,12 @@ class RawLoader:
                 landed += part
             except _RowsRefused as refused:
                 if len(part) == 1:
-                    poison.append((part[0], str(refused)))
+                    refused_messages.append((part[0], str(refused)))
                 else:
-                    more_landed, more_poison = self._bisect(part, queue)
+                    more_landed, more_refused = self._bisect(part, queue)
                     landed += more_landed
-                    poison += more_poison
-        return landed, poison
+                    refused_messages += more_refused
+        return landed, refused_messages
 
     def _run_with_retries(self, messages: Sequence[Message], queue: str) -> None:
         deadline = time.monotonic() + self.retry_budget_seconds

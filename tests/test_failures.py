@@ -69,7 +69,7 @@ def test_revoked_insert_deletes_nothing_then_recovers(pg_dsn, sqs_queue, env_for
 @pytest.mark.slow
 def test_load_failing_after_receive_deletes_nothing_then_recovers(pg_dsn, sqs_queue, env_for):
     """Messages are received and in flight when every insert fails: the batch is bisected, no
-    message loads alone either, so the cause is not a poison message: exit 1, nothing deleted."""
+    message loads alone either, so the cause is not a refused message: exit 1, nothing deleted."""
     seed(sqs_queue)
     # Passes the loader's pre-flight (it may insert) but rejects every row at load time.
     execute(pg_dsn, "ALTER TABLE raw.login_events ADD CONSTRAINT reject_all CHECK (false) NOT VALID")

@@ -32,7 +32,7 @@ class Acknowledger:
         messages, and delete the landed ones."""
         refused = result.refused
         self.stats.last_load_at = time.time()
-        self.stats.count(landed=len(result.landed), poison=len(refused))
+        self.stats.count(landed=len(result.landed), refused=len(refused))
         # Not deleted, not released: they come back after their visibility timeout, and after
         # DLQ_MAX_RECEIVE_COUNT receives SQS moves them to the dead-letter queue.
         self.in_flight.remove(refused)

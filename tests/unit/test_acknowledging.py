@@ -36,7 +36,7 @@ def test_only_what_landed_is_deleted():
     assert queue.depth() == (0, 2)
     assert ack.in_flight.held() == []
     stats = ack.stats
-    assert (stats.landed, stats.deleted, stats.poison, stats.delete_failures) == (3, 3, 2, 0)
+    assert (stats.landed, stats.deleted, stats.refused, stats.delete_failures) == (3, 3, 2, 0)
     assert stats.last_load_at is not None
 
 
