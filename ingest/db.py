@@ -8,6 +8,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ingest import LoginvaultError, config, settings
 
+# Where a user who runs the local stack looks first when the database does not answer.
+DOWN_HINT = "is it running? (`make stack-up` starts the local one)"
+
 
 def role_dsn(role: str) -> str:
     """The DSN of a workload's own login: LOGINVAULT_<ROLE>_DSN. PG_DSN (the admin) is the
@@ -45,7 +48,9 @@ def first_line(exc: BaseException) -> str:
 
 def cannot_connect(dsn: str, exc: BaseException) -> LoginvaultError:
     """The one sentence for a database that cannot be reached or refuses the login."""
-    return LoginvaultError(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {first_line(exc)}")
+    reason = first_line(exc)
+    hint = f": {DOWN_HINT}" if "refused" in reason.lower() or "timeout" in reason.lower() else ""
+    return LoginvaultError(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {reason}{hint}")
 
 
 def libpq_env(dsn: str) -> dict[str, str]:

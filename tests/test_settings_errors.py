@@ -4,10 +4,13 @@ naming it and exit 2: nothing is received, nothing hangs, the messages wait in t
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from conftest import Result, run_ingest
 from ingest import sample
+from ingest.local.network import HOST, free_port
 
 pytestmark = [pytest.mark.integration]
 
@@ -82,3 +85,18 @@ def test_the_older_names_of_the_receivers_still_work(pg_dsn, waiting, env_for):
     result = run_ingest(*RUN, env=env_for(pg_dsn, INGEST_WORKERS="2"), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "received 5, landed 5, deleted 5" in result.stderr
+
+
+def test_a_metrics_port_in_use_is_one_sentence(pg_dsn, waiting, env_for):
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind((HOST, port))
+        taken.listen()
+        args = (*RUN, "--metrics-port", str(port), "--metrics-host", HOST)
+        result = run_ingest(*args, env=env_for(pg_dsn), timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    (line,) = result.error_lines()
+    assert line.startswith(f"error: cannot serve metrics on {HOST}:{port}: Address already in use"), line
+    assert result.stderr.rstrip("\n").splitlines()[-1] == line
+    assert waiting.depth() == (5, 0)

@@ -158,7 +158,7 @@ def test_stack_up_env_down(local_stack_env):
     assert not port_open(pg_port)
     assert not port_open(sqs_port)
     code, stdout, _ = run_ingest("stack", "status", env=env)
-    assert code == 0 and "postgres: down" in stdout and "sqs: down" in stdout
+    assert code == 3 and "postgres: down" in stdout and "sqs: down" in stdout  # non-zero: something is down
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(values["PG_DSN"], connect_timeout=3).close()
 

@@ -478,16 +478,20 @@ def test_a_build_without_keys_fails_clearly(job, tmp_path):
     short = job.run("transform", ok=False, env={**job.env, config.ENCRYPTION_KEY_ENV: "short"})
     assert short.returncode == 1 and "LOGINVAULT_ENCRYPTION_KEY is too short" in short.stderr
 
-    # dbt run directly, without the keys in PGOPTIONS: the run fails at its start, nothing built.
-
+    # dbt run (and a plain dbt build) directly, without the keys in PGOPTIONS: each fails at its
+    # start (on-run-start, then the staging model's pre-hook check the keys), nothing is built.
     dbt_env = {**job.env, **db.libpq_env(job.dsn), "PGOPTIONS": "", "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR)}
     dbt = Path(sys.executable).parent / "dbt"
-    direct = subprocess.run(
-        [str(dbt), "run"], cwd=config.DBT_PROJECT_DIR, env=dbt_env, capture_output=True, text=True, timeout=300
-    )
-    assert direct.returncode != 0
-    assert "PII key loginvault.hmac_key is missing or shorter than 32 bytes" in direct.stdout
-    assert query(job.dsn, "SELECT to_regclass('public.user_logins')") == [(None,)]
+    for command in ("run", "build"):
+        direct = subprocess.run(
+            [str(dbt), command], cwd=config.DBT_PROJECT_DIR, env=dbt_env, capture_output=True, text=True, timeout=300
+        )
+        assert direct.returncode != 0, command
+        assert "PII key LOGINVAULT_HMAC_KEY is missing or shorter than 32 bytes" in direct.stdout, command
+        assert "OK created" not in direct.stdout, command  # no model ran
+        models = ("public.user_logins", "public.rejected_login_events", "staging.stg_sqs__login_events", "pii.vault")
+        for model in models:
+            assert query(job.dsn, "SELECT to_regclass(%s)", (model,)) == [(None,)], (command, model)
 
 
 def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_path):
@@ -500,16 +504,40 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     assert out.returncode == 1
     assert "no_cleartext_pii_user_logins" in out.stdout and "FAIL 1" in out.stdout
     assert "333-33-3333" not in out.stdout + out.stderr
+    # …and its last line names the first test that failed and why.
+    (line,) = out.error_lines()
+    assert out.stderr.strip().splitlines()[-1] == line
+    assert line.startswith("error: dbt test failed: test no_cleartext_pii_user_logins_"), line
+    assert "Got 1 result, configured to fail if != 0" in line
     # The service reports a failing cycle in one line and goes on to the next; exit 1 at the end.
     service = job.run(
         "transform", "--every", "0.5", "--cycles", "2", "test", "--select", "user_logins", *everything, ok=False
     )
     assert service.returncode == 1, service.stderr
     assert service.stderr.count("transform: dbt test failed (exit 1)") == 2, service.stderr
+    assert service.stderr.count(": test no_cleartext_pii_user_logins_") == 2, service.stderr
     assert "Traceback" not in service.stderr and "333-33-3333" not in service.stdout + service.stderr
     execute(job.dsn, "UPDATE user_logins SET locale = NULL, masked_ip = md5('x') || md5('y')")  # a broken token
     out = job.transform("test", "--select", "user_logins", *everything, ok=False)
     assert "pii_token_is_bijective_user_logins_masked_ip" in out.stdout and "FAIL" in out.stdout
+
+
+def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job, tmp_path):
+    """One `error:` line with the model and PostgreSQL's reason, not dbt's header alone; dbt's own
+    output, going to a pipe, has no colour codes (the test's env leaves DBT_USE_COLORS unset)."""
+    send(job, [{"user_id": "u", "ip": "10.1.2.3"}], tmp_path)
+    job.run("run", "--wait-time", "1")
+    execute(job.dsn, "ALTER TABLE raw.login_events RENAME COLUMN body TO body_renamed")
+    env = {name: value for name, value in job.env.items() if name != "DBT_USE_COLORS"}
+    out = job.run("transform", "build", ok=False, env=env)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    (line,) = out.error_lines()
+    assert out.stderr.strip().splitlines()[-1] == line
+    assert line.startswith("error: dbt build failed: model stg_sqs__login_events: "), line
+    assert "column r.body does not exist" in line
+    assert "Database Error" not in line and "compiled code" not in line
+    assert "\x1b[" not in out.stdout and "ERROR creating sql incremental model" in out.stdout
 
 
 def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, tmp_path, spawn):

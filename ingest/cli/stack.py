@@ -10,10 +10,13 @@ from ingest.cli.command import Command
 from ingest.setting_values import argument_type, whole
 from ingest.settings import CommonSettings, LocalStackSettings, SqsSettings
 
+# `stack status` when a part is down: LSB's "program is not running".
+NOT_RUNNING = 3
+
 
 class StackCommand(Command):
     name = "stack"
-    help = "the local PostgreSQL + moto SQS stack: up, down, status, env, rotate-keys"
+    help = "the local PostgreSQL + moto SQS stack: up, down, status (exit 3 when a part is down), env, rotate-keys"
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("action", choices=["up", "down", "status", "env", "rotate-keys"])
@@ -36,8 +39,10 @@ class StackCommand(Command):
         elif args.action == "down":
             stack.down()
         elif args.action == "status":
-            for part, up in stack.status().items():
+            parts = stack.status()
+            for part, up in parts.items():
                 print(f"{part}: {'up' if up else 'down'}")
+            return 0 if all(parts.values()) else NOT_RUNNING
         elif args.action == "env":
             for name, value in stack.env().items():
                 print(f"export {name}={shlex.quote(value)}")

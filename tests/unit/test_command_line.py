@@ -1,8 +1,11 @@
-"""Unit: `loginvault` as a user meets it without any service: its name, its version, one entry point."""
+"""Unit: `loginvault` as a user meets it without any service: its name, its version, the one-line
+errors of the transform service's metrics port, a database that does not answer."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import subprocess
 import sys
 from importlib.metadata import version
@@ -10,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest import config
 from ingest.cli import build_parser, main
+from ingest.local.network import HOST, free_port
 
 LOGINVAULT = Path(sys.executable).parent / "loginvault"
 
@@ -38,3 +43,48 @@ def test_the_console_script_and_python_m_ingest_are_one_entry_point(entry):
     refused = subprocess.run([*argv, "run", "--batch-size", "0"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2
     assert refused.stderr.splitlines()[-1].startswith("loginvault run: error: argument --batch-size:")
+
+
+def transform_service(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`loginvault transform --every 60 …` against no database (it must fail before it needs one)."""
+    keys = {name: secrets.token_hex(32) for name in config.KEY_ENVS}
+    dsn = f"postgresql://loginvault_dbt:pw@{HOST}:{free_port()}/loginvault"
+    env = clean_env(LOGINVAULT_TRANSFORMER_DSN=dsn, **keys, **env)
+    command = [str(LOGINVAULT), "transform", "--every", "60", *args, "build"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_a_database_that_does_not_answer_is_one_sentence_with_a_hint():
+    """`make stack-down; make transform`: the cause and what to do, not dbt's "Database Error"."""
+    keys = {name: secrets.token_hex(32) for name in config.KEY_ENVS}
+    dsn = f"postgresql://loginvault_dbt:s3cret-pw@{HOST}:{free_port()}/loginvault"
+    env = clean_env(LOGINVAULT_TRANSFORMER_DSN=dsn, **keys)
+    out = subprocess.run([str(LOGINVAULT), "transform", "build"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: cannot connect to PostgreSQL at postgresql://loginvault_dbt:***@"), line
+    assert "Connection refused" in line and "`make stack-up` starts the local one" in line
+    assert "s3cret-pw" not in out.stderr
+
+
+def test_the_transform_services_metrics_port_in_use_is_one_sentence():
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind((HOST, port))
+        taken.listen()
+        out = transform_service("--metrics-port", str(port), "--metrics-host", HOST)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"error: cannot serve metrics on {HOST}:{port}: Address already in use (choose another --metrics-port or"
+        " --metrics-host)"
+    ]
+
+
+def test_the_transform_services_metrics_port_out_of_range_is_refused():
+    out = transform_service("--metrics-port", "99999")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "argument --metrics-port: expected a whole number from 0 to 65535, got 99999" in out.stderr
+    by_env = transform_service(TRANSFORM_METRICS_PORT="99999")
+    assert by_env.returncode == 2 and "Traceback" not in by_env.stderr
+    assert by_env.stderr.strip() == "error: TRANSFORM_METRICS_PORT: expected a whole number from 0 to 65535, got 99999"
