@@ -155,7 +155,7 @@ def test_dockerfile_base_user_entrypoint_and_env():
     last_user = max(i for i, (op, _) in enumerate(instructions) if op == "USER")
     assert all(op != "RUN" for op, _ in instructions[last_user:])
     entrypoints = [json.loads(args) for op, args in instructions if op == "ENTRYPOINT"]
-    assert entrypoints == [["python", "-m", "ingest"]]
+    assert entrypoints == [["loginvault"]]
     env = " ".join(args for op, args in instructions if op == "ENV")
     for setting in ("RUNTIME__DLTHUB_TELEMETRY=false", "DBT_SEND_ANONYMOUS_USAGE_STATS=false", "PYTHONUNBUFFERED=1"):
         assert setting in env
@@ -217,6 +217,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out_of_the_build_context():
     for path in (
         "pyproject.toml",
         "constraints.txt",
+        "README.md",
         "ingest/cli/__init__.py",
         "ingest/sql/bootstrap/10_raw.sql",
         "dbt_project/dbt_project.yml",

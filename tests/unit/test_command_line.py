@@ -1,10 +1,12 @@
 """Unit: `loginvault` as a user meets it without any service: its name, its version, the one-line
-errors of the transform service's metrics port, a database that does not answer."""
+errors of the transform service's metrics port, and `make help`."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,3 +90,28 @@ def test_the_transform_services_metrics_port_out_of_range_is_refused():
     by_env = transform_service(TRANSFORM_METRICS_PORT="99999")
     assert by_env.returncode == 2 and "Traceback" not in by_env.stderr
     assert by_env.stderr.strip() == "error: TRANSFORM_METRICS_PORT: expected a whole number from 0 to 65535, got 99999"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_is_plain_text():
+    out = subprocess.run(["make", "-s", "help"], cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    # No make syntax left unexpanded: a shell's $( … ) stays, make's $$ and $(VARIABLE) do not.
+    assert "$$" not in out.stdout and not re.search(r"\$\([A-Z_]+\)", out.stdout), out.stdout
+    assert 'eval "$(make -s env)"' in out.stdout
+    assert "http://127.0.0.1:8580/" in out.stdout
+
+
+# Where the command is named for users and deployments: all say `loginvault`.
+NAMING = ("Makefile", "Dockerfile", "docker-compose.yml", ".github/workflows/ci.yml", "deploy")
+
+
+def test_every_document_and_deployment_names_the_command_loginvault():
+    paths = []
+    for name in NAMING:
+        path = config.REPO_ROOT / name
+        paths += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    said = [f"{p.relative_to(config.REPO_ROOT)}:{n}" for p in paths for n, line in enumerate(
+        p.read_text(errors="replace").splitlines(), 1) if "python -m ingest" in line or '"-m", "ingest"' in line]  # fmt: skip
+    # One sentence, in the README, says that `python -m ingest` is the same entry point.
+    assert len(said) <= 1 and all(place.startswith("README.md:") for place in said), said
