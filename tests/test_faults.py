@@ -325,8 +325,14 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     its message id; once the constraint is gone, `dlq --redrive` brings it back under its
     original message id and the mart has it once."""
     execute(pg_dsn, f"ALTER TABLE {RAW} ADD CONSTRAINT no_marker CHECK (body NOT LIKE '%{MARKER}%') NOT VALID")
-    poison = {"user_id": "poison-user", "device_type": "ios", "locale": "EN", "app_version": "1.2.3", "note": MARKER}
-    bodies = seed(sqs_queue, [*sample.synthetic_events(5, seed=7), poison])
+    refused_event = {
+        "user_id": "refused-user",
+        "device_type": "ios",
+        "locale": "EN",
+        "app_version": "1.2.3",
+        "note": MARKER,
+    }
+    bodies = seed(sqs_queue, [*sample.synthetic_events(5, seed=7), refused_event])
     env = job_env(pg_dsn)
     args = (*RUN, "--visibility-timeout", "1", "--batch-size", "10")
 
@@ -343,7 +349,7 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     assert first["landed"] == first["deleted"] == 5 and first["refused"] == 1
     reported = re.findall(r"message (\S+) refused \(receive (\d) of 5", outputs[0].stderr)
     assert len(reported) == 1, outputs[0].stderr
-    poison_id = reported[0][0]
+    refused_id = reported[0][0]
     assert "no_marker" in outputs[0].stderr
     assert MARKER not in "".join(o.stderr for o in outputs), "a refused row's body reached the log"
     # Alone in its batch, the refused message fails the run (every message of the batch was
@@ -354,12 +360,12 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     assert summary(outputs[-1].stderr)["received"] == 0
     assert len(outputs) == config.DLQ_MAX_RECEIVE_COUNT + 1
     good = query(pg_dsn, f"SELECT message_id, count(*) FROM {RAW} GROUP BY 1")  # noqa: S608
-    assert len(good) == 5 and {n for _, n in good} == {1} and poison_id not in dict(good)
+    assert len(good) == 5 and {n for _, n in good} == {1} and refused_id not in dict(good)
 
     report = run_ingest("dlq", env=env)
     assert report.returncode == 0, report.stderr
     assert re.search(r"^dlq: \S+: 1 messages waiting, 0 in flight$", report.stderr, re.M), report.stderr
-    assert [line.split("\t")[0] for line in report.stdout.splitlines()] == [poison_id]
+    assert [line.split("\t")[0] for line in report.stdout.splitlines()] == [refused_id]
     # moto counts the report's own look (a receive) too.
     assert int(re.search(r"\treceived (\d+) times\t", report.stdout)[1]) >= config.DLQ_MAX_RECEIVE_COUNT
 
@@ -374,9 +380,9 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     assert run_ingest("dlq", env=env).stderr.count(": 0 messages waiting, 0 in flight") == 1
 
     by_id = assert_in_raw_at_least_once(pg_dsn, bodies)
-    assert json.loads(by_id[poison_id]) == poison
+    assert json.loads(by_id[refused_id]) == refused_event
     transform_and_assert_exactly_once(env, pg_dsn, set(by_id))
-    assert mart_ids(pg_dsn).count(poison_id) == 1
+    assert mart_ids(pg_dsn).count(refused_id) == 1
 
 
 # ---------------------------------------------------------------- graceful shutdown

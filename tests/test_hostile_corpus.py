@@ -1,4 +1,4 @@
-"""Integration: poison and hostile bodies never break a load or a dbt run (tests/data/hostile_corpus.json).
+"""Integration: malformed and hostile bodies never break a load or a dbt run (tests/data/hostile_corpus.json).
 
 Every body of the corpus goes through the real queue as-is (`seed --file`, string elements), `run`
 and `transform build --warn-error`, once for the module; then each entry must end as it says:
