@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 WITH_ENV := eval "$$($(LV) stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test bench clean
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test test-unit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -83,8 +83,11 @@ lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, terraform f
 		echo "lint: terraform is not installed: deploy/terraform was not format-checked" >&2; \
 	fi
 
-test: $(STAMP) lint ## lint, then the tests: pytest + dbt build --warn-error on their own throwaway PostgreSQL and moto
-	@$(PY) -m pytest
+test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own throwaway PostgreSQL and moto)
+	@$(PY) -m pytest tests/unit tests/integration
+
+test-unit: $(STAMP) ## the unit tests only: no service, seconds
+	@$(PY) -m pytest tests/unit
 
 bench: $(STAMP) ## benchmarks (not tests): land, sqs, transform, incremental, memory; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)

@@ -7,7 +7,6 @@ import logging
 import time
 
 from doubles import MemoryQueue
-
 from ingest.consumer.acknowledging import Acknowledger
 from ingest.consumer.loading import LoadResult
 from ingest.consumer.stats import Stats

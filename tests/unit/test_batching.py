@@ -6,7 +6,6 @@ import threading
 import time
 
 from doubles import chunks, messages
-
 from ingest.consumer.batching import BatchBuilder, Inbox
 from ingest.settings import RunSettings
 

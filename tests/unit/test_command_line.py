@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hermetic import base_env
 from ingest import config
 from ingest.cli import build_parser, main
 from ingest.local.network import HOST, free_port
@@ -96,6 +97,8 @@ def test_the_transform_services_metrics_port_out_of_range_is_refused():
 def test_make_help_is_plain_text():
     out = subprocess.run(["make", "-s", "help"], cwd=config.REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.split()[:1] == ["test-unit"] for line in lines)
     # No make syntax left unexpanded: a shell's $( … ) stays, make's $$ and $(VARIABLE) do not.
     assert "$$" not in out.stdout and not re.search(r"\$\([A-Z_]+\)", out.stdout), out.stdout
     assert 'eval "$(make -s env)"' in out.stdout
@@ -115,3 +118,34 @@ def test_every_document_and_deployment_names_the_command_loginvault():
         p.read_text(errors="replace").splitlines(), 1) if "python -m ingest" in line or '"-m", "ingest"' in line]  # fmt: skip
     # One sentence, in the README, says that `python -m ingest` is the same entry point.
     assert len(said) <= 1 and all(place.startswith("README.md:") for place in said), said
+
+
+def run_loginvault(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(LOGINVAULT), *args], capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--max-messages", "0"),
+        ("run", "--batch-size", "-3"),
+        ("run", "--wait-time", "21"),
+        ("run", "--retry-budget", "soon"),
+        ("seed", "--count", "5", "--file", "x.json"),
+        ("frobnicate",),
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_bad_arguments_exit_2(args):
+    result = run_loginvault(*args, env=base_env())
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: " in result.stderr.splitlines()[-1]
+
+
+def test_metrics_port_without_every_is_refused():
+    result = run_loginvault("transform", "--metrics-port", "9103", "build", env=base_env())
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --metrics-port needs --every: a one-off build serves no metrics"

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from doubles import FakeLoader, MemoryQueue
 
+from doubles import FakeLoader, MemoryQueue
 from ingest import LoginvaultError
 from ingest.consumer import Consumer
 from ingest.settings import RunSettings

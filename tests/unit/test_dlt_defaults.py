@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import base_env
+from hermetic import base_env
 
 # The values a process sees after the loader set dlt up: dlt's runtime as it resolved it
 # (logging, telemetry), the other settings as dlt.config resolves them for the pipeline.

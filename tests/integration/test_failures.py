@@ -14,7 +14,7 @@ import psycopg.conninfo
 import psycopg2
 import pytest
 
-from conftest import Result, base_env, execute, query, role_dsn, run_ingest
+from conftest import Result, execute, query, role_dsn, run_ingest
 from ingest import config, raw_loader, sample
 from ingest.local.network import free_port
 from ingest.local.pg_cluster import ADMIN_USER
@@ -216,25 +216,6 @@ def test_bad_dsn_is_one_sentence_and_loses_nothing(case, pg_dsn, sqs_queue, env_
     result = run_ingest(*RUN, env=env_for(pg_dsn, LOGINVAULT_LOADER_DSN=dsn))
     assert_clean_error(result, password, contains=expected)
     assert sqs_queue.depth() == (3, 0)
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("run", "--max-messages", "0"),
-        ("run", "--batch-size", "-3"),
-        ("run", "--wait-time", "21"),
-        ("run", "--retry-budget", "soon"),
-        ("seed", "--count", "5", "--file", "x.json"),
-        ("frobnicate",),
-    ],
-    ids=lambda a: " ".join(a),
-)
-def test_bad_arguments_exit_2(args):
-    result = run_ingest(*args, env=base_env())
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "error: " in result.stderr.splitlines()[-1]
 
 
 def test_bad_dbt_command_is_one_sentence(pg_dsn, env_for):

@@ -8,15 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from conftest import REPO_ROOT, metric, query, scrape, wait_until
 from ingest import sample
-from ingest.consumer import Stats
 from ingest.local.network import free_port
-from ingest.metrics import MetricsServer
 
 VISIBLE = '{state="visible"}'
 
@@ -84,23 +81,6 @@ def test_metrics_and_health_during_a_real_run(pg_dsn, sqs_queue, env_for):
     records = [json.loads(line) for line in stderr.splitlines() if line.strip()]  # every line is JSON
     assert {"time", "level", "logger", "message"} <= set(records[-1])
     assert any(r["message"].startswith("ingest: received 40, landed 40, deleted 40") for r in records)
-
-
-def test_healthz_fails_when_no_poll_succeeded_recently():
-    stats = Stats()
-    fake_ingest = SimpleNamespace(stats=stats, load_observers=[], queue=SimpleNamespace(depth=lambda: (3, 1)))
-    port = free_port()
-    with MetricsServer(fake_ingest, port, "127.0.0.1", max_poll_age=30):
-        assert scrape(port, "/healthz")[0] == 200  # just started: within the first max age
-        stats.last_poll_at = time.time() - 10
-        assert scrape(port, "/healthz") == (200, "ok\n")
-        stats.last_poll_at = time.time() - 31
-        code, body = scrape(port, "/healthz")
-        assert code == 503 and body.startswith("no successful poll for 31 s")
-        stats.received, stats.refused = 7, 2
-        _, text = scrape(port)
-        assert metric(text, "loginvault_messages_received_total") == 7
-        assert metric(text, "loginvault_messages_refused_total") == 2
 
 
 def depth_scraped(port: int) -> str | None:

@@ -1,6 +1,6 @@
-"""The transform service's /metrics and /healthz (`transform --every S --metrics-port P`):
-scraped during real builds (PostgreSQL, moto over HTTP, the ingest, dbt), a failing build
-counted; the health rule and the exposition on their own; the flag refused without --every."""
+"""Integration: the transform service's /metrics and /healthz (`transform --every S --metrics-port P`)
+scraped during real builds (PostgreSQL, moto over HTTP, the ingest, dbt), a failing build counted.
+The health rule and the exposition on their own: tests/unit/test_metrics_health.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import time
 
 import pytest
 
-from conftest import ingest_env, metric, query, run_ingest, scrape
+from conftest import metric, query, scrape
 from ingest import sample
 from ingest.local.network import free_port
-from ingest.metrics_http import MetricsEndpoint
-from ingest.transform import Build
-from ingest.transform_metrics import TransformMetrics
 
 SUCCESS, FAILURE = '{outcome="success"}', '{outcome="failure"}'
 
@@ -109,46 +106,3 @@ def test_a_failing_build_is_counted_as_a_failure(job, spawn):
     result = service.finish(timeout=120)
     assert result.returncode == 1, result.stderr
     assert "transform: dbt build failed (exit 1)" in result.stderr
-
-
-def test_health_and_exposition_follow_the_builds():
-    """No database: the rule of /healthz and what /metrics shows after each kind of build."""
-    metrics = TransformMetrics(interval=10)
-    port = free_port()
-    with MetricsEndpoint(metrics.registry, metrics.health, port, "127.0.0.1"):
-        assert scrape(port, "/healthz") == (200, "ok\n")  # young: within 2 intervals of the start
-        metrics.started = time.time() - 21
-        code, body = scrape(port, "/healthz")
-        assert code == 503 and body.startswith("no successful build in the 21 s since the start")
-
-        rows = {"user_logins": 7, "vault": 2, "stg_sqs__login_events": 8}
-        metrics.observe(Build(ok=True, seconds=3.0, finished_at=time.time() - 5, rows_added=rows))
-        assert scrape(port, "/healthz") == (200, "ok\n")
-        metrics.observe(Build(ok=False, seconds=120.0, finished_at=time.time()))
-        assert scrape(port, "/healthz") == (200, "ok\n")  # one failure: the alert's business, not a restart's
-        _, text = scrape(port)
-        assert metric(text, "loginvault_transform_builds_total", SUCCESS) == 1
-        assert metric(text, "loginvault_transform_builds_total", FAILURE) == 1
-        assert metric(text, "loginvault_transform_build_duration_seconds_bucket", '{le="5.0"}') == 1
-        assert metric(text, "loginvault_transform_build_duration_seconds_bucket", '{le="120.0"}') == 2
-        assert metric(text, "loginvault_transform_rows_added", model("user_logins")) == 7
-        assert metric(text, "loginvault_transform_rows_added", model("rejected_login_events")) == 0
-        assert "stg_sqs__login_events" not in text  # the marts and the vault only
-        assert "loginvault_user_logins_newest_row_age_seconds" not in text  # no database to ask
-
-        metrics.observe(Build(ok=True, seconds=2.0, finished_at=time.time(), rows_added={"user_logins": 3}))
-        _, text = scrape(port)
-        assert metric(text, "loginvault_transform_rows_added", model("user_logins")) == 3
-        assert metric(text, "loginvault_transform_rows_added", model("vault")) == 0
-        assert metric(text, "loginvault_transform_rows_added_total", model("user_logins")) == 10
-        assert metric(text, "loginvault_transform_rows_added_total", model("vault")) == 2
-
-        metrics.last_success = time.time() - 31  # more than 3 intervals ago
-        code, body = scrape(port, "/healthz")
-        assert code == 503 and body.startswith("no successful build for 31 s")
-
-
-def test_metrics_port_without_every_is_refused():
-    result = run_ingest("transform", "--metrics-port", "9103", "build", env=ingest_env())
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: --metrics-port needs --every: a one-off build serves no metrics"

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 
 from conftest import Job, drop_test_database, new_job, query
-from ingest import masking
+from ingest import config, masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CORPUS_FILE = Path(__file__).parent / "data" / "hostile_corpus.json"
+CORPUS_FILE = config.REPO_ROOT / "tests" / "data" / "hostile_corpus.json"
 CORPUS: list[dict] = json.loads(CORPUS_FILE.read_text(encoding="utf-8"))
 BY_NAME = {entry["name"]: entry for entry in CORPUS}
 SQS_MAX_BYTES = 256 * 1024
@@ -28,7 +27,7 @@ MART_VALUES = ("user_id", "device_type", "locale", "app_version", "app_version_t
 
 def rejection_reasons() -> list[str]:
     """The fixed reason list of dbt_project.yml (vars.rejection_reasons), without a YAML parser."""
-    text = (Path(__file__).parent.parent / "dbt_project" / "dbt_project.yml").read_text()
+    text = (config.DBT_PROJECT_DIR / "dbt_project.yml").read_text()
     block = text.split("rejection_reasons:", 1)[1]
     reasons = []
     for line in block.splitlines()[1:]:

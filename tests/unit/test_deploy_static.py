@@ -28,7 +28,7 @@ from ingest import cli, config, settings, sqs
 from ingest.local import stack
 from ingest.local.pg_cluster import ADMIN_USER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = config.REPO_ROOT
 K8S = ROOT / "deploy" / "k8s"
 TERRAFORM = ROOT / "deploy" / "terraform"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
