@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import pytest
 
@@ -21,6 +22,13 @@ RUN = ("run", "--wait-time", "1")
 
 def raw_rows(dsn: str) -> list[tuple]:
     return query(dsn, "SELECT message_id, body, receive_count, queue FROM raw.login_events ORDER BY message_id")
+
+
+def readme_query(table: str) -> str:
+    """The README's psql query of `table` (section "dlt's loads")."""
+    readme = (config.REPO_ROOT / "README.md").read_text()
+    (sql,) = [q for q in re.findall(r'psql "\$PG_DSN" -c "([^"]+)"', readme) if f"FROM {table} " in q]
+    return sql
 
 
 def assert_summary(stderr: str, received: int, landed: int, deleted: int) -> None:
@@ -61,6 +69,11 @@ def test_seeded_events_land_verbatim_once_and_leave_the_queue(pg_dsn, sqs_queue,
         " WHERE NOT EXISTS (SELECT 1 FROM raw._dlt_loads l WHERE l.load_id = e._dlt_load_id AND l.status = 0)",
     )
     assert orphans == [(0,)]
+    # The README's way to inspect dlt's loads (dlt keeps no local state) shows these ones.
+    loads = query(pg_dsn, readme_query("raw._dlt_loads"))
+    assert loads and {status for _, status, _, _ in loads} == {0}
+    assert sum(deliveries for *_, deliveries in loads) == 100
+    assert query(pg_dsn, readme_query("raw._dlt_version"))
     assert sqs_queue.depth() == (0, 0)
 
     code, _, stderr = run_ingest(*RUN, env=env)
