@@ -4,6 +4,7 @@ binaries and a moto SQS server, both in the background under `.local/`, reused w
 - network.py: the loopback address and ports
 - pg_cluster.py: a PostgreSQL cluster in a directory (also the tests' and benchmarks' throwaway ones)
 - moto_server.py: a moto server (SQS over HTTP) and its pid file
-- stack.py: the stack of one checkout: its secrets file, the environment it exports, up, down, status
+- keys_file.py: the local secrets (keys.env, mode 0600)
+- stack.py: the stack of one checkout: the environment it exports, up, down, status
 - rotate_keys.py: `make rotate-keys`, new local keys and both rotations
 """

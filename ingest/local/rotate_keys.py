@@ -13,7 +13,8 @@ import secrets
 import sys
 
 from ingest import LoginvaultError, config, db, keys, rotation
-from ingest.local.stack import PREVIOUS_KEYS, LocalStack
+from ingest.local.keys_file import PREVIOUS_KEYS
+from ingest.local.stack import LocalStack
 
 
 def _plan(values: dict[str, str], mart_schema: str) -> dict[str, bool]:
@@ -35,11 +36,11 @@ def _plan(values: dict[str, str], mart_schema: str) -> dict[str, bool]:
 
 
 def rotate(stack: LocalStack) -> None:
-    values = stack.secrets()
+    values = stack.keys.read()
     os.environ.update(stack.env())
     for kind, new in _plan(values, stack.mart_schema).items():
         if not new:
-            print(f"keys: finishing the unfinished {kind} rotation with the keys in {stack.keys_file}", file=sys.stderr)
+            print(f"keys: finishing the unfinished {kind} rotation with the keys in {stack.keys.path}", file=sys.stderr)
             continue
         with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
             previous = keys.in_state(keys.versions(conn), kind, "previous")
@@ -48,7 +49,7 @@ def rotate(stack: LocalStack) -> None:
             print(f"keys: retired {kind} key version {previous.version} (local stack)", file=sys.stderr)
         values[keys.PREVIOUS_ENV[kind]] = values[keys.ENV[kind]]
         values[keys.ENV[kind]] = secrets.token_hex(32)
-    stack.write_secrets(values)
+    stack.keys.write(values)
     for name in (*config.KEY_ENVS, *PREVIOUS_KEYS):
         if name in values:
             os.environ[name] = values[name]

@@ -26,6 +26,7 @@ import yaml
 
 from ingest import cli, config, settings, sqs
 from ingest.local import stack
+from ingest.local.keys_file import LOCAL_SECRETS
 from ingest.local.pg_cluster import ADMIN_USER
 
 ROOT = config.REPO_ROOT
@@ -315,7 +316,7 @@ def test_compose_secrets_come_from_the_env_file_never_literals():
     text = (ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}", text))
     # The same names as .local/keys.env, so `docker compose --env-file .local/keys.env up` works.
-    assert required == set(stack.LOCAL_SECRETS)
+    assert required == set(LOCAL_SECRETS)
     for service in APP_SERVICES:
         for name, value in service_env(service).items():
             if name in config.KEY_ENVS:

@@ -34,7 +34,7 @@ def test_keys_file_created_0600_and_reused(stack, local_dir):
     for name in config.KEY_ENVS:
         assert HEX64.fullmatch(first[name]), name
     assert first[config.HMAC_KEY_ENV] != first[config.ENCRYPTION_KEY_ENV]
-    password = stack.secrets()["LOGINVAULT_LOCAL_PG_PASSWORD"]
+    password = stack.keys.read()["LOGINVAULT_LOCAL_PG_PASSWORD"]
     assert f":{password}@" in first["PG_DSN"]
 
     second = stack.env()
@@ -43,14 +43,14 @@ def test_keys_file_created_0600_and_reused(stack, local_dir):
 
 
 def test_missing_secret_is_added_others_kept(stack, local_dir):
-    first = stack.secrets()
+    first = stack.keys.read()
     keys_file = local_dir / "keys.env"
     kept = [line for line in keys_file.read_text().splitlines() if not line.startswith(config.ENCRYPTION_KEY_ENV)]
     keys_file.write_text("\n".join(kept) + "\n")
-    second = stack.secrets()
+    second = stack.keys.read()
     assert second[config.HMAC_KEY_ENV] == first[config.HMAC_KEY_ENV]
     assert HEX64.fullmatch(second[config.ENCRYPTION_KEY_ENV])
-    assert stack.secrets() == second
+    assert stack.keys.read() == second
 
 
 def test_local_defaults_point_at_the_local_stack(stack, local_dir):
@@ -92,7 +92,7 @@ def test_user_endpoint_and_keys_win(stack, local_dir, monkeypatch):
     assert values["SQS_ENDPOINT_URL"] == "http://localhost:4999"
     assert values[config.HMAC_KEY_ENV] == "k" * 40
     # The generated key is still what the file holds: a user setting never rewrites it.
-    assert stack.secrets()[config.HMAC_KEY_ENV] != "k" * 40
+    assert stack.keys.read()[config.HMAC_KEY_ENV] != "k" * 40
 
 
 def test_setting_the_local_value_itself_is_not_user_configuration(stack, local_dir, monkeypatch):
