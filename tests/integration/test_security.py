@@ -46,6 +46,12 @@ def login(job: Job, role: str) -> psycopg.Connection:
     return psycopg.connect(role_dsn(job.dsn, role), autocommit=True)
 
 
+def keyed_login(job: Job, role: str) -> psycopg.Connection:
+    """A session as `role`'s own login with the job's PII keys as session settings."""
+    keys = {name: job.env[name] for name in config.KEY_ENVS}
+    return psycopg.connect(role_dsn(job.dsn, role), autocommit=True, options=key_options(keys))
+
+
 def assert_refused(job: Job, role: str, *statements: str) -> None:
     """Each statement, as `role`'s login, is refused by the database for want of a privilege."""
     with login(job, role) as conn:
@@ -334,13 +340,24 @@ def test_no_audit_row_no_answer(fresh):
     assert query(fresh.dsn, "SELECT count(*) FROM pii.recovery_audit") == [(0,)]
 
 
-def test_wrong_key_recovery_is_audited_as_failed(built):
-    token, ip = _token(built)
-    env = {**built.env, config.ENCRYPTION_KEY_ENV: "f" * 64}
-    failed = built.run("recover", "--token", token, "--reason", "INC-3", ok=False, env=env)
+def test_wrong_key_recovery_is_audited_as_failed(fresh):
+    token, ip = _token(fresh)
+    # A key the registry does not know is refused before any decrypt (the key registry), audited.
+    env = {**fresh.env, config.ENCRYPTION_KEY_ENV: "f" * 64}
+    refused = fresh.run("recover", "--token", token, "--reason", "INC-3", ok=False, env=env)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "LOGINVAULT_ENCRYPTION_KEY is not the active encryption key" in refused.stderr
+    assert ip not in refused.stderr
+    assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "wrong_key", False, "INC-3")
+    # A vault entry that the registered key cannot decrypt: the failed decrypt is audited.
+    execute(
+        fresh.dsn,
+        f"UPDATE pii.vault SET ciphertext = public.pgp_sym_encrypt('x', '{'e' * 64}') WHERE token = '{token}'",
+    )
+    failed = fresh.run("recover", "--token", token, "--reason", "INC-3b", ok=False)
     assert failed.returncode == 1 and failed.stdout == ""
     assert "cannot be decrypted" in failed.stderr and ip not in failed.stderr
-    assert _audit(built)[-1] == (OFFICER, "token_to_value", "decrypt_failed", False, "INC-3")
+    assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "decrypt_failed", False, "INC-3b")
 
 
 def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
@@ -354,8 +371,9 @@ def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
     assert "daily recovery budget is used up" in refused.stderr
     outcomes = [(reason, outcome) for _, _, outcome, _, reason in _audit(fresh)]
     assert outcomes == [("B-1", "found"), ("B-2", "found"), ("B-3", "not_found"), ("B-4", "over_budget")]
-    # Parallel calls cannot overrun it either: the function serializes a login's lookups.
-    with login(fresh, config.PII_ADMIN_ROLE) as conn:
+    # Parallel calls cannot overrun it either: the function serializes a login's lookups. (The
+    # session has the keys, as `recover` opens it: without them the lookup is refused as wrong_key.)
+    with keyed_login(fresh, config.PII_ADMIN_ROLE) as conn:
         row = conn.execute("SELECT outcome FROM pii.recover_token('ip', %s, 'B-5')", (ip,)).fetchone()
     assert row == ("over_budget",)
 
