@@ -120,10 +120,14 @@ def test_every_document_and_deployment_names_the_command_loginvault():
     assert len(said) <= 1 and all(place.startswith("README.md:") for place in said), said
 
 
-def run_loginvault(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(LOGINVAULT), *args], capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
-    )
+def run_loginvault(capsys, *args: str) -> tuple[int, str]:
+    """(exit code, stderr) of `loginvault ARGS`, in this process: what the console script runs
+    (`raise SystemExit(main())`), without a new interpreter per case."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -138,14 +142,16 @@ def run_loginvault(*args: str, env: dict[str, str]) -> subprocess.CompletedProce
     ],
     ids=lambda a: " ".join(a),
 )
-def test_bad_arguments_exit_2(args):
-    result = run_loginvault(*args, env=base_env())
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "error: " in result.stderr.splitlines()[-1]
+def test_bad_arguments_exit_2(capsys, args):
+    code, stderr = run_loginvault(capsys, *args)
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert "error: " in stderr.splitlines()[-1]
 
 
-def test_metrics_port_without_every_is_refused():
-    result = run_loginvault("transform", "--metrics-port", "9103", "build", env=base_env())
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: --metrics-port needs --every: a one-off build serves no metrics"
+def test_metrics_port_without_every_is_refused(capsys, monkeypatch):
+    for name, value in base_env().items():
+        monkeypatch.setenv(name, value)
+    code, stderr = run_loginvault(capsys, "transform", "--metrics-port", "9103", "build")
+    assert code == 1
+    assert stderr.strip() == "error: --metrics-port needs --every: a one-off build serves no metrics"

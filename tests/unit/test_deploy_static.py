@@ -3,16 +3,16 @@ the GitHub workflow and the runbook.
 
 Nothing here starts a server: the files are parsed and checked against each other and against the
 code (the env var names it reads, the CLI it parses, the SQS calls the ingest makes). Where a real
-validator is there it runs too: terraform (fmt; validate with a local provider mirror), kubectl's
-kustomize, and the schemas of kubernetes-validate and check-jsonschema; without one, only the test
-that needs it is skipped, saying why.
+validator is there it runs too: terraform fmt, kubectl's kustomize, and the schemas of
+kubernetes-validate and check-jsonschema; without one, only the test that needs it is skipped,
+saying why. terraform validate (init with the provider's plugin) is an integration test:
+tests/integration/test_terraform_validate.py.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shlex
 import shutil
@@ -815,31 +815,6 @@ def test_terraform_fmt():
         timeout=60,
     )
     assert out.returncode == 0, out.stdout
-
-
-def provider_mirror() -> Path | None:
-    """A local copy of the AWS provider (TF_PLUGIN_MIRROR, or /opt/tf-plugins): validate needs one offline."""
-    for candidate in (os.environ.get("TF_PLUGIN_MIRROR"), "/opt/tf-plugins"):
-        if candidate and (Path(candidate) / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
-            return Path(candidate)
-    return None
-
-
-@pytest.mark.skipif(
-    shutil.which("terraform") is None or provider_mirror() is None,
-    reason="terraform validate needs terraform and a local mirror of the AWS provider (TF_PLUGIN_MIRROR)",
-)
-def test_terraform_validate(tmp_path):
-    workdir = tmp_path / "terraform"
-    shutil.copytree(TERRAFORM, workdir)
-    cli_config = tmp_path / "terraform.rc"
-    cli_config.write_text(
-        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{provider_mirror()}"\n  }}\n}}\n'
-    )
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
-    for args in (["init", "-backend=false", "-input=false", "-no-color"], ["validate", "-no-color"]):
-        out = subprocess.run(["terraform", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, f"terraform {args[0]}:\n{out.stdout}\n{out.stderr}"
 
 
 # ---------------------------------------------------------------- GitHub workflow
