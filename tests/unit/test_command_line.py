@@ -106,7 +106,15 @@ def test_make_help_is_plain_text():
 
 
 # Where the command is named for users and deployments: all say `loginvault`.
-NAMING = ("Makefile", "Dockerfile", "docker-compose.yml", ".github/workflows/ci.yml", "deploy", "docs/architecture.md")
+NAMING = (
+    "Makefile",
+    "Dockerfile",
+    "docker-compose.yml",
+    ".github/workflows/ci.yml",
+    "deploy",
+    "docs",
+    "README.md",
+)
 
 
 def test_every_document_and_deployment_names_the_command_loginvault():
