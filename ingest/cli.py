@@ -248,6 +248,51 @@ def _print_key_status() -> None:
         print("\t".join("" if c is None else str(c) for c in cells))
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Drop the raw and staged cleartext older than the window, never a day the marts lack."""
+    from ingest import retention
+
+    stop = threading.Event()
+    if args.every:
+        _stop_on_signals(stop, "finishing the retention run in hand")
+    while True:
+        try:
+            report = retention.apply(args.days, dry_run=args.dry_run)
+        except LoginvaultError as exc:
+            if not args.every:
+                raise
+            log.error("retention: %s (next run in %.0f s)", exc, args.every)
+        else:
+            for line in report.lines():
+                if args.log_format == "json" or args.every:
+                    log.info(line)
+                else:
+                    print(line, file=sys.stderr)
+        if not args.every or stop.wait(args.every):
+            return 0
+
+
+def cmd_raw(args: argparse.Namespace) -> int:
+    """Convert an unpartitioned raw.login_events (an earlier version's) to day partitions."""
+    from ingest import retention
+
+    moved = retention.partition_raw(config.require("PG_DSN"))
+    if moved < 0:
+        print("raw: raw.login_events is partitioned already: nothing to do", file=sys.stderr)
+    else:
+        print(f"raw: raw.login_events partitioned by day, {moved} rows kept", file=sys.stderr)
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase a data subject from every layer (as a privacy officer; audited)."""
+    from ingest import erase
+
+    result = erase.erase(args.user_id, args.reason, dry_run=args.dry_run)
+    print(result.line(args.dry_run), file=sys.stderr)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """The recovery audit, oldest first, tab-separated with a header (as an auditor)."""
     from ingest import audit
@@ -428,6 +473,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="with rotate: vault rows per committed batch (default 50,000 for hmac, 20,000 for encryption)",
     )
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("retention", help="as dbt's login: drop raw and staged cleartext older than the window")
+    p.add_argument("action", choices=["apply"])
+    p.add_argument(
+        "--days",
+        type=_positive,
+        metavar="N",
+        help="the window in days (default LOGINVAULT_RAW_RETENTION_DAYS, else 7): whole UTC days received before it go",
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    p.add_argument(
+        "--every",
+        type=_positive_seconds,
+        metavar="S",
+        help="run as a service: apply every S seconds until SIGTERM/SIGINT (docker compose; Kubernetes uses a CronJob)",
+    )
+    p.set_defaults(func=cmd_retention)
+
+    p = sub.add_parser("raw", help="as the admin PG_DSN: convert an unpartitioned raw.login_events to day partitions")
+    p.add_argument("action", choices=["partition"])
+    p.set_defaults(func=cmd_raw)
+
+    p = sub.add_parser("erase", help="as a privacy officer (loginvault_pii_admin): erase a data subject (audited)")
+    p.add_argument("--user-id", required=True, help="the subject's user_id, exactly as sent")
+    p.add_argument("--reason", required=True, help="why (request id): written to pii.erasure_audit")
+    p.add_argument("--dry-run", action="store_true", help="print the counts only (the lookup is audited)")
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("audit", help="as an auditor (loginvault_auditor): print the recovery audit")
     p.add_argument("--since", metavar="WHEN", help="only rows since WHEN: 7d, 12h, 30m, or a date/time (UTC)")
