@@ -31,7 +31,7 @@ K8S = ROOT / "deploy" / "k8s"
 TERRAFORM = ROOT / "deploy" / "terraform"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 
-APP_SERVICES = ("bootstrap", "ingest", "transform", "seed", "cli")
+APP_SERVICES = ("bootstrap", "ingest", "transform", "retention", "seed", "cli")
 SECRET_NAME = re.compile(r"(_DSN|_KEY|PASSWORD)$")
 # Variables read by the AWS SDK and libpq rather than by loginvault's own code.
 AWS_SDK_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
@@ -292,6 +292,7 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
         "bootstrap": workload_dsns,  # it creates the logins
         "ingest": {config.WORKLOADS[config.LOADER_ROLE].dsn_env},
         "transform": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
+        "retention": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
         "cli": {config.WORKLOADS[r].dsn_env for r in (config.ANALYST_ROLE, config.PII_ADMIN_ROLE, config.AUDITOR_ROLE)},
         "seed": set(),
     }
@@ -486,6 +487,8 @@ def test_each_workload_gets_only_its_own_secrets():
     transformer = {f"{config.TRANSFORMER_ROLE.upper()}_DSN", *config.KEY_ENVS}
     assert secret_env("loginvault-transform", "CronJob") == transformer
     assert secret_env("loginvault-source-freshness", "CronJob") == transformer
+    # Retention drops whole days as dbt's login: it reads no payload, so it gets no key.
+    assert secret_env("loginvault-retention", "CronJob") == {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
     # The bootstrap: the admin, and the two workloads' DSNs (optional) to create their logins.
     assert secret_env("loginvault-bootstrap", "Job") == {
         "PG_DSN",
@@ -543,12 +546,15 @@ def test_keda_scales_the_ingest_on_queue_length():
 
 def test_cronjobs_never_overlap_and_run_dbt():
     cronjobs = {obj["metadata"]["name"]: obj for obj in deployed_objects() if obj["kind"] == "CronJob"}
-    assert set(cronjobs) == {"loginvault-transform", "loginvault-source-freshness"}
+    assert set(cronjobs) == {"loginvault-transform", "loginvault-source-freshness", "loginvault-retention"}
     for name, cronjob in cronjobs.items():
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid", name
         assert pod_spec(cronjob)["restartPolicy"] in {"Never", "OnFailure"}, name
     (transform,) = pod_spec(cronjobs["loginvault-transform"])["containers"]
     assert transform["args"] == ["transform", "build"]
+    (retention,) = pod_spec(cronjobs["loginvault-retention"])["containers"]
+    assert retention["args"][-2:] == ["retention", "apply"]
+    assert cronjobs["loginvault-retention"]["spec"]["schedule"].split()[2:] == ["*", "*", "*"], "daily"
 
 
 def test_bootstrap_job_and_service_accounts():
