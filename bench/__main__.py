@@ -7,9 +7,9 @@ import argparse
 import logging
 import time
 
-from bench import harness, land, memory, rotate, sqs_rate, transform
+from bench import harness, land, memory, retention, rotate, sqs_rate, transform
 
-ALL = ("land", "sqs", "transform", "rotate", "memory")
+ALL = ("land", "sqs", "transform", "rotate", "retention", "memory")
 
 
 def main() -> int:
@@ -46,6 +46,8 @@ def main() -> int:
                 results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
             elif name == "rotate":
                 results += rotate.run(pg, 1_000_000 // scale)
+            elif name == "retention":
+                results += retention.run(pg, 1_000_000 // scale)
             elif name == "memory":
                 results += memory.run(dsn, 100_000 // scale, 1_000_000 // scale, args.batch_size)
             print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)

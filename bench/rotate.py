@@ -55,7 +55,9 @@ def _run(dsn: str, n: int, keys: dict[str, str]) -> list[Result]:
     full_s = full()
     execute(dsn, "VACUUM (ANALYZE)")
     execute(dsn, "CHECKPOINT")
-    (mart_rows, vault_rows) = execute(dsn, "SELECT (SELECT count(*) FROM user_logins), (SELECT count(*) FROM pii.vault)")[0]
+    (mart_rows, vault_rows) = execute(
+        dsn, "SELECT (SELECT count(*) FROM user_logins), (SELECT count(*) FROM pii.vault)"
+    )[0]
 
     new_hmac, new_enc = secrets.token_hex(32), secrets.token_hex(32)
     os.environ.update(LOGINVAULT_HMAC_KEY=new_hmac, LOGINVAULT_HMAC_KEY_PREVIOUS=keys[config.HMAC_KEY_ENV])
