@@ -396,7 +396,7 @@ def test_second_build_without_new_raw_rows_changes_nothing(sample_job):
     out = sample_job.transform()
     assert snapshot(sample_job.dsn) == before
     inserted = re.findall(
-        r"OK created sql (?:incremental|loginvault_day_partitioned) model \S+ \.+ \[INSERT 0 (\d+)", out.stdout
+        r"OK created sql (?:incremental|loginvault_day_partitioned) model \S+[ .]+\[INSERT 0 (\d+)", out.stdout
     )
     assert inserted == ["0"] * 6, out.stdout  # 3 staging models, the vault and the 2 marts
 
