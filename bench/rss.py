@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from bench import harness
 from bench.harness import Result, execute
 from bench.sqs_rate import BACKLOG, Producer
 from ingest import config, stack
@@ -73,7 +74,7 @@ def peak_rss(dsn: str, endpoint_url: str, n: int) -> dict:
     producer = Producer(Queue(config.SqsSettings(url, endpoint_url, region)), n, backlog=BACKLOG)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "SQS_", "INGEST_", "LOGINVAULT_"))},
-        "PG_DSN": dsn,
+        "LOGINVAULT_LOADER_DSN": harness.role_dsn(dsn, config.LOADER_ROLE),  # the ingest's own login
         "SQS_QUEUE_URL": url,
         "SQS_ENDPOINT_URL": endpoint_url,
         "AWS_REGION": region,
