@@ -7,9 +7,9 @@ import argparse
 import logging
 import time
 
-from bench import harness, land, memory, rotate, sqs_rate, transform
+from bench import harness, land, memory, retention, rotate, rss, sqs_rate, transform
 
-ALL = ("land", "sqs", "transform", "rotate", "memory")
+ALL = ("land", "sqs", "transform", "rotate", "retention", "memory", "rss")
 
 
 def main() -> int:
@@ -47,8 +47,13 @@ def main() -> int:
                 results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
             elif name == "rotate":
                 results += rotate.run(pg, 1_000_000 // scale)
+            elif name == "retention":
+                results += retention.run(pg, 1_000_000 // scale)
             elif name == "memory":
                 results += memory.run(dsn, 100_000 // scale, 1_000_000 // scale, args.batch_size)
+            elif name == "rss":  # the deployed command at its defaults: no --batch-size
+                with harness.moto(fast_clock=True) as server:
+                    results += rss.run(dsn, server.endpoint_url, 100_000 // scale)
             print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)
     harness.record(results)
     print(f"bench: all done in {time.monotonic() - started:.0f} s")

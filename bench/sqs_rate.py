@@ -20,8 +20,8 @@ from ingest.sqs import Queue
 BACKLOG = 200
 
 
-def produce(settings: SqsSettings, total: int, observed) -> None:
-    """Send `total` sample events, topping the visible backlog up to BACKLOG; `observed` gets
+def produce(settings: SqsSettings, total: int, observed, backlog: int = BACKLOG) -> None:
+    """Send `total` sample events, topping the visible backlog up to `backlog`; `observed` gets
     the sum and count of the visible depths it saw."""
     queue = Queue(settings)
     bodies = (sample.to_body(e) for e in sample.synthetic_events(total, seed=13))
@@ -30,7 +30,7 @@ def produce(settings: SqsSettings, total: int, observed) -> None:
         visible, _ = queue.depth()
         observed[0] += visible
         observed[1] += 1
-        room = min(BACKLOG - visible, total - sent)
+        room = min(backlog - visible, total - sent)
         if room < 10 and sent + room < total:
             time.sleep(0.01)
             continue
@@ -41,17 +41,22 @@ class Producer:
     """The producers, in a process of their own: like real ones, they take no CPU time (GIL)
     from the consumer being measured."""
 
-    def __init__(self, queue: Queue, total: int) -> None:
+    def __init__(self, queue: Queue, total: int, backlog: int = BACKLOG) -> None:
         context = multiprocessing.get_context("spawn")
         self.observed = context.Array("d", 2, lock=False)  # written by the producer only
-        self.process = context.Process(target=produce, args=(queue.settings, total, self.observed), daemon=True)
+        self.process = context.Process(
+            target=produce, args=(queue.settings, total, self.observed, backlog), daemon=True
+        )
 
     def start(self) -> None:
         self.process.start()
 
-    def join(self) -> float:
-        """Waits for the producer; the mean visible backlog it saw."""
-        self.process.join()
+    def join(self, timeout: float | None = None) -> float:
+        """Waits for the producer (stops it after `timeout` s); the mean visible backlog it saw."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
         return self.observed[0] / max(1, self.observed[1])
 
 

@@ -137,17 +137,19 @@ def _lock_holder(conn) -> str:
         (TRANSFORM_LOCK,),
     ).fetchone()
     if not row:
-        return "another transform or key rotation"
+        return "another transform, key rotation, retention run or erasure"
     name, pid, since = row
-    return f"{name or 'a session'} (pid {pid}, since {since:%Y-%m-%d %H:%M:%S %Z})"
+    when = f", since {since:%Y-%m-%d %H:%M:%S %Z}" if since else ""
+    return f"{name or 'another login'} (pid {pid}{when})"
 
 
 @contextlib.contextmanager
-def exclusive(doing: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold the transform lock (a session advisory lock, as dbt's own login) while the block
-    runs: a transform's build and a key rotation never run at the same time. Waits up to
-    `wait_seconds` for the holder, saying so once; then refuses with one sentence."""
-    conn = db.connect(config.TRANSFORMER_ROLE, autocommit=True, options=f"-c application_name=loginvault-{doing}")
+def exclusive(doing: str, wait_seconds: float = 0.0, role: str = config.TRANSFORMER_ROLE) -> Iterator[None]:
+    """Hold the transform lock (a session advisory lock, as `role`'s login) while the block
+    runs: a transform's build, a key rotation, a retention run and an erasure never run at the
+    same time. Waits up to `wait_seconds` for the holder, saying so once; then refuses with one
+    sentence."""
+    conn = db.connect(role, autocommit=True, options=f"-c application_name=loginvault-{doing}")
     try:
         deadline = time.monotonic() + wait_seconds
         said = False

@@ -266,6 +266,7 @@ def _swap(conn, mart: str) -> None:
         conn.execute(
             "UPDATE pii.key_versions SET state = 'active', activated_at = now() WHERE kind = 'hmac' AND state = 'pending'"
         )
+        conn.execute("SELECT pii.rehash_erased_subjects()")  # erased subjects stay kept out under the new key
         pause_at("rotate_swapping")
 
 
@@ -313,6 +314,7 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
             raise keys.mismatch(keys.ENCRYPTION, old_key, previous, keys.PREVIOUS_ENV[keys.ENCRYPTION])
         pause_at("rewrap_switched")
         rows = _rewrap(conn, previous.version, active.version, batch)
+        conn.execute("SELECT pii.rewrap_erased_subjects()")
     return Rotated(keys.ENCRYPTION, previous.version, active.version, rows, time.monotonic() - started)
 
 

@@ -339,6 +339,28 @@ class TransformSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """`loginvault retention apply`: the cleartext window, once or as a service."""
+
+    days: int = setting(
+        7,
+        "the window in days: whole UTC days received before it go",
+        env="LOGINVAULT_RAW_RETENTION_DAYS",
+        flag="--days",
+        parse=positive,
+        metavar="N",
+    )
+    dry_run: bool = setting(False, "say what would go, remove nothing", flag="--dry-run")
+    every: float | None = setting(
+        None,
+        "run as a service: apply every S seconds until SIGTERM/SIGINT (docker compose; Kubernetes uses a CronJob)",
+        flag="--every",
+        parse=seconds(0.0, inclusive=False),
+        metavar="S",
+    )
+
+
+@dataclass(frozen=True)
 class BootstrapSettings:
     """`loginvault bootstrap`: what the bootstrap sets beside the SQL (PG_DSN is a credential)."""
 
@@ -370,7 +392,15 @@ class LocalStackSettings:
         return self.local_dir / "keys.env"
 
 
-ALL = (CommonSettings, SqsSettings, RunSettings, TransformSettings, BootstrapSettings, LocalStackSettings)
+ALL = (
+    CommonSettings,
+    SqsSettings,
+    RunSettings,
+    TransformSettings,
+    RetentionSettings,
+    BootstrapSettings,
+    LocalStackSettings,
+)
 
 
 def variables() -> dict[str, str]:

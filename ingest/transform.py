@@ -147,10 +147,26 @@ def preflight(args: Sequence[str]) -> None:
             conn.execute("SELECT loginvault.assert_transform_inputs()")
             if args and args[0] in WRITING:
                 keys.check_environment(conn)
+                _refuse_partial_rebuild(conn, args)
         except psycopg.errors.UndefinedFunction:
             raise LoginvaultError("the database is not bootstrapped for this version: run the bootstrap") from None
         except psycopg.Error as exc:
             raise LoginvaultError(db.first_line(exc)) from None
+
+
+def _refuse_partial_rebuild(conn, args: Sequence[str]) -> None:
+    """After retention has removed cleartext, a --full-refresh would rebuild the marts and the
+    vault from partial history and lose rows: refused before dbt starts (the models' pre-hook
+    refuses too, for a plain `dbt build --full-refresh`), unless deliberately overridden."""
+    if "--full-refresh" not in args or "loginvault_rebuild_from_partial_raw" in " ".join(args):
+        return
+    (cutoff,) = conn.execute("SELECT max(cutoff) FROM raw.retention_log").fetchone()
+    if cutoff is not None:
+        raise LoginvaultError(
+            f"retention removed the cleartext received before {cutoff:%Y-%m-%dT%H:%M:%SZ}: a --full-refresh would"
+            " rebuild the marts and the vault from partial history and lose rows; to rebuild anyway, add"
+            " --vars '{loginvault_rebuild_from_partial_raw: true}'"
+        )
 
 
 @contextlib.contextmanager

@@ -25,4 +25,12 @@
     {% if target.role %}set role {{ adapter.quote(target.role) }};{% endif %}
     {{ loginvault_assert_inputs() }};
     {{ loginvault_create_watermarks() }}
+    {{ loginvault_make_partitions() }}
+{% endmacro %}
+
+{#- raw's day partitions a week ahead (and yesterday's): a load never meets a day without one. -#}
+{% macro loginvault_make_partitions() %}
+select raw.ensure_partitions(
+    ((now() at time zone 'UTC')::date - 1), ((now() at time zone 'UTC')::date + 7)
+);
 {% endmacro %}

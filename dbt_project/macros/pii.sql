@@ -39,3 +39,11 @@
 {% macro pii_encrypt(expr) -%}
     pgp_sym_encrypt({{ expr }}, current_setting('loginvault.encryption_key'), 'cipher-algo=aes256, s2k-mode=1')
 {%- endmacro %}
+
+{#- 'true' when a subject was erased (pii.erased_subjects): only then does staging hash each new
+    message's user id to keep theirs out. Read when the model is compiled. -#}
+{% macro loginvault_erasures() -%}
+    {%- if execute and run_query("select exists (select 1 from pii.erased_subjects)").columns[0].values()[0] -%}
+        true
+    {%- endif -%}
+{%- endmacro %}

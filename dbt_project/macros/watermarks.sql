@@ -3,13 +3,30 @@
     written only by dbt, stamped with run_started_at, so this never skips a row — also when an
     earlier run failed between staging and a mart. -#}
 
+{#- raw's owner reads the marts' watermarks (raw.marts_watermark: retention stops at them). -#}
 {% macro loginvault_create_watermarks() %}
 create table if not exists staging.loginvault_watermarks (
     model text primary key,
     high timestamptz not null,
     updated_at timestamptz not null default now()
 );
+grant select on staging.loginvault_watermarks to loginvault_owner;
 {% endmacro %}
+
+{#- pre-hook of every model: once retention has removed cleartext, a full refresh would rebuild
+    from partial history and silently lose rows: refused, unless deliberately overridden. -#}
+{% macro loginvault_full_refresh_guard() -%}
+    {%- if execute and should_full_refresh() and not var('loginvault_rebuild_from_partial_raw', false) -%}
+        {%- set cutoff = run_query("select max(cutoff)::text from raw.retention_log").columns[0].values()[0] -%}
+        {%- if cutoff -%}
+            {{ exceptions.raise_compiler_error(
+                "retention removed the cleartext received before " ~ cutoff ~ ": a --full-refresh would rebuild "
+                ~ this.identifier ~ " from partial history and lose rows; to rebuild it anyway, add "
+                ~ "--vars '{loginvault_rebuild_from_partial_raw: true}'"
+            ) }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
 
 {#- A mark's value, read when the node is compiled (just before it runs) and written into the
     SQL as a literal: the planner then sees how few rows are new and reaches them through the

@@ -180,8 +180,11 @@ PLANTED = {
     "view in its place": "ALTER TABLE {t} RENAME TO hidden; CREATE VIEW {t} AS SELECT *, public.steal() AS s FROM raw.hidden;"
     " ALTER VIEW {t} OWNER TO loginvault_owner",
     "another owner": "ALTER TABLE {t} OWNER TO loginvault_loader",
-    "a child table": "CREATE TABLE raw.child () INHERITS ({t}); ALTER TABLE raw.child ENABLE ROW LEVEL SECURITY;"
-    " ALTER TABLE raw.child OWNER TO loginvault_owner",
+    # A partition of a partitioned table, or an inheritance child of a plain one, with a policy.
+    "a child table": "DO $$ BEGIN IF (SELECT relkind FROM pg_class WHERE oid = '{t}'::regclass) = 'p' THEN"
+    " CREATE TABLE raw.child PARTITION OF {t} FOR VALUES FROM ('2999-01-01') TO ('2999-01-02');"
+    " ELSE CREATE TABLE raw.child () INHERITS ({t}); END IF; END $$;"
+    " ALTER TABLE raw.child ENABLE ROW LEVEL SECURITY; ALTER TABLE raw.child OWNER TO loginvault_owner",
 }
 
 

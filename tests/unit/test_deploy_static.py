@@ -34,7 +34,7 @@ K8S = ROOT / "deploy" / "k8s"
 TERRAFORM = ROOT / "deploy" / "terraform"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 
-APP_SERVICES = ("bootstrap", "ingest", "transform", "seed", "cli")
+APP_SERVICES = ("bootstrap", "ingest", "transform", "retention", "seed", "cli")
 SECRET_NAME = re.compile(r"(_DSN|_KEY|PASSWORD)$")
 # Variables read by the AWS SDK and libpq rather than by loginvault's own code.
 AWS_SDK_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
@@ -299,6 +299,7 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
         "bootstrap": workload_dsns,  # it creates the logins
         "ingest": {config.WORKLOADS[config.LOADER_ROLE].dsn_env},
         "transform": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
+        "retention": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
         "cli": {config.WORKLOADS[r].dsn_env for r in (config.ANALYST_ROLE, config.PII_ADMIN_ROLE, config.AUDITOR_ROLE)},
         "seed": set(),
     }
@@ -493,6 +494,8 @@ def test_each_workload_gets_only_its_own_secrets():
     transformer = {f"{config.TRANSFORMER_ROLE.upper()}_DSN", *config.KEY_ENVS}
     assert secret_env("loginvault-transform", "CronJob") == transformer
     assert secret_env("loginvault-source-freshness", "CronJob") == transformer
+    # Retention drops whole days as dbt's login: it reads no payload, so it gets no key.
+    assert secret_env("loginvault-retention", "CronJob") == {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
     # The bootstrap: the admin, and the two workloads' DSNs (optional) to create their logins.
     assert secret_env("loginvault-bootstrap", "Job") == {
         "PG_DSN",
@@ -550,12 +553,15 @@ def test_keda_scales_the_ingest_on_queue_length():
 
 def test_cronjobs_never_overlap_and_run_dbt():
     cronjobs = {obj["metadata"]["name"]: obj for obj in deployed_objects() if obj["kind"] == "CronJob"}
-    assert set(cronjobs) == {"loginvault-transform", "loginvault-source-freshness"}
+    assert set(cronjobs) == {"loginvault-transform", "loginvault-source-freshness", "loginvault-retention"}
     for name, cronjob in cronjobs.items():
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid", name
         assert pod_spec(cronjob)["restartPolicy"] in {"Never", "OnFailure"}, name
     (transform,) = pod_spec(cronjobs["loginvault-transform"])["containers"]
     assert transform["args"] == ["transform", "build"]
+    (retention,) = pod_spec(cronjobs["loginvault-retention"])["containers"]
+    assert retention["args"][-2:] == ["retention", "apply"]
+    assert cronjobs["loginvault-retention"]["spec"]["schedule"].split()[2:] == ["*", "*", "*"], "daily"
 
 
 def test_bootstrap_job_and_service_accounts():
@@ -906,9 +912,10 @@ def test_workflow_matches_githubs_workflow_schema():
 def test_runbook_covers_operations_and_names_real_commands():
     text = (ROOT / "docs" / "operations.md").read_text()
     headings = " ".join(re.findall(r"^#+ (.+)$", text, re.M)).lower()
-    for topic in ("deploy", "scale", "rotate", "recover", "dead-letter", "backup", "archive", "alert"):
+    # Archival of raw gave way to the retention window (main): the runbook covers that instead.
+    for topic in ("deploy", "scale", "rotate", "recover", "dead-letter", "backup", "retention", "erase", "alert"):
         assert topic in headings, f"docs/operations.md has no section on {topic}"
-    blocks = re.split(r"^```.*$", text, flags=re.M)  # prose, code, prose, code, …
+    blocks = re.split(r"^\s*```.*$", text, flags=re.M)  # prose, code, prose, code, … (fences in lists too)
     code = blocks[1::2] + [span for prose in blocks[0::2] for span in re.findall(r"`([^`\n]+)`", prose)]
     invocations = [args for snippet in code for args in ingest_invocations(snippet) if args and args[0] != "…"]
     subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)

@@ -1,14 +1,15 @@
 {#- Catches lost or double-counted messages: every staged message must be in exactly one of
     user_logins and rejected_login_events (checked per message for the messages staged since
     the last build whose tests all passed), and count(user_logins) + count(rejected) must equal
-    the number of staged messages, i.e. of distinct raw message ids (checked on every build).
+    the number of staged messages, i.e. of distinct raw message ids (checked on every build;
+    stg_sqs__messages keeps every message id, also after retention dropped the payloads).
     Returns message ids and counts only. -#}
 {% test every_message_accounted_for(model) %}
 
 with staged as (
 
     select s.message_id
-    from {{ ref('stg_sqs__login_events') }} as s
+    from {{ ref('stg_sqs__messages') }} as s
     where {{ loginvault_untested('s._transformed_at') }}
 
 ),
@@ -29,7 +30,7 @@ totals as (
     select
         (select count(*) from {{ ref('user_logins') }})
         + (select count(*) from {{ ref('rejected_login_events') }}) as outcomes,
-        (select count(*) from {{ ref('stg_sqs__login_events') }}) as staged
+        (select count(*) from {{ ref('stg_sqs__messages') }}) as staged
 
 )
 

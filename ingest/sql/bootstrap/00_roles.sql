@@ -29,7 +29,7 @@ BEGIN
         'loginvault_loader', 'loginvault_transformer', 'loginvault_analyst',
         'loginvault_pii_admin', 'loginvault_auditor',
         -- owner roles: never granted to a login
-        'loginvault_owner', 'loginvault_recovery'
+        'loginvault_owner', 'loginvault_recovery', 'loginvault_eraser'
     ] LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', r);
@@ -51,8 +51,9 @@ BEGIN
     -- CONNECT: every workload role (their logins inherit it).
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO loginvault_loader, loginvault_transformer,'
                    ' loginvault_analyst, loginvault_pii_admin, loginvault_auditor', current_database());
-    -- TEMPORARY: dbt's incremental models and unit tests stage rows in temporary tables.
-    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO loginvault_transformer', current_database());
+    -- TEMPORARY: dbt's incremental models and unit tests stage rows in temporary tables; the
+    -- erasure function collects a subject's messages in one.
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO loginvault_transformer, loginvault_eraser', current_database());
 END
 $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;

@@ -10,16 +10,27 @@ REVOKE ALL ON SCHEMA raw FROM PUBLIC, loginvault_loader, loginvault_transformer;
 GRANT USAGE ON SCHEMA raw TO loginvault_loader, loginvault_transformer;
 
 -- The raw contract between ingest and dbt: one row per delivery, body exactly as received.
-CREATE TABLE IF NOT EXISTS raw.login_events (
-    message_id    text        NOT NULL,
-    body          text        NOT NULL,
-    sent_at       timestamptz NOT NULL,
-    received_at   timestamptz NOT NULL,
-    receive_count integer     NOT NULL,
-    queue         text        NOT NULL,
-    _dlt_load_id  varchar     NOT NULL,
-    _dlt_id       varchar     NOT NULL
-);
+-- Partitioned by the UTC day of received_at (raw.login_events_pYYYYMMDD, made ahead of time
+-- by raw.ensure_partitions; a default partition takes a row of any other day, so that a load
+-- never fails for lack of one): retention drops whole days. A database of an earlier version
+-- has a plain table: `loginvault raw partition` converts it.
+DO $$
+BEGIN
+    IF to_regclass('raw.login_events') IS NULL THEN
+        CREATE TABLE raw.login_events (
+            message_id    text        NOT NULL,
+            body          text        NOT NULL,
+            sent_at       timestamptz NOT NULL,
+            received_at   timestamptz NOT NULL,
+            receive_count integer     NOT NULL,
+            queue         text        NOT NULL,
+            _dlt_load_id  varchar     NOT NULL,
+            _dlt_id       varchar     NOT NULL
+        ) PARTITION BY RANGE (received_at);
+        CREATE TABLE raw.login_events_default PARTITION OF raw.login_events DEFAULT;
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS login_events_message_id_idx ON raw.login_events (message_id);
 CREATE INDEX IF NOT EXISTS login_events_dlt_load_id_idx ON raw.login_events (_dlt_load_id);
 COMMENT ON TABLE raw.login_events IS
@@ -64,3 +75,15 @@ GRANT INSERT ON raw.login_events, raw._dlt_loads TO loginvault_loader;
 GRANT SELECT, INSERT ON raw._dlt_version TO loginvault_loader;
 -- The transformer: read the deliveries of completed loads. Nothing else in raw.
 GRANT SELECT ON raw.login_events, raw._dlt_loads TO loginvault_transformer;
+
+-- What `retention apply` removed (read by the transform: a full refresh after it is refused).
+CREATE TABLE IF NOT EXISTS raw.retention_log (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    applied_at      timestamptz NOT NULL DEFAULT now(),
+    login_user      text        NOT NULL DEFAULT session_user,
+    cutoff          timestamptz NOT NULL,
+    raw_partitions  integer     NOT NULL,
+    raw_rows        bigint      NOT NULL
+);
+ALTER TABLE raw.retention_log OWNER TO loginvault_owner;
+GRANT SELECT ON raw.retention_log TO loginvault_transformer;

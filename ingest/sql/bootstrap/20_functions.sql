@@ -9,7 +9,7 @@
 CREATE SCHEMA IF NOT EXISTS loginvault;
 ALTER SCHEMA loginvault OWNER TO CURRENT_USER;
 REVOKE ALL ON SCHEMA loginvault FROM PUBLIC;
-GRANT USAGE ON SCHEMA loginvault TO loginvault_transformer, loginvault_recovery;
+GRANT USAGE ON SCHEMA loginvault TO loginvault_transformer, loginvault_recovery, loginvault_owner, loginvault_eraser;
 
 -- jsonb of a body, or NULL when it is not JSON or holds what jsonb cannot store.
 CREATE OR REPLACE FUNCTION loginvault.try_jsonb(body text) RETURNS jsonb
@@ -135,12 +135,82 @@ BEGIN
 END
 $fn$;
 
+-- Day partitions (the UTC day of `received_at`) of a table partitioned by range on it, named
+-- <table>_pYYYYMMDD: raw.login_events and staging.stg_sqs__login_events.
+CREATE OR REPLACE FUNCTION loginvault.day_partitions(parent regclass)
+RETURNS TABLE (partition regclass, day date)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT c.oid::regclass, to_date(right(c.relname, 8), 'YYYYMMDD')
+    FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+    WHERE i.inhparent = parent AND c.relname ~ '_p[0-9]{8}$'
+    ORDER BY 2
+$fn$;
+
+-- Creates the missing day partitions of `parent` for each day in [first_day, last_day], as the
+-- caller (who must own `parent`: the partitions are the caller's). Rows of such a day that
+-- sit in the default partition are moved into the new one (a partition cannot be created
+-- over rows of its range in the default). Returns how many it created.
+CREATE OR REPLACE FUNCTION loginvault.ensure_day_partitions(parent regclass, first_day date, last_day date)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    schema_name text := (SELECT nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent);
+    table_name text := (SELECT relname FROM pg_class WHERE oid = parent);
+    fallback regclass := (
+        SELECT i.inhrelid::regclass FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
+    );
+    d date;
+    lo timestamptz;
+    hi timestamptz;
+    name text;
+    moving boolean;
+    created integer := 0;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = parent) <> 'p' THEN
+        RETURN 0;  -- not partitioned (a database of an earlier version)
+    END IF;
+    FOR d IN SELECT generate_series(first_day, last_day, interval '1 day')::date LOOP
+        name := table_name || '_p' || to_char(d, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('%I.%I', schema_name, name)) IS NOT NULL;
+        lo := d::timestamp AT TIME ZONE 'UTC';
+        hi := (d + 1)::timestamp AT TIME ZONE 'UTC';
+        moving := false;
+        IF fallback IS NOT NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE received_at >= $1 AND received_at < $2)', fallback)
+                INTO moving USING lo, hi;
+        END IF;
+        IF moving THEN
+            EXECUTE format('CREATE TABLE %I.%I (LIKE %s)', schema_name, name || '_moving', parent);
+            EXECUTE format('WITH m AS (DELETE FROM %s WHERE received_at >= $1 AND received_at < $2 RETURNING *)'
+                           ' INSERT INTO %I.%I SELECT * FROM m', fallback, schema_name, name || '_moving') USING lo, hi;
+        END IF;
+        BEGIN
+            EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)', schema_name, name, parent, lo, hi);
+        EXCEPTION WHEN duplicate_table THEN
+            CONTINUE;  -- made by a session that ran this at the same time
+        END;
+        IF moving THEN
+            EXECUTE format('INSERT INTO %s SELECT * FROM %I.%I', parent, schema_name, name || '_moving');
+            EXECUTE format('DROP TABLE %I.%I', schema_name, name || '_moving');
+        END IF;
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$fn$;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA loginvault FROM PUBLIC;
 -- The transformer: the parsers (staging, validation, masking) and its pre-flight check.
 GRANT EXECUTE ON FUNCTION loginvault.try_jsonb(text), loginvault.json_error(text), loginvault.try_inet(text),
     loginvault.canonical_pii(text, text), loginvault.assert_transform_inputs(),
-    loginvault.assert_untampered(regclass, name)
+    loginvault.assert_untampered(regclass, name), loginvault.day_partitions(regclass),
+    loginvault.ensure_day_partitions(regclass, date, date)
     TO loginvault_transformer;
+-- The raw tables' owner (retention and partition upkeep, as SECURITY DEFINER functions).
+GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvault.day_partitions(regclass),
+    loginvault.ensure_day_partitions(regclass, date, date)
+    TO loginvault_owner;
 -- The recovery functions' owner: canonical values and the tamper check.
 GRANT EXECUTE ON FUNCTION loginvault.try_inet(text), loginvault.canonical_pii(text, text),
     loginvault.assert_untampered(regclass, name)

@@ -134,7 +134,28 @@ BEGIN
 END
 $fn$;
 
+-- The session's encryption key of version `version`: whichever of loginvault.encryption_key
+-- and loginvault.encryption_key_previous has that version's fingerprint; raises when neither.
+CREATE OR REPLACE FUNCTION pii.encryption_key_of(version integer) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    found text;
+BEGIN
+    SELECT s.key INTO found
+    FROM (VALUES (current_setting('loginvault.encryption_key', true)),
+                 (current_setting('loginvault.encryption_key_previous', true))) AS s (key)
+    JOIN pii.key_versions AS k ON k.kind = 'encryption' AND k.version = encryption_key_of.version
+    WHERE s.key <> '' AND loginvault.key_fingerprint('encryption', s.key) = k.fingerprint
+    LIMIT 1;
+    IF found IS NULL THEN
+        RAISE EXCEPTION 'no key of encryption key version % in this session: set it as LOGINVAULT_ENCRYPTION_KEY or LOGINVAULT_ENCRYPTION_KEY_PREVIOUS', version
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN found;
+END
+$fn$;
+
 REVOKE ALL ON FUNCTION loginvault.key_fingerprint(text, text), loginvault.pii_token(text, text, text, boolean),
-    pii.check_keys(boolean) FROM PUBLIC;
+    pii.check_keys(boolean), pii.encryption_key_of(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loginvault.key_fingerprint(text, text), loginvault.pii_token(text, text, text, boolean),
-    pii.check_keys(boolean) TO loginvault_transformer, loginvault_recovery;
+    pii.check_keys(boolean), pii.encryption_key_of(integer) TO loginvault_transformer, loginvault_recovery;

@@ -86,17 +86,6 @@ BEGIN
 END
 $fn$;
 
--- The session's encryption key for a vault row of encryption key `version`: the active one, or
--- during a re-encryption the previous one (loginvault.encryption_key_previous).
-CREATE OR REPLACE FUNCTION pii.recovery_key(version integer) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT CASE
-        WHEN version = (SELECT k.version FROM pii.key_versions AS k WHERE k.kind = 'encryption' AND k.state = 'active')
-            THEN current_setting('loginvault.encryption_key', true)
-        ELSE current_setting('loginvault.encryption_key_previous', true)
-    END
-$fn$;
-
 -- token → (kind, cleartext, current token): one row per kind the token is known under. A token
 -- that an HMAC rotation replaced still resolves until `keys retire hmac` (outcome
 -- found_pre_rotation, with the token that replaced it). Outcomes: found, found_pre_rotation,
@@ -128,7 +117,7 @@ BEGIN
         ORDER BY 1
     LOOP
         BEGIN
-            clears := clears || public.pgp_sym_decrypt(entry.ciphertext, pii.recovery_key(entry.encryption_key_version));
+            clears := clears || public.pgp_sym_decrypt(entry.ciphertext, pii.encryption_key_of(entry.encryption_key_version));
             kinds := kinds || entry.kind;
             currents := currents || entry.token;
             verdict := CASE WHEN entry.replaced THEN 'found_pre_rotation' ELSE 'found' END;
@@ -191,7 +180,6 @@ $fn$;
 ALTER FUNCTION pii.recovery_admit() OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recovery_write_audit(text, text, text, text, text) OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recovery_begin(text, text, text, text) OWNER TO loginvault_recovery;
-ALTER FUNCTION pii.recovery_key(integer) OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recover_value(text, text) OWNER TO loginvault_recovery;
 ALTER FUNCTION pii.recover_token(text, text, text) OWNER TO loginvault_recovery;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pii FROM PUBLIC;

@@ -15,7 +15,7 @@ BEGIN
     -- USAGE+CREATE: dbt builds the marts. USAGE: analysts read them, the recovery functions
     -- count logins there.
     EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO loginvault_transformer', mart);
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO loginvault_analyst, loginvault_recovery', mart);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO loginvault_analyst, loginvault_recovery, loginvault_eraser', mart);
     -- Earlier versions let the pii-admin read the marts; the recovery functions do it now.
     EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM loginvault_pii_admin', mart);
     existing := to_regclass(format('%I.user_logins', mart));

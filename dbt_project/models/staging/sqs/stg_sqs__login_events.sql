@@ -1,68 +1,62 @@
-{#- The first delivery of each SQS message, with its body parsed safely to jsonb.
-    Incremental: reads only raw rows of completed dlt loads not seen before, and only
-    message ids not staged before, so replays never make a second row. -#}
+{#- The payload of each newly staged message: its first delivery's body parsed safely to
+    jsonb. Cleartext PII: partitioned by the UTC day of received_at, like raw, so that
+    retention drops whole days of it; what must outlive the window (the message ids) is in
+    stg_sqs__messages. A message of an erased subject (pii.erased_subjects) keeps no payload and
+    is rejected: erased_subject. -#}
 {{ config(
-    incremental_strategy='append',
+    materialized='loginvault_day_partitioned',
+    partition_by='received_at',
     pre_hook="{{ loginvault_assert_inputs() }}",
+    post_hook="{{ loginvault_set_watermark() }}",
     indexes=[
-        {'columns': ['message_id'], 'unique': True},
+        {'columns': ['message_id']},
         {'columns': ['_dlt_load_id']},
         {'columns': ['_transformed_at']},
     ],
 ) }}
 
-with deliveries as (
+with messages as (
 
-    select
-        r.message_id,
-        r.body,
-        r.sent_at,
-        r.received_at,
-        r.receive_count,
-        r._dlt_load_id,
-        r._dlt_id
-    from {{ source('sqs', 'login_events') }} as r
-    where
-        r._dlt_load_id in (
-            select l.load_id
-            from {{ source('sqs', '_dlt_loads') }} as l
-            where
-                l.status = 0
-                {%- if is_incremental() %}
-                    and not exists (
-                        select 1 from {{ this }} as t
-                        where t._dlt_load_id = l.load_id
-                    )
-                {%- endif %}
-        )
-        {%- if is_incremental() %}
-            and not exists (
-                select 1 from {{ this }} as t
-                where t.message_id = r.message_id
-            )
-        {%- endif %}
-
-),
-
-first_delivery as (
-
-    select distinct on (message_id) *
-    from deliveries
-    order by message_id asc, received_at asc, receive_count asc, _dlt_id asc
+    select m.*
+    from {{ ref('stg_sqs__messages') }} as m
+    {%- if loginvault_incremental() %}
+        where {{ loginvault_after_watermark('m._transformed_at') }}
+    {%- endif %}
 
 ),
 
 parsed as (
 
     select
-        message_id,
-        sent_at,
-        received_at,
-        receive_count,
-        _dlt_load_id,
-        {{ loginvault_function('try_jsonb') }}(body) as payload,
-        body
-    from first_delivery
+        m.message_id,
+        m.sent_at,
+        m.received_at,
+        m.receive_count,
+        m._dlt_load_id,
+        r.body,
+        {{ loginvault_function('try_jsonb') }}(r.body) as payload
+    from messages as m
+    inner join {{ source('sqs', 'login_events') }} as r
+        on
+            m._dlt_load_id = r._dlt_load_id
+            and m._dlt_id = r._dlt_id
+            and m.received_at = r.received_at
+
+),
+
+checked as (
+
+    select
+        *,
+        {%- if loginvault_erasures() | trim == 'true' %}
+            payload ->> 'user_id' is not null and exists (
+                select 1 from pii.erased_subjects as e
+                where e.subject_token = {{ pii_hmac("payload ->> 'user_id'", "'user_id'") }}
+            ) as erased
+        {%- else %}
+            false as erased
+        {%- endif %}
+    from parsed
 
 )
 
@@ -71,10 +65,11 @@ select
     sent_at,
     received_at,
     receive_count,
-    payload,
+    case when not erased then payload end as payload,
     case
+        when erased then 'erased_subject'
         when payload is null then {{ loginvault_function('json_error') }}(body)
     end as parse_error,
     _dlt_load_id,
     '{{ run_started_at }}'::timestamptz as _transformed_at
-from parsed
+from checked

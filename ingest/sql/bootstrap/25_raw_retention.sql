@@ -1,0 +1,173 @@
+-- loginvault bootstrap: raw's partition upkeep and retention.
+-- SECURITY DEFINER functions owned by loginvault_owner (the raw tables' owner), search_path
+-- pinned: the transform makes partitions ahead of time, and `loginvault retention apply` (as
+-- dbt's login) drops whole days of cleartext, without either holding more than these
+-- functions do. They decide for themselves what may go: a caller cannot make them drop a day
+-- whose messages have not reached the marts.
+
+-- The day partitions of raw.login_events for [first_day, last_day] (UTC), made if missing.
+CREATE OR REPLACE FUNCTION raw.ensure_partitions(first_day date, last_day date) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT loginvault.ensure_day_partitions('raw.login_events', first_day, last_day)
+$fn$;
+
+-- The marts' watermark: the start of the last run whose user_logins, rejected_login_events and
+-- vault all took what staging had; NULL before the first such run. Every load the staging
+-- took by then (staging.stg_sqs__loads) is in the marts and the vault.
+CREATE OR REPLACE FUNCTION raw.marts_watermark() RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    high timestamptz;
+BEGIN
+    IF to_regclass('staging.loginvault_watermarks') IS NULL OR to_regclass('staging.stg_sqs__loads') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM loginvault.assert_untampered('staging.loginvault_watermarks', 'loginvault_transformer');
+    PERFORM loginvault.assert_untampered('staging.stg_sqs__loads', 'loginvault_transformer');
+    SELECT min(w.high) INTO high FROM staging.loginvault_watermarks AS w
+    WHERE w.model IN ('user_logins', 'rejected_login_events', 'vault')
+    HAVING count(*) = 3;
+    RETURN high;
+END
+$fn$;
+
+-- Drops each day partition of raw.login_events that lies wholly before `cutoff` and whose
+-- every load reached the marts (or never completed: its messages were not deleted from the
+-- queue, so they were delivered again); deletes such rows from the default partition. Keeps,
+-- and says why, every other day before the cutoff. With `dry_run`, only says. One row per day
+-- looked at (and one for the default partition when it held such rows).
+CREATE OR REPLACE FUNCTION raw.apply_retention(cutoff timestamptz, dry_run boolean)
+RETURNS TABLE (day date, partition text, rows bigint, removed boolean, kept_because text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    watermark timestamptz := raw.marts_watermark();
+    p record;
+    loads text[];
+    waiting integer;
+    removed_parts integer := 0;
+    removed_rows bigint := 0;
+    fallback regclass := to_regclass('raw.login_events_default');
+BEGIN
+    PERFORM set_config('lock_timeout', '60s', true);
+    FOR p IN
+        SELECT d.partition, d.day FROM loginvault.day_partitions('raw.login_events') AS d
+        WHERE (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= cutoff
+    LOOP
+        -- The partition's distinct loads, by a skip scan of its _dlt_load_id index.
+        EXECUTE format(
+            'WITH RECURSIVE l (id) AS ('
+            '  (SELECT _dlt_load_id FROM %1$s ORDER BY _dlt_load_id LIMIT 1)'
+            '  UNION ALL'
+            '  SELECT (SELECT _dlt_load_id FROM %1$s WHERE _dlt_load_id > l.id ORDER BY _dlt_load_id LIMIT 1)'
+            '  FROM l WHERE l.id IS NOT NULL'
+            ') SELECT coalesce(array_agg(id) FILTER (WHERE id IS NOT NULL), ''{}'') FROM l', p.partition)
+            INTO loads;
+        SELECT count(*) INTO waiting FROM unnest(loads) AS l (id)
+        WHERE EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = l.id)
+          AND (watermark IS NULL OR NOT EXISTS (
+              SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = l.id AND s._transformed_at <= watermark));
+        rows := loginvault.row_count(p.partition);
+        IF waiting > 0 THEN
+            RETURN QUERY SELECT p.day, p.partition::text, rows, false,
+                format('%s of its %s loads have not reached the marts yet (their watermark: %s): run a transform first',
+                       waiting, cardinality(loads), coalesce(watermark::text, 'no build yet'));
+            CONTINUE;
+        END IF;
+        IF NOT dry_run THEN
+            EXECUTE format('DROP TABLE %s', p.partition);
+        END IF;
+        removed_parts := removed_parts + 1;
+        removed_rows := removed_rows + rows;
+        RETURN QUERY SELECT p.day, p.partition::text, rows, true, NULL::text;
+    END LOOP;
+    -- Rows of old days in the default partition (a day without a partition when they landed).
+    IF fallback IS NOT NULL AND watermark IS NOT NULL THEN
+        EXECUTE format(
+            'SELECT count(*) FROM %s AS r WHERE r.received_at < $1 AND ('
+            ' NOT EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = r._dlt_load_id)'
+            ' OR EXISTS (SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = r._dlt_load_id AND s._transformed_at <= $2))',
+            fallback) INTO rows USING cutoff, watermark;
+        IF rows > 0 THEN
+            IF NOT dry_run THEN
+                EXECUTE format(
+                    'DELETE FROM %s AS r WHERE r.received_at < $1 AND ('
+                    ' NOT EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = r._dlt_load_id)'
+                    ' OR EXISTS (SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = r._dlt_load_id AND s._transformed_at <= $2))',
+                    fallback) USING cutoff, watermark;
+            END IF;
+            removed_rows := removed_rows + rows;
+            RETURN QUERY SELECT NULL::date, fallback::text, rows, true, NULL::text;
+        END IF;
+    END IF;
+    IF NOT dry_run AND removed_rows > 0 THEN
+        INSERT INTO raw.retention_log (cutoff, raw_partitions, raw_rows) VALUES (cutoff, removed_parts, removed_rows);
+    END IF;
+END
+$fn$;
+
+-- A table's rows without reading it when PostgreSQL's statistics know them (reltuples, kept by
+-- VACUUM, ANALYZE and autovacuum: exact for a day partition that no longer changes once it
+-- has been vacuumed); counted otherwise. Retention then costs per day, not per row.
+CREATE OR REPLACE FUNCTION loginvault.row_count(rel regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    n bigint := (SELECT reltuples::bigint FROM pg_class WHERE oid = rel);
+BEGIN
+    IF n IS NULL OR n < 0 THEN
+        EXECUTE format('SELECT count(*) FROM %s', rel) INTO n;
+    END IF;
+    RETURN n;
+END
+$fn$;
+
+-- The start of the oldest cleartext in `parent`: the oldest received_at in its default
+-- partition, or else the start of its oldest day partition that holds a row (a probe of one
+-- page each, oldest first); the exact time for a table that is not partitioned. NULL: empty.
+CREATE OR REPLACE FUNCTION loginvault.oldest_received(parent regclass) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    p record;
+    held boolean;
+    oldest timestamptz;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = parent) <> 'p' THEN
+        EXECUTE format('SELECT min(received_at) FROM %s', parent) INTO oldest;
+        RETURN oldest;
+    END IF;
+    FOR p IN
+        SELECT i.inhrelid::regclass AS rel FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
+    LOOP
+        EXECUTE format('SELECT min(received_at) FROM %s', p.rel) INTO oldest;
+    END LOOP;
+    FOR p IN SELECT d.partition, d.day FROM loginvault.day_partitions(parent) AS d ORDER BY d.day LOOP
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', p.partition) INTO held;
+        IF held THEN
+            RETURN least(oldest, p.day::timestamp AT TIME ZONE 'UTC');
+        END IF;
+    END LOOP;
+    RETURN oldest;
+END
+$fn$;
+REVOKE ALL ON FUNCTION loginvault.oldest_received(regclass), loginvault.row_count(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION loginvault.oldest_received(regclass), loginvault.row_count(regclass)
+    TO loginvault_transformer, loginvault_owner;
+
+-- raw's oldest cleartext (for `retention apply`'s report and its age line).
+CREATE OR REPLACE FUNCTION raw.oldest_cleartext() RETURNS timestamptz
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT loginvault.oldest_received('raw.login_events')
+$fn$;
+
+ALTER FUNCTION raw.ensure_partitions(date, date) OWNER TO loginvault_owner;
+ALTER FUNCTION raw.oldest_cleartext() OWNER TO loginvault_owner;
+ALTER FUNCTION raw.marts_watermark() OWNER TO loginvault_owner;
+ALTER FUNCTION raw.apply_retention(timestamptz, boolean) OWNER TO loginvault_owner;
+REVOKE ALL ON FUNCTION raw.ensure_partitions(date, date), raw.marts_watermark(),
+    raw.apply_retention(timestamptz, boolean), raw.oldest_cleartext() FROM PUBLIC;
+-- The transformer: partitions ahead of each build; `retention apply` (as dbt's login).
+GRANT EXECUTE ON FUNCTION raw.ensure_partitions(date, date), raw.marts_watermark(),
+    raw.apply_retention(timestamptz, boolean), raw.oldest_cleartext() TO loginvault_transformer;
+
+-- A week ahead, and yesterday (a row received just before midnight, loaded just after).
+SELECT raw.ensure_partitions(((now() AT TIME ZONE 'UTC')::date - 1), ((now() AT TIME ZONE 'UTC')::date + 7));

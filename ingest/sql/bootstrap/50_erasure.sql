@@ -1,0 +1,236 @@
+-- loginvault bootstrap: subject erasure (GDPR Art. 17, CCPA deletion).
+-- pii.erase_subject is a SECURITY DEFINER function owned by loginvault_eraser (NOLOGIN: DELETE
+-- on what holds a subject's rows, and nothing else), search_path pinned, EXECUTE for the
+-- pii-admin role only, like the recovery functions: it takes who, when and from where from the
+-- session, writes its audit row in its own transaction, and checks what it reads first.
+
+-- Erased subjects, so that a redelivery, a DLQ redrive or a replay of their messages never
+-- enters the marts again (staging rejects them: erased_subject). subject_token is the keyed
+-- hash of the user id (loginvault.pii_token('user_id', …)) under hmac_key_version; the user id
+-- itself is kept only encrypted (under encryption_key_version), so that a key rotation can
+-- hash it again: nothing else could keep the list working across HMAC rotations. The
+-- transform reads the hashes (column grant), never the ciphertext.
+CREATE TABLE IF NOT EXISTS pii.erased_subjects (
+    subject_token          text        PRIMARY KEY,
+    hmac_key_version       integer     NOT NULL,
+    ciphertext             bytea       NOT NULL,
+    encryption_key_version integer     NOT NULL,
+    erased_at              timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE pii.erased_subjects OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.erased_subjects FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON pii.erased_subjects TO loginvault_eraser;
+GRANT SELECT (subject_token, hmac_key_version) ON pii.erased_subjects TO loginvault_transformer;
+COMMENT ON TABLE pii.erased_subjects IS
+    'Erased data subjects (keyed hash; the user id only encrypted): staging rejects their messages (erased_subject).';
+
+-- Every erasure (and dry run): the subject's keyed hash, never the user id; the counts; why.
+CREATE TABLE IF NOT EXISTS pii.erasure_audit (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    erased_at        timestamptz NOT NULL DEFAULT now(),
+    login_user       text        NOT NULL,
+    client_addr      inet,
+    application_name text,
+    subject_token    text        NOT NULL,
+    dry_run          boolean     NOT NULL,
+    raw_rows         bigint      NOT NULL,
+    staged_rows      bigint      NOT NULL,
+    logins           bigint      NOT NULL,
+    rejections       bigint      NOT NULL,
+    vault_values     bigint      NOT NULL,
+    reason           text        NOT NULL CHECK (btrim(reason) <> '')
+);
+ALTER TABLE pii.erasure_audit OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.erasure_audit FROM PUBLIC;
+GRANT INSERT ON pii.erasure_audit TO loginvault_eraser;
+GRANT SELECT ON pii.erasure_audit TO loginvault_auditor;
+COMMENT ON TABLE pii.erasure_audit IS 'Who erased which subject (keyed hash), when, what and why (loginvault erase).';
+
+-- The eraser's privileges on what the bootstrap owns (dbt grants it those on its models).
+GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;
+GRANT SELECT, DELETE ON pii.token_map TO loginvault_eraser;
+GRANT SELECT ON pii.settings, pii.key_versions TO loginvault_eraser;
+GRANT USAGE ON SCHEMA raw, pii TO loginvault_eraser;
+GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvault.try_jsonb(text),
+    loginvault.pii_token(text, text, text, boolean), loginvault.key_fingerprint(text, text), pii.check_keys(boolean),
+    pii.encryption_key_of(integer)
+    TO loginvault_eraser;
+
+-- Erases the subject `user_id`: every delivery of their messages from raw (a message is theirs
+-- when the mart row, the staged payload or the raw body names them: rejected ones too), their
+-- staged rows, mart rows and rejections, and the vault values no remaining login carries
+-- (crypto-shred: shared IPs and devices of other subjects stay); adds them to
+-- pii.erased_subjects; audits. With `dry_run`, counts and audits only. One transaction.
+CREATE OR REPLACE FUNCTION pii.erase_subject(user_id text, reason text, dry_run boolean)
+RETURNS TABLE (raw_rows bigint, staged_rows bigint, logins bigint, rejections bigint, vault_values bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$
+DECLARE
+    mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
+    logins_rel regclass := to_regclass(format('%I.user_logins', mart));
+    rejected_rel regclass := to_regclass(format('%I.rejected_login_events', mart));
+    rel regclass;
+    subject text;
+    ids text[];
+    shredded bigint := 0;
+    staged bigint := 0;
+    n bigint;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a reason is required: it is written to the erasure audit' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF user_id IS NULL OR user_id = '' THEN
+        RAISE EXCEPTION 'a user id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pii.check_keys(false);
+    -- What it reads and deletes from: checked, locked (nothing can be attached until the end
+    -- of the transaction), checked again.
+    FOR i IN 1..2 LOOP
+        PERFORM loginvault.assert_untampered('raw.login_events', 'loginvault_owner');
+        FOREACH rel IN ARRAY ARRAY[to_regclass('staging.stg_sqs__messages'), to_regclass('staging.stg_sqs__login_events'),
+                                   logins_rel, rejected_rel, to_regclass('pii.vault'), 'pii.token_map'::regclass] LOOP
+            CONTINUE WHEN rel IS NULL;
+            PERFORM loginvault.assert_untampered(rel, 'loginvault_transformer');
+            IF i = 1 THEN
+                EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', rel);
+            END IF;
+        END LOOP;
+        IF i = 1 THEN
+            LOCK TABLE raw.login_events IN ROW EXCLUSIVE MODE;
+        END IF;
+    END LOOP;
+    subject := loginvault.pii_token('user_id', user_id, current_setting('loginvault.hmac_key'),
+        (SELECT k.kind_separated FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.state = 'active'));
+
+    -- The subject's messages. A raw body is parsed only when it contains the id as text (a
+    -- JSON escape of the id's characters would hide it from that filter: then every body is).
+    DROP TABLE IF EXISTS subject_messages, subject_tokens, shred;
+    CREATE TEMP TABLE subject_messages (message_id text PRIMARY KEY) ON COMMIT DROP;
+    IF logins_rel IS NOT NULL THEN
+        EXECUTE format('INSERT INTO subject_messages SELECT message_id FROM %s WHERE user_id = $1 ON CONFLICT DO NOTHING', logins_rel)
+            USING user_id;
+    END IF;
+    IF to_regclass('staging.stg_sqs__login_events') IS NOT NULL THEN
+        INSERT INTO subject_messages SELECT s.message_id FROM staging.stg_sqs__login_events AS s
+        WHERE s.payload ->> 'user_id' = user_id ON CONFLICT DO NOTHING;
+    END IF;
+    INSERT INTO subject_messages SELECT r.message_id FROM raw.login_events AS r
+    WHERE (user_id !~ '^[A-Za-z0-9 ._@+:-]+$' OR strpos(r.body, user_id) > 0)
+      AND loginvault.try_jsonb(r.body) ->> 'user_id' = user_id
+    ON CONFLICT DO NOTHING;
+
+    -- Their tokens (ip and device id), to shred the values no other login carries.
+    CREATE TEMP TABLE subject_tokens (token text, kind text) ON COMMIT DROP;
+    IF logins_rel IS NOT NULL THEN
+        EXECUTE format(
+            'INSERT INTO subject_tokens SELECT DISTINCT masked_ip, ''ip'' FROM %1$s WHERE message_id IN (SELECT message_id FROM subject_messages) AND masked_ip IS NOT NULL'
+            ' UNION SELECT DISTINCT masked_device_id, ''device_id'' FROM %1$s WHERE message_id IN (SELECT message_id FROM subject_messages) AND masked_device_id IS NOT NULL',
+            logins_rel);
+    END IF;
+
+    SELECT count(*) INTO raw_rows FROM raw.login_events AS r WHERE r.message_id IN (SELECT message_id FROM subject_messages);
+    FOREACH rel IN ARRAY ARRAY[to_regclass('staging.stg_sqs__messages'), to_regclass('staging.stg_sqs__login_events')] LOOP
+        CONTINUE WHEN rel IS NULL;
+        EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rel) INTO n;
+        staged := staged + n;
+    END LOOP;
+    staged_rows := staged;
+    logins := 0;
+    rejections := 0;
+    IF logins_rel IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', logins_rel) INTO logins;
+    END IF;
+    IF rejected_rel IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rejected_rel) INTO rejections;
+    END IF;
+    -- Vault values only the subject's logins carry.
+    IF to_regclass('pii.vault') IS NOT NULL AND logins_rel IS NOT NULL THEN
+        EXECUTE format(
+            'SELECT count(*) FROM pii.vault AS v JOIN subject_tokens AS t ON t.token = v.token AND t.kind = v.kind'
+            ' WHERE NOT EXISTS (SELECT FROM %1$s AS u WHERE u.message_id NOT IN (SELECT message_id FROM subject_messages)'
+            '   AND CASE v.kind WHEN ''ip'' THEN u.masked_ip ELSE u.masked_device_id END = v.token)', logins_rel)
+            INTO shredded;
+    END IF;
+    vault_values := shredded;
+
+    IF NOT dry_run THEN
+        IF shredded > 0 THEN
+            EXECUTE format(
+                'CREATE TEMP TABLE shred ON COMMIT DROP AS SELECT v.token, v.kind FROM pii.vault AS v'
+                ' JOIN subject_tokens AS t ON t.token = v.token AND t.kind = v.kind'
+                ' WHERE NOT EXISTS (SELECT FROM %1$s AS u WHERE u.message_id NOT IN (SELECT message_id FROM subject_messages)'
+                '   AND CASE v.kind WHEN ''ip'' THEN u.masked_ip ELSE u.masked_device_id END = v.token)', logins_rel);
+            DELETE FROM pii.vault AS v USING shred AS s WHERE v.token = s.token AND v.kind = s.kind;
+            DELETE FROM pii.token_map AS m USING shred AS s WHERE m.new_token = s.token AND m.kind = s.kind;
+        END IF;
+        DELETE FROM raw.login_events AS r WHERE r.message_id IN (SELECT message_id FROM subject_messages);
+        FOREACH rel IN ARRAY ARRAY[to_regclass('staging.stg_sqs__messages'), to_regclass('staging.stg_sqs__login_events'),
+                                   logins_rel, rejected_rel] LOOP
+            CONTINUE WHEN rel IS NULL;
+            EXECUTE format('DELETE FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rel);
+        END LOOP;
+        INSERT INTO pii.erased_subjects (subject_token, hmac_key_version, ciphertext, encryption_key_version)
+        VALUES (
+            subject,
+            (SELECT k.version FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.state = 'active'),
+            public.pgp_sym_encrypt(user_id, current_setting('loginvault.encryption_key'), 'cipher-algo=aes256, s2k-mode=1'),
+            (SELECT k.version FROM pii.key_versions AS k WHERE k.kind = 'encryption' AND k.state = 'active')
+        )
+        ON CONFLICT (subject_token) DO NOTHING;
+    END IF;
+    INSERT INTO pii.erasure_audit (
+        erased_at, login_user, client_addr, application_name, subject_token, dry_run,
+        raw_rows, staged_rows, logins, rejections, vault_values, reason
+    ) VALUES (
+        now(), session_user, inet_client_addr(), current_setting('application_name'), subject, dry_run,
+        raw_rows, staged_rows, logins, rejections, vault_values, btrim(reason)
+    );
+    RETURN NEXT;
+END
+$fn$;
+
+-- After an HMAC rotation (new key active): every erased subject's hash under the new key,
+-- from its decrypted user id (the key of its encryption version from the session).
+CREATE OR REPLACE FUNCTION pii.rehash_erased_subjects() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    active_hmac integer := (SELECT version FROM pii.key_versions WHERE kind = 'hmac' AND state = 'active');
+    separated boolean := (SELECT kind_separated FROM pii.key_versions WHERE kind = 'hmac' AND state = 'active');
+    n bigint;
+BEGIN
+    UPDATE pii.erased_subjects AS e
+    SET subject_token = loginvault.pii_token(
+            'user_id', public.pgp_sym_decrypt(e.ciphertext, pii.encryption_key_of(e.encryption_key_version)),
+            current_setting('loginvault.hmac_key'), separated),
+        hmac_key_version = active_hmac
+    WHERE e.hmac_key_version <> active_hmac;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+
+-- During an encryption rotation: the erased subjects' ciphertexts under the new (active) key.
+CREATE OR REPLACE FUNCTION pii.rewrap_erased_subjects() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    active_enc integer := (SELECT version FROM pii.key_versions WHERE kind = 'encryption' AND state = 'active');
+    n bigint;
+BEGIN
+    UPDATE pii.erased_subjects AS e
+    SET ciphertext = public.pgp_sym_encrypt(
+            public.pgp_sym_decrypt(e.ciphertext, pii.encryption_key_of(e.encryption_key_version)),
+            current_setting('loginvault.encryption_key'), 'cipher-algo=aes256, s2k-mode=1'),
+        encryption_key_version = active_enc
+    WHERE e.encryption_key_version <> active_enc;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+
+ALTER FUNCTION pii.erase_subject(text, text, boolean) OWNER TO loginvault_eraser;
+ALTER FUNCTION pii.rehash_erased_subjects() OWNER TO loginvault_eraser;
+ALTER FUNCTION pii.rewrap_erased_subjects() OWNER TO loginvault_eraser;
+REVOKE ALL ON FUNCTION pii.erase_subject(text, text, boolean), pii.rehash_erased_subjects(),
+    pii.rewrap_erased_subjects() FROM PUBLIC;
+-- The pii-admin role erases; the key rotations (as dbt's login) re-hash and re-wrap the list.
+GRANT EXECUTE ON FUNCTION pii.erase_subject(text, text, boolean) TO loginvault_pii_admin;
+GRANT EXECUTE ON FUNCTION pii.rehash_erased_subjects(), pii.rewrap_erased_subjects() TO loginvault_transformer;
