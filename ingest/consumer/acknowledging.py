@@ -66,8 +66,12 @@ class Acknowledger:
             return 0
 
     def _delete(self, messages: list[Message]) -> None:
-        deleted, failed = self.queue.delete(messages)
-        self.in_flight.remove(messages)
+        try:
+            deleted, failed = self.queue.delete(messages)
+        finally:
+            # Deleted or not, no longer held: if the call failed, they must come back after their
+            # timeout rather than be kept invisible by the keeper for as long as the process lives.
+            self.in_flight.remove(messages)
         self.stats.count(deleted=deleted, delete_failures=len(failed))
         if failed:
             # A stale receipt handle (visibility expired): SQS will redeliver and the mart

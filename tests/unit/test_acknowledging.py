@@ -79,10 +79,12 @@ def test_an_unreachable_queue_fails_the_deletes_without_failing_the_run(caplog):
     with caplog.at_level(logging.WARNING):
         ack.landed(LoadResult(batch, batch, seconds=0.1))
         ack.finish()
-    # THEN nothing is deleted (SQS redelivers them), and it is reported, not raised
+    # THEN nothing is deleted, and it is reported, not raised
     assert queue.deleted == []
     assert ack.stats.landed == 5 and ack.stats.deleted == 0
     assert "a delete failed: cannot reach the SQS endpoint" in caplog.text
+    # …and they are no longer held: not kept invisible, so SQS redelivers them after the timeout
+    assert ack.in_flight.held() == []
 
 
 def test_at_a_stop_everything_still_held_is_released_once():
