@@ -83,8 +83,8 @@ lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, terraform f
 		echo "lint: terraform is not installed: deploy/terraform was not format-checked" >&2; \
 	fi
 
-test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own throwaway PostgreSQL and moto)
-	@$(PY) -m pytest tests/unit tests/integration
+test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own throwaway PostgreSQL and moto), one worker per core
+	@$(PY) -m pytest -n auto tests/unit tests/integration
 
 test-unit: $(STAMP) ## the unit tests only: no service, seconds
 	@$(PY) -m pytest tests/unit

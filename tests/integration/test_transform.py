@@ -541,7 +541,8 @@ def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job
     assert line.startswith("error: dbt build failed: model stg_sqs__login_events: "), line
     assert "column r.body does not exist" in line
     assert "Database Error" not in line and "compiled code" not in line
-    assert "\x1b[" not in out.stdout and "ERROR creating sql incremental model" in out.stdout
+    assert "\x1b[" not in out.stdout, out.stdout
+    assert "ERROR creating sql loginvault_day_partitioned model" in out.stdout, out.stdout
 
 
 def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, tmp_path, spawn):
