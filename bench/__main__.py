@@ -7,9 +7,9 @@ import argparse
 import logging
 import time
 
-from bench import harness, land, memory, retention, rotate, sqs_rate, transform
+from bench import freshness, harness, land, memory, retention, rotate, sqs_rate, transform
 
-ALL = ("land", "sqs", "transform", "rotate", "retention", "memory")
+ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory")
 
 
 def main() -> int:
@@ -42,6 +42,9 @@ def main() -> int:
             elif name == "sqs":
                 with harness.moto() as server:
                     results += sqs_rate.run(dsn, server.endpoint_url, 20_000 // scale, args.workers)
+            elif name == "freshness":
+                with harness.moto() as server:
+                    results += freshness.run(pg, server.endpoint_url, 120 / (4 if args.quick else 1))
             elif name == "transform":
                 results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
             elif name == "rotate":
