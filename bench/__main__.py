@@ -41,7 +41,7 @@ def main() -> int:
                 results += land.run(dsn, 1_000_000 // scale, 20_000 // scale, args.batch_size)
             elif name == "sqs":
                 with harness.moto() as server:
-                    results += sqs_rate.run(dsn, server.endpoint_url, 20_000 // scale, args.workers)
+                    results += sqs_rate.run(dsn, server.endpoint_url, 10_000 // scale, args.workers)
             elif name == "freshness":
                 with harness.moto() as server:
                     results += freshness.run(pg, server.endpoint_url, 120 / (4 if args.quick else 1))
