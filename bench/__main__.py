@@ -7,9 +7,9 @@ import argparse
 import logging
 import time
 
-from bench import freshness, harness, land, memory, retention, rotate, sqs_rate, transform
+from bench import freshness, harness, land, memory, retention, rotate, rss, sqs_rate, transform
 
-ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory")
+ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory", "rss")
 
 
 def main() -> int:
@@ -40,10 +40,10 @@ def main() -> int:
             if name == "land":
                 results += land.run(dsn, 1_000_000 // scale, 20_000 // scale, args.batch_size)
             elif name == "sqs":
-                with harness.moto() as server:
+                with harness.moto(fast_clock=True) as server:
                     results += sqs_rate.run(dsn, server.endpoint_url, 10_000 // scale, args.workers)
             elif name == "freshness":
-                with harness.moto() as server:
+                with harness.moto(fast_clock=True) as server:
                     results += freshness.run(pg, server.endpoint_url, 120 / (4 if args.quick else 1))
             elif name == "transform":
                 results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
@@ -53,6 +53,9 @@ def main() -> int:
                 results += retention.run(pg, 1_000_000 // scale)
             elif name == "memory":
                 results += memory.run(dsn, 100_000 // scale, 1_000_000 // scale, args.batch_size)
+            elif name == "rss":  # the deployed command at its defaults: no --batch-size
+                with harness.moto(fast_clock=True) as server:
+                    results += rss.run(dsn, server.endpoint_url, 100_000 // scale)
             print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)
     harness.record(results)
     print(f"bench: all done in {time.monotonic() - started:.0f} s")

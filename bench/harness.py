@@ -79,14 +79,48 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
+# moto's SQS reads its clock through datetime arithmetic (unix_time), and calls it for every
+# message of the queue several times per message sent or received: at a few hundred messages
+# deep that clock is most of moto's time. time.time() gives the same values, ~10x faster.
+FAST_CLOCK = """\"\"\"bench: moto's SQS clock as time.time() (bench/harness.py, FAST_CLOCK).\"\"\"
+import time
+
+import moto.core.utils
+import moto.sqs.models
+
+_unix_time = moto.core.utils.unix_time
+
+
+def unix_time(dt=None):
+    return time.time() if dt is None else _unix_time(dt)
+
+
+moto.sqs.models.unix_time = unix_time
+moto.sqs.models.unix_time_millis = lambda dt=None: unix_time(dt) * 1000.0
+"""
+
+
 @contextmanager
-def moto():
+def moto(fast_clock: bool = False):
+    """A moto server; with fast_clock, its SQS clock is time.time() (FAST_CLOCK, loaded as the
+    server's sitecustomize): for benchmarks where moto's speed is not what is measured."""
     root = Path(tempfile.mkdtemp(prefix="loginvault-bench-moto-", dir="/tmp"))
     server = stack.MotoServer(root=root, port=stack.free_port())
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    pythonpath = os.environ.get("PYTHONPATH")
     try:
-        server.start()
+        if fast_clock:  # the server inherits this environment; nothing started later does
+            (root / "site").mkdir()
+            (root / "site" / "sitecustomize.py").write_text(FAST_CLOCK)
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root / "site"), pythonpath]))
+        try:
+            server.start()
+        finally:
+            if fast_clock:
+                os.environ.pop("PYTHONPATH")
+                if pythonpath is not None:
+                    os.environ["PYTHONPATH"] = pythonpath
         yield server
     finally:
         server.stop()

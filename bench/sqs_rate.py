@@ -41,9 +41,9 @@ from bench.harness import Result, execute
 from bench.meter import Sample
 from ingest import config, sample, stack
 from ingest.consumer import RunOptions
-from ingest.sqs import MAX_BATCH
+from ingest.sqs import MAX_BATCH, Queue
 
-BACKLOG = 100
+BACKLOG = 200
 SENDERS = 3  # the producer's sender threads
 # Every arm's visibility timeout: short, so that a delete moto lost comes back within the run.
 VISIBILITY_TIMEOUT = 30
@@ -60,9 +60,9 @@ ARM_TIMEOUT_SECONDS = 900
 OPERATIONS = ("ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch", "GetQueueAttributes")
 
 
-def produce(settings: config.SqsSettings, total: int, observed, produced, senders: int = SENDERS) -> None:
-    """Send `total` sample events, keeping the visible backlog near BACKLOG; `observed` gets the
-    sum and count of the visible depths seen; `produced` is set once all are sent.
+def produce(settings: config.SqsSettings, total: int, observed, backlog: int = BACKLOG, produced=None) -> None:
+    """Send `total` sample events, keeping the visible backlog near `backlog`; `observed` gets
+    the sum and count of the visible depths seen; `produced` (if any) is set once all are sent.
 
     Several sender threads: moto serves connections in turn, and a single sender would get one
     turn in nine against four receivers and four deleters, never building a backlog."""
@@ -86,7 +86,7 @@ def produce(settings: config.SqsSettings, total: int, observed, produced, sender
             with lock:
                 if state["claimed"] >= total:
                     return
-                room = BACKLOG - state["visible"] - state["since_reading"]
+                room = backlog - state["visible"] - state["since_reading"]
                 if room >= min(MAX_BATCH, total - state["claimed"]):
                     chunk = [b for _, b in zip(range(MAX_BATCH), bodies, strict=False)]
                     state["claimed"] += len(chunk)
@@ -98,35 +98,42 @@ def produce(settings: config.SqsSettings, total: int, observed, produced, sender
             else:
                 time.sleep(0.005)
 
-    threads = [threading.Thread(target=send, name=f"send-{i}") for i in range(senders)]
+    threads = [threading.Thread(target=send, name=f"send-{i}") for i in range(SENDERS)]
     watcher = threading.Thread(target=gauge, name="gauge", daemon=True)
     watcher.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    produced.set()
+    if produced is not None:
+        produced.set()
     finished.set()
 
 
 class Producer:
     """The producer, in a process of its own: like a real one, it takes no CPU time from the
-    consumer being measured."""
+    consumer being measured. `produced` (a multiprocessing Event) is set once all are sent."""
 
-    def __init__(self, settings: config.SqsSettings, total: int, produced) -> None:
+    def __init__(self, queue: Queue, total: int, backlog: int = BACKLOG, produced=None) -> None:
         context = multiprocessing.get_context("spawn")
         self.observed = context.Array("d", 2, lock=False)  # written by the producer only
         self.process = context.Process(
-            target=produce, args=(settings, total, self.observed, produced), daemon=True, name="producer"
+            target=produce,
+            args=(queue.settings, total, self.observed, backlog, produced),
+            daemon=True,
+            name="producer",
         )
 
     def start(self) -> None:
         self.process.start()
 
-    def join(self) -> float:
-        """Waits for the producer; the mean visible backlog it saw."""
-        self.process.join()
-        if self.process.exitcode != 0:
+    def join(self, timeout: float | None = None) -> float:
+        """Waits for the producer (stops it after `timeout` s); the mean visible backlog it saw."""
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        elif self.process.exitcode != 0:
             raise RuntimeError(f"the producer failed (exit {self.process.exitcode})")
         return self.observed[0] / max(1, self.observed[1])
 
@@ -147,7 +154,7 @@ def measure(arm: str, settings: config.SqsSettings, dsn: str, total: int, option
     try:
         if _receive(ours, process, 120) != "ready":
             raise RuntimeError(f"the {arm} arm did not start")
-        producer = Producer(settings, total, produced)
+        producer = Producer(Queue(settings), total, produced=produced)
         producer.start()
         report = _receive(ours, process, ARM_TIMEOUT_SECONDS)
         report.counts["mean_visible_backlog"] = round(producer.join(), 1)

@@ -172,8 +172,11 @@ PLANTED = {
     "view in its place": "ALTER TABLE {t} RENAME TO hidden; CREATE VIEW {t} AS SELECT *, public.steal() AS s FROM raw.hidden;"
     " ALTER VIEW {t} OWNER TO loginvault_owner",
     "another owner": "ALTER TABLE {t} OWNER TO loginvault_loader",
-    "a child table": "CREATE TABLE raw.child () INHERITS ({t}); ALTER TABLE raw.child ENABLE ROW LEVEL SECURITY;"
-    " ALTER TABLE raw.child OWNER TO loginvault_owner",
+    # A partition of a partitioned table, or an inheritance child of a plain one, with a policy.
+    "a child table": "DO $$ BEGIN IF (SELECT relkind FROM pg_class WHERE oid = '{t}'::regclass) = 'p' THEN"
+    " CREATE TABLE raw.child PARTITION OF {t} FOR VALUES FROM ('2999-01-01') TO ('2999-01-02');"
+    " ELSE CREATE TABLE raw.child () INHERITS ({t}); END IF; END $$;"
+    " ALTER TABLE raw.child ENABLE ROW LEVEL SECURITY; ALTER TABLE raw.child OWNER TO loginvault_owner",
 }
 
 
@@ -337,8 +340,9 @@ def test_wrong_key_recovery_is_audited_as_failed(built):
     env = {**built.env, config.ENCRYPTION_KEY_ENV: "f" * 64}
     failed = built.run("recover", "--token", token, "--reason", "INC-3", ok=False, env=env)
     assert failed.returncode == 1 and failed.stdout == ""
-    assert "cannot be decrypted" in failed.stderr and ip not in failed.stderr
-    assert _audit(built)[-1] == (OFFICER, "token_to_value", "decrypt_failed", False, "INC-3")
+    # The registry knows the key is not the vault's: refused before any decryption, and audited.
+    assert "LOGINVAULT_ENCRYPTION_KEY is not the active encryption key" in failed.stderr and ip not in failed.stderr
+    assert _audit(built)[-1] == (OFFICER, "token_to_value", "wrong_key", False, "INC-3")
 
 
 def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
@@ -353,7 +357,10 @@ def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
     outcomes = [(reason, outcome) for _, _, outcome, _, reason in _audit(fresh)]
     assert outcomes == [("B-1", "found"), ("B-2", "found"), ("B-3", "not_found"), ("B-4", "over_budget")]
     # Parallel calls cannot overrun it either: the function serializes a login's lookups.
-    with login(fresh, config.PII_ADMIN_ROLE) as conn:
+    keys = {name: fresh.env[name] for name in config.KEY_ENVS}
+    with psycopg.connect(
+        role_dsn(fresh.dsn, config.PII_ADMIN_ROLE), autocommit=True, options=config.key_options(keys)
+    ) as conn:
         row = conn.execute("SELECT outcome FROM pii.recover_token('ip', %s, 'B-5')", (ip,)).fetchone()
     assert row == ("over_budget",)
 

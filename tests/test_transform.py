@@ -481,13 +481,14 @@ def test_a_build_without_keys_fails_clearly(job, tmp_path):
 
     # dbt run directly, without the keys in PGOPTIONS: the run fails at its start, nothing built.
 
-    dbt_env = {**job.env, **config.libpq_env(job.dsn), "PGOPTIONS": "", "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR)}
+    dbt_login = role_dsn(job.dsn, config.TRANSFORMER_ROLE)
+    dbt_env = {**job.env, **config.libpq_env(dbt_login), "PGOPTIONS": "", "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR)}
     dbt = Path(sys.executable).parent / "dbt"
     direct = subprocess.run(
         [str(dbt), "run"], cwd=config.DBT_PROJECT_DIR, env=dbt_env, capture_output=True, text=True, timeout=300
     )
     assert direct.returncode != 0
-    assert "PII key loginvault.hmac_key is missing or shorter than 32 bytes" in direct.stdout
+    assert "PII key LOGINVAULT_HMAC_KEY is missing or shorter than 32 bytes" in direct.stdout
     assert query(job.dsn, "SELECT to_regclass('public.user_logins')") == [(None,)]
 
 

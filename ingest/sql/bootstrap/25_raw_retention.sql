@@ -66,7 +66,7 @@ BEGIN
         WHERE EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = l.id)
           AND (watermark IS NULL OR NOT EXISTS (
               SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = l.id AND s._transformed_at <= watermark));
-        EXECUTE format('SELECT count(*) FROM %s', p.partition) INTO rows;
+        rows := loginvault.row_count(p.partition);
         IF waiting > 0 THEN
             RETURN QUERY SELECT p.day, p.partition::text, rows, false,
                 format('%s of its %s loads have not reached the marts yet (their watermark: %s): run a transform first',
@@ -105,13 +105,29 @@ BEGIN
 END
 $fn$;
 
--- The oldest received_at in `parent` (partitioned by day or not): its default partition, and
--- its day partitions oldest first up to the first that holds a row.
+-- A table's rows without reading it when PostgreSQL's statistics know them (reltuples, kept by
+-- VACUUM, ANALYZE and autovacuum: exact for a day partition that no longer changes once it
+-- has been vacuumed); counted otherwise. Retention then costs per day, not per row.
+CREATE OR REPLACE FUNCTION loginvault.row_count(rel regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    n bigint := (SELECT reltuples::bigint FROM pg_class WHERE oid = rel);
+BEGIN
+    IF n IS NULL OR n < 0 THEN
+        EXECUTE format('SELECT count(*) FROM %s', rel) INTO n;
+    END IF;
+    RETURN n;
+END
+$fn$;
+
+-- The start of the oldest cleartext in `parent`: the oldest received_at in its default
+-- partition, or else the start of its oldest day partition that holds a row (a probe of one
+-- page each, oldest first); the exact time for a table that is not partitioned. NULL: empty.
 CREATE OR REPLACE FUNCTION loginvault.oldest_received(parent regclass) RETURNS timestamptz
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    p regclass;
-    first timestamptz;
+    p record;
+    held boolean;
     oldest timestamptz;
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = parent) <> 'p' THEN
@@ -119,22 +135,23 @@ BEGIN
         RETURN oldest;
     END IF;
     FOR p IN
-        SELECT i.inhrelid::regclass FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+        SELECT i.inhrelid::regclass AS rel FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
         WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
     LOOP
-        EXECUTE format('SELECT min(received_at) FROM %s', p) INTO oldest;
+        EXECUTE format('SELECT min(received_at) FROM %s', p.rel) INTO oldest;
     END LOOP;
-    FOR p IN SELECT d.partition FROM loginvault.day_partitions(parent) AS d ORDER BY d.day LOOP
-        EXECUTE format('SELECT min(received_at) FROM %s', p) INTO first;
-        IF first IS NOT NULL THEN
-            RETURN least(oldest, first);
+    FOR p IN SELECT d.partition, d.day FROM loginvault.day_partitions(parent) AS d ORDER BY d.day LOOP
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', p.partition) INTO held;
+        IF held THEN
+            RETURN least(oldest, p.day::timestamp AT TIME ZONE 'UTC');
         END IF;
     END LOOP;
     RETURN oldest;
 END
 $fn$;
-REVOKE ALL ON FUNCTION loginvault.oldest_received(regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION loginvault.oldest_received(regclass) TO loginvault_transformer, loginvault_owner;
+REVOKE ALL ON FUNCTION loginvault.oldest_received(regclass), loginvault.row_count(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION loginvault.oldest_received(regclass), loginvault.row_count(regclass)
+    TO loginvault_transformer, loginvault_owner;
 
 -- raw's oldest cleartext (for `retention apply`'s report and its age line).
 CREATE OR REPLACE FUNCTION raw.oldest_cleartext() RETURNS timestamptz
