@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# loginvault: one image for every command of `python -m ingest` (bootstrap, run, transform, recover,
-# dlq, seed, summary). dbt_project/ is inside, so `transform build` runs dbt from the same image.
+# loginvault: one image for every command of `loginvault` (bootstrap, run, transform, recover,
+# dlq, seed, summary, keys, audit). dbt_project/ is inside, so `transform build` runs dbt from the same image.
 #
 #   docker build -t loginvault .
 #   docker run --rm -e PG_DSN=… -e SQS_QUEUE_URL=… loginvault run --follow
@@ -14,7 +14,6 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app \
     RUNTIME__DLTHUB_TELEMETRY=false \
     DBT_SEND_ANONYMOUS_USAGE_STATS=false
 
@@ -32,10 +31,13 @@ RUN groupadd --system --gid 10001 loginvault \
     && useradd --system --uid 10001 --gid loginvault --home-dir /home/loginvault --create-home \
         --shell /usr/sbin/nologin loginvault
 
-# The code, run from /app (PYTHONPATH) rather than installed: ingest/config.py finds dbt_project/
-# beside it. Owned by root, so the process cannot change its own code.
+# The code stays in /app, where ingest/config.py finds dbt_project/ beside it, owned by root so that
+# the process cannot change its own code. An editable install (no dependencies: they are above)
+# puts the `loginvault` command on PATH and the package's metadata (its version) in place.
 COPY ingest/ ingest/
 COPY dbt_project/ dbt_project/
+COPY README.md ./
+RUN pip install --no-deps --editable .
 # dbt writes target/ and logs/ inside its project: the only writable paths under /app (on
 # Kubernetes, with a read-only root filesystem, emptyDir volumes are mounted there and on /tmp).
 RUN mkdir -p dbt_project/target dbt_project/logs \
@@ -44,5 +46,5 @@ RUN mkdir -p dbt_project/target dbt_project/logs \
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 
-ENTRYPOINT ["python", "-m", "ingest"]
+ENTRYPOINT ["loginvault"]
 CMD ["--help"]

@@ -5,12 +5,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The command line: pyproject.toml's console script.
+LV := $(VENV)/bin/loginvault
 STAMP := $(VENV)/.installed
 # Point a command at the local stack (user-set PG_DSN / SQS_QUEUE_URL / keys win).
-WITH_ENV := eval "$$($(PY) -m ingest stack env)" &&
+WITH_ENV := eval "$$($(LV) stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test bench clean
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test test-unit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,49 +27,49 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP) ## create the virtualenv with all Python dependencies
 
 stack-up: $(STAMP) ## start local PostgreSQL (.local/pg) and moto SQS (127.0.0.1:4566), create queue + roles
-	@$(PY) -m ingest stack up
+	@$(LV) stack up
 
 stack-down: $(STAMP) ## stop the local stack (data in .local/ is kept)
-	@$(PY) -m ingest stack down
+	@$(LV) stack down
 
 stack-status: $(STAMP) ## say whether local PostgreSQL and moto are up
-	@$(PY) -m ingest stack status
+	@$(LV) stack status
 
-env: $(STAMP) ## print `export …` lines for the local stack: eval "$$(make -s env)"
-	@$(PY) -m ingest stack env
+env: $(STAMP) ## print `export …` lines for the local stack: eval "$(make -s env)"
+	@$(LV) stack env
 
 bootstrap: $(STAMP) ## the bootstrap SQL (ingest/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
-	@$(WITH_ENV) $(PY) -m ingest bootstrap
+	@$(WITH_ENV) $(LV) bootstrap
 
 seed: stack-up ## send COUNT (default 100) synthetic login events to the queue
-	@$(WITH_ENV) $(PY) -m ingest seed --count $(COUNT)
+	@$(WITH_ENV) $(LV) seed --count $(COUNT)
 
 ingest: $(STAMP) ## stack up (+100 sample events into a new queue), then drain the queue into raw.login_events
-	@$(PY) -m ingest stack up --seed-if-new 100
-	@$(WITH_ENV) $(PY) -m ingest run
+	@$(LV) stack up --seed-if-new 100
+	@$(WITH_ENV) $(LV) run
 
 transform: $(STAMP) ## dbt build (models + tests) as loginvault_transformer, keys in the session
-	@$(WITH_ENV) $(PY) -m ingest transform build
+	@$(WITH_ENV) $(LV) transform build
 
 rotate-keys: $(STAMP) ## local stack: new PII keys into .local/keys.env (old ones kept as *_PREVIOUS), both rotated, key status
-	@$(WITH_ENV) $(PY) -m ingest stack rotate-keys
+	@$(WITH_ENV) $(LV) stack rotate-keys
 
 summary: $(STAMP) ## print what an analyst sees: mart rows, rejections by reason, shared IPs/devices, samples
-	@$(WITH_ENV) $(PY) -m ingest summary
+	@$(WITH_ENV) $(LV) summary
 
 demo: $(STAMP) ## the whole job on the local stack: stack up, 100 new sample events, ingest, transform, summary
-	@$(PY) -m ingest stack up
-	@$(WITH_ENV) $(PY) -m ingest seed --count 100
-	@$(WITH_ENV) $(PY) -m ingest run
-	@$(WITH_ENV) $(PY) -m ingest transform build
-	@$(WITH_ENV) $(PY) -m ingest summary
+	@$(LV) stack up
+	@$(WITH_ENV) $(LV) seed --count 100
+	@$(WITH_ENV) $(LV) run
+	@$(WITH_ENV) $(LV) transform build
+	@$(WITH_ENV) $(LV) summary
 
 docs: $(STAMP) ## build the static dbt docs site (dbt_project/target/static_index.html)
-	@$(WITH_ENV) $(PY) -m ingest transform docs generate --static
+	@$(WITH_ENV) $(LV) transform docs generate --static
 	@echo "docs: open file://$(CURDIR)/dbt_project/target/static_index.html"
 
 DOCS_PORT ?= 8580
-docs-serve: docs ## serve the docs site on http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops)
+docs-serve: docs ## serve the docs site on http://127.0.0.1:8580/ (DOCS_PORT=N: another port; Ctrl-C stops)
 	@echo "docs: http://127.0.0.1:$(DOCS_PORT)/static_index.html"
 	@$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory dbt_project/target
 
@@ -81,12 +83,15 @@ lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, terraform f
 		echo "lint: terraform is not installed: deploy/terraform was not format-checked" >&2; \
 	fi
 
-test: $(STAMP) lint ## lint, then the tests: pytest + dbt build --warn-error on their own throwaway PostgreSQL and moto
-	@$(PY) -m pytest
+test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own throwaway PostgreSQL and moto)
+	@$(PY) -m pytest tests/unit tests/integration
+
+test-unit: $(STAMP) ## the unit tests only: no service, seconds
+	@$(PY) -m pytest tests/unit
 
 bench: $(STAMP) ## benchmarks (not tests): land, sqs, transform, incremental, memory; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)
 
 clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, and the venv
-	@if [ -x $(PY) ]; then $(PY) -m ingest stack down; fi
+	@if [ -x $(LV) ]; then $(LV) stack down; fi
 	rm -rf .local $(VENV) dbt_project/target dbt_project/logs

@@ -22,7 +22,8 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="10x smaller sizes: a smoke run, not a measurement")
     parser.add_argument("--batch-size", type=int, default=50_000, help="ingest micro-batch size for land/memory")
-    parser.add_argument("--workers", type=int, default=4, help="receiver threads for the sqs benchmark")
+    parser.add_argument("--receivers", type=int, default=4, help="receiver threads for the sqs benchmark")
+    parser.add_argument("--workers", type=int, dest="receivers", help=argparse.SUPPRESS)  # its former name
     args = parser.parse_args()
     unknown = set(args.benchmarks) - set(ALL)
     if unknown:
@@ -41,7 +42,7 @@ def main() -> int:
                 results += land.run(dsn, 1_000_000 // scale, 20_000 // scale, args.batch_size)
             elif name == "sqs":
                 with harness.moto(fast_clock=True) as server:
-                    results += sqs_rate.run(dsn, server.endpoint_url, 10_000 // scale, args.workers)
+                    results += sqs_rate.run(dsn, server.endpoint_url, 10_000 // scale, args.receivers)
             elif name == "freshness":
                 with harness.moto(fast_clock=True) as server:
                     results += freshness.run(pg, server.endpoint_url, 120 / (4 if args.quick else 1))

@@ -1,7 +1,7 @@
 """Freshness, end to end: for every message, the time from its SentTimestamp (SQS's send time)
 until an analyst's query, as the analyst's own login, sees its row in user_logins.
 
-The real services run as they are deployed, each a `python -m ingest …` process with its own
+The real services run as they are deployed, each a `loginvault …` process with its own
 login's DSN and the keys in its environment: `run --follow --batch-seconds B` and `transform
 --every T build`. A producer, in a process of its own, sends valid login events at a steady
 rate for a while (what moto sustains on two shared cores next to the services, PostgreSQL and
@@ -36,13 +36,15 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute
-from ingest import bootstrap, config, sample, stack
+from ingest import bootstrap, config, sample, sqs
+from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.settings import SqsSettings
 from ingest.sqs import MAX_BATCH, Queue
 
 RATE = 50  # messages per second the producer sends: what moto sustains here beside the services
 TRANSFORM_EVERY = 5  # seconds, `transform --every`
 BATCH_SECONDS = 1.0  # `run --batch-seconds`
-WORKERS = 2  # `run --workers`: receiver threads
+RECEIVERS = 2  # `run --receivers`: receiver threads
 POLL_SECONDS = 0.25  # how often the analyst asks
 # The target: a build every T s, a batch waits B s at most, and 5 s for the rest (load, build).
 TARGET_SLACK_SECONDS = 5.0
@@ -54,13 +56,14 @@ CATCH_UP_TIMEOUT = 120
 FOREIGN_ENV_PREFIXES = ("PG", "SQS_", "AWS_", "LOGINVAULT_", "INGEST_", "TRANSFORM_", "DBT_")
 
 
-def run(pg: stack.PgCluster, endpoint_url: str, seconds: float, rate: int = RATE) -> list[Result]:
+def run(pg: PgCluster, endpoint_url: str, seconds: float, rate: int = RATE) -> list[Result]:
     name = f"bench_freshness_{uuid.uuid4().hex[:8]}"
-    stack.ensure_database(pg.dsn("postgres"), name)
+    ensure_database(pg.dsn("postgres"), name)
     dsn = pg.dsn(name)
-    bootstrap.bootstrap(dsn, logins=stack.throwaway_logins(dsn))
-    url, _ = stack.ensure_queues(endpoint_url, config.DEFAULT_REGION, name=f"bench-freshness-{uuid.uuid4().hex[:6]}")
-    settings = config.SqsSettings(url, endpoint_url, config.DEFAULT_REGION)
+    bootstrap.bootstrap(dsn, logins=throwaway_logins(dsn))
+    region = SqsSettings(None).region
+    url, _ = sqs.ensure_queues(endpoint_url, region, name=f"bench-freshness-{uuid.uuid4().hex[:6]}")
+    settings = SqsSettings(url, endpoint_url, region)
     work = Path(tempfile.mkdtemp(prefix="loginvault-bench-freshness-"))
     try:
         with services(service_env(dsn, settings, work), work):
@@ -77,11 +80,11 @@ def run(pg: stack.PgCluster, endpoint_url: str, seconds: float, rate: int = RATE
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def service_env(dsn: str, settings: config.SqsSettings, work: Path) -> dict[str, str]:
+def service_env(dsn: str, settings: SqsSettings, work: Path) -> dict[str, str]:
     """The services' environment, as a deployment sets it: the queue, each workload's own
     login (LOGINVAULT_<ROLE>_DSN, never the admin's), the PII keys, dbt's paths out of the tree."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV_PREFIXES)}
-    logins = stack.throwaway_logins(dsn)
+    logins = throwaway_logins(dsn)
     env.update(
         {config.WORKLOADS[role].dsn_env: logins[role] for role in (config.LOADER_ROLE, config.TRANSFORMER_ROLE)},
         SQS_QUEUE_URL=settings.queue_url,
@@ -97,13 +100,20 @@ def service_env(dsn: str, settings: config.SqsSettings, work: Path) -> dict[str,
     return env
 
 
+def command() -> list[str]:
+    """The `loginvault` console script of this interpreter's environment (as the image runs it);
+    `python -m ingest`, the same entry point, where it is not installed."""
+    script = shutil.which("loginvault", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "ingest"]
+
+
 @contextmanager
 def services(env: dict[str, str], work: Path) -> Iterator[None]:
     """`run --follow` and `transform --every` running, each in its own process group, their
     output in work/ingest.log and work/transform.log; stopped with SIGTERM (as a deployment
     stops them) at the end."""
     commands = {
-        "ingest": ["run", "--follow", "--batch-seconds", f"{BATCH_SECONDS:g}", "--workers", str(WORKERS)],
+        "ingest": ["run", "--follow", "--batch-seconds", f"{BATCH_SECONDS:g}", "--receivers", str(RECEIVERS)],
         "transform": ["transform", "--every", f"{TRANSFORM_EVERY:g}", "build"],
     }
     running: dict[str, subprocess.Popen] = {}
@@ -111,7 +121,7 @@ def services(env: dict[str, str], work: Path) -> Iterator[None]:
         for name, args in commands.items():
             with open(work / f"{name}.log", "wb") as log:
                 running[name] = subprocess.Popen(
-                    [sys.executable, "-m", "ingest", *args],
+                    [*command(), *args],
                     cwd=config.REPO_ROOT,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -204,7 +214,7 @@ def valid_bodies(count: int, seed: int) -> Iterator[str]:
         yield sample.to_body(event)
 
 
-def warm_up(settings: config.SqsSettings, poller: AnalystPoller, count: int = 20) -> None:
+def warm_up(settings: SqsSettings, poller: AnalystPoller, count: int = 20) -> None:
     """A few messages through the whole way first: the services started, dbt parsed the project
     and ran its first build (unit tests and all), so the timed messages meet them steady."""
     queue = Queue(settings)
@@ -219,7 +229,7 @@ def warm_up(settings: config.SqsSettings, poller: AnalystPoller, count: int = 20
         raise RuntimeError(f"the warm-up messages were not in user_logins after {WARM_UP_TIMEOUT} s: see the logs")
 
 
-def send_steadily(settings: config.SqsSettings, rate: int, seconds: float, conn) -> None:
+def send_steadily(settings: SqsSettings, rate: int, seconds: float, conn) -> None:
     """The producer's process: a SendMessageBatch of 10 every 10/rate seconds, on a fixed
     schedule (a late send does not shift the ones after it); sends back (message id, Unix time
     before the call, after it) of every message."""
@@ -243,7 +253,7 @@ def send_steadily(settings: config.SqsSettings, rate: int, seconds: float, conn)
     conn.send((sent, time.monotonic() - start))
 
 
-def produce(settings: config.SqsSettings, rate: int, seconds: float) -> list[tuple[str, float, float]]:
+def produce(settings: SqsSettings, rate: int, seconds: float) -> list[tuple[str, float, float]]:
     """Run the producer in a process of its own; what it sent, when."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -318,7 +328,7 @@ def _result(
         "redelivered": sum(1 for v in raw.values() if v[3] > 1),
         "transform_every_s": TRANSFORM_EVERY,
         "batch_seconds": BATCH_SECONDS,
-        "workers": WORKERS,
+        "receivers": RECEIVERS,
         "poll_interval_s": POLL_SECONDS,
         "polls": poller.polls,
         "mean_poll_ms": round(poller.query_seconds / max(1, poller.polls) * 1000, 1),

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import psycopg
 
-from ingest import bootstrap, config, stack
+from ingest import bootstrap, config
+from ingest.local.moto_server import MotoServer
+from ingest.local.network import free_port
+from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
 
 RESULTS = Path(__file__).parent / "results.json"
 
@@ -66,12 +69,12 @@ def cluster():
     """A durable cluster (fsync on, as a real server) with a bootstrapped database; yields its admin DSN."""
     root = Path(tempfile.mkdtemp(prefix="loginvault-bench-pg-", dir="/tmp"))
     root.chmod(0o755)
-    pg = stack.PgCluster(root=root, port=stack.free_port(), password=secrets.token_hex(16), durable=True)
+    pg = PgCluster(root=root, port=free_port(), password=secrets.token_hex(16), durable=True)
     try:
         pg.init()
         pg.start()
-        stack.ensure_database(pg.dsn("postgres"), config.DATABASE_NAME)
-        bootstrap.bootstrap(pg.dsn(), logins=stack.throwaway_logins(pg.dsn()))
+        ensure_database(pg.dsn("postgres"), config.DATABASE_NAME)
+        bootstrap.bootstrap(pg.dsn(), logins=throwaway_logins(pg.dsn()))
         yield pg
     finally:
         if pg.initialized():
@@ -105,7 +108,7 @@ def moto(fast_clock: bool = False):
     """A moto server; with fast_clock, its SQS clock is time.time() (FAST_CLOCK, loaded as the
     server's sitecustomize): for benchmarks where moto's speed is not what is measured."""
     root = Path(tempfile.mkdtemp(prefix="loginvault-bench-moto-", dir="/tmp"))
-    server = stack.MotoServer(root=root, port=stack.free_port())
+    server = MotoServer(root=root, port=free_port())
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     pythonpath = os.environ.get("PYTHONPATH")
@@ -129,7 +132,7 @@ def moto(fast_clock: bool = False):
 
 def role_dsn(admin_dsn: str, role: str) -> str:
     """The DSN of a workload's own login on the bench's cluster."""
-    return stack.throwaway_logins(admin_dsn)[role]
+    return throwaway_logins(admin_dsn)[role]
 
 
 def execute(dsn: str, sql: str, params=None):

@@ -15,8 +15,9 @@ import psycopg
 from bench import harness
 from bench.harness import Result, execute, timed
 from ingest import config, sample, sqs
-from ingest.consumer import Consumer, RunOptions
+from ingest.consumer import Consumer
 from ingest.raw_loader import RawLoader
+from ingest.settings import RunSettings
 
 
 class SyntheticQueue:
@@ -57,9 +58,9 @@ class SyntheticQueue:
         return []
 
 
-def land(dsn: str, bodies: Iterator[str], batch_size: int, workers: int = 1) -> tuple[int, float]:
+def land(dsn: str, bodies: Iterator[str], batch_size: int, receivers: int = 1) -> tuple[int, float]:
     """Run the ingest (default options but the batch size) over `bodies`; returns (landed, seconds)."""
-    options = RunOptions(batch_size=batch_size, wait_seconds=0, workers=workers, progress_seconds=1e9)
+    options = RunSettings(batch_size=batch_size, wait_seconds=0, receivers=receivers, progress_seconds=1e9)
     loaders = [RawLoader(harness.role_dsn(dsn, config.LOADER_ROLE)) for _ in range(options.loaders)]
     try:
         ingest = Consumer(SyntheticQueue(bodies), loaders, options)

@@ -20,20 +20,21 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config, retention, sample, stack
+from ingest import bootstrap, config, retention, sample
 from ingest import transform as ingest_transform
+from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
 
 DAYS, WINDOW_DAYS = 30, 2
 
 
-def run(pg: stack.PgCluster, n: int) -> list[Result]:
+def run(pg: PgCluster, n: int) -> list[Result]:
     dsns = []
     try:
         for role in ("retention", "delete"):
             name = f"bench_{role}_{uuid.uuid4().hex[:8]}"
-            stack.ensure_database(pg.dsn("postgres"), name)
+            ensure_database(pg.dsn("postgres"), name)
             dsns.append(pg.dsn(name))
-            bootstrap.bootstrap(dsns[-1], logins=stack.throwaway_logins(dsns[-1]))
+            bootstrap.bootstrap(dsns[-1], logins=throwaway_logins(dsns[-1]))
             _load(dsns[-1], n)
         return _measure(*dsns, n)
     finally:

@@ -17,15 +17,18 @@ import psycopg
 
 from bench import harness, transform
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config, rotation, stack
+from ingest import bootstrap, config, rotation
 from ingest import transform as ingest_transform
+from ingest.keys import setting_option
+from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.settings import CommonSettings
 
 
-def run(pg: stack.PgCluster, n: int) -> list[Result]:
+def run(pg: PgCluster, n: int) -> list[Result]:
     name = f"bench_rotate_{uuid.uuid4().hex[:8]}"
-    stack.ensure_database(pg.dsn("postgres"), name)
+    ensure_database(pg.dsn("postgres"), name)
     dsn = pg.dsn(name)
-    bootstrap.bootstrap(dsn, logins=stack.throwaway_logins(dsn))
+    bootstrap.bootstrap(dsn, logins=throwaway_logins(dsn))
     keys = {name: secrets.token_hex(32) for name in config.KEY_ENVS}
     work = Path(tempfile.mkdtemp(prefix="loginvault-bench-rotate-"))
     env = {
@@ -62,7 +65,7 @@ def _run(dsn: str, n: int, keys: dict[str, str]) -> list[Result]:
     new_hmac, new_enc = secrets.token_hex(32), secrets.token_hex(32)
     os.environ.update(LOGINVAULT_HMAC_KEY=new_hmac, LOGINVAULT_HMAC_KEY_PREVIOUS=keys[config.HMAC_KEY_ENV])
     with timed() as hmac_s:
-        rotated = rotation.rotate_hmac()
+        rotated = rotation.rotate_hmac(CommonSettings().mart_schema)
     assert rotated and rotated.rows == vault_rows, rotated
     execute(dsn, "CHECKPOINT")
 
@@ -91,9 +94,7 @@ def _run(dsn: str, n: int, keys: dict[str, str]) -> list[Result]:
 
 def _bare_rewrap(dsn: str, new_key: str, old_key: str) -> float:
     """Decrypt with the new key and encrypt again, every vault row, one statement, no writes."""
-    options = " ".join(
-        config.setting_option(f"bench.{name}", value) for name, value in (("new", new_key), ("old", old_key))
-    )
+    options = " ".join(setting_option(f"bench.{name}", value) for name, value in (("new", new_key), ("old", old_key)))
     with psycopg.connect(dsn, autocommit=True, options=options) as conn, timed() as seconds:
         conn.execute(
             "SELECT count(pgp_sym_encrypt(pgp_sym_decrypt(ciphertext, current_setting('bench.new')),"

@@ -1,4 +1,4 @@
-"""Memory of the ingest as deployed: the peak RSS of a real `python -m ingest run --follow
+"""Memory of the ingest as deployed: the peak RSS of a real `loginvault run --follow
 --metrics-port P --log-format json` (deploy/k8s/deployment-ingest.yaml's arguments, every other
 setting at its default) landing N messages from a moto queue, a producer process keeping the
 visible backlog at 200 (moto's receive and send scan every message of the queue, several times
@@ -31,7 +31,9 @@ import yaml
 from bench import harness
 from bench.harness import Result, execute
 from bench.sqs_rate import BACKLOG, Producer
-from ingest import config, stack
+from ingest import config, sqs
+from ingest.local.network import free_port
+from ingest.settings import SqsSettings
 from ingest.sqs import Queue
 
 DEPLOYMENT = config.REPO_ROOT / "deploy" / "k8s" / "deployment-ingest.yaml"
@@ -69,9 +71,9 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def peak_rss(dsn: str, endpoint_url: str, n: int) -> dict:
-    region = config.DEFAULT_REGION
-    url, _ = stack.ensure_queues(endpoint_url, region, name=f"bench-rss-{uuid.uuid4().hex[:6]}")
-    producer = Producer(Queue(config.SqsSettings(url, endpoint_url, region)), n, backlog=BACKLOG)
+    region = SqsSettings(None).region
+    url, _ = sqs.ensure_queues(endpoint_url, region, name=f"bench-rss-{uuid.uuid4().hex[:6]}")
+    producer = Producer(Queue(SqsSettings(url, endpoint_url, region)), n, backlog=BACKLOG)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "SQS_", "INGEST_", "LOGINVAULT_"))},
         "LOGINVAULT_LOADER_DSN": harness.role_dsn(dsn, config.LOADER_ROLE),  # the ingest's own login
@@ -79,7 +81,7 @@ def peak_rss(dsn: str, endpoint_url: str, n: int) -> dict:
         "SQS_ENDPOINT_URL": endpoint_url,
         "AWS_REGION": region,
     }
-    port = stack.free_port()
+    port = free_port()
     args = ["run", "--follow", "--metrics-port", str(port), "--log-format", "json"]
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()

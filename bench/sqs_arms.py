@@ -1,5 +1,5 @@
 """The two arms of the SQS benchmark, each the body of a process of its own (so that its CPU time
-is its own): the consumer (ingest.consumer.Consumer with RawLoaders, as `ingest run --follow`
+is its own): the consumer (ingest.consumer.Consumer with RawLoaders, as `loginvault run --follow`
 runs it) and the bare boto3 loop (receive 10, DeleteMessageBatch, nothing else), with the same
 receiver threads, the same ReceiveMessage call (attributes included) and the same long poll.
 
@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bench.meter import RequestCounter, Sample, Samples
-from ingest import config
-from ingest.consumer import Consumer, RunOptions
+from ingest.consumer import Consumer
 from ingest.raw_loader import RawLoader
+from ingest.settings import RunSettings, SqsSettings
 from ingest.sqs import ORIGINAL_ID_ATTRIBUTE, ORIGINAL_SENT_ATTRIBUTE, RECEIVE_ATTRIBUTES, Message, Queue, make_client
 
 # How often an arm looks whether it is done, and then whether the queue is empty.
@@ -113,15 +113,18 @@ def _stop_profile(profiler: subprocess.Popen | None) -> None:
         profiler.wait(timeout=60)
 
 
-def patient_queue(settings: config.SqsSettings) -> Queue:
+def patient_queue(settings: SqsSettings) -> Queue:
     """A Queue whose client retries more than the consumer's default: moto's server closes every
     connection after one request and listens with a short backlog, so under load a connect can
     be refused, which real SQS does not do. Every process of the benchmark uses the same."""
-    return Queue(settings, client=make_client(settings.endpoint_url, settings.region, max_attempts=MOTO_ATTEMPTS))
+    return Queue(
+        settings,
+        client=make_client(settings.endpoint_url, settings.region, settings.retry_mode, max_attempts=MOTO_ATTEMPTS),
+    )
 
 
 def wait_until_done(
-    done: DistinctIds, held: Callable[[], int], settings: config.SqsSettings, samples: Samples, failed: list
+    done: DistinctIds, held: Callable[[], int], settings: SqsSettings, samples: Samples, failed: list
 ) -> None:
     """Until every message is done and nothing is held (marked "done"), then until the queue is
     empty too (marked "empty"). Moto can lose a delete when DeleteMessageBatch calls overlap (it
@@ -150,9 +153,7 @@ def _mark_when(event, samples: Samples, name: str) -> None:
     threading.Thread(target=wait, name=f"mark-{name}", daemon=True).start()
 
 
-def consumer_arm(
-    settings: config.SqsSettings, loader_dsn: str, total: int, options: RunOptions, produced, conn
-) -> None:
+def consumer_arm(settings: SqsSettings, loader_dsn: str, total: int, options: RunSettings, produced, conn) -> None:
     """The consumer over `total` messages; `produced` is set once the producer has sent them all."""
     queue = patient_queue(settings)
     requests = RequestCounter()
@@ -201,9 +202,9 @@ def consumer_arm(
 
 
 def bare_arm(
-    settings: config.SqsSettings, total: int, workers: int, wait_seconds: int, visibility_timeout: int, produced, conn
+    settings: SqsSettings, total: int, receivers: int, wait_seconds: int, visibility_timeout: int, produced, conn
 ) -> None:
-    """The bare loop over `total` messages: `workers` threads of receive(10) + DeleteMessageBatch."""
+    """The bare loop over `total` messages: `receivers` threads of receive(10) + DeleteMessageBatch."""
     queue = patient_queue(settings)  # the same client settings (retries, timeouts, pool) as the consumer's
     client, url = queue.client, queue.url
     requests = RequestCounter()
@@ -256,7 +257,7 @@ def bare_arm(
     samples.start()
     _mark_when(produced, samples, "produced")
     # Daemon threads: at the end, a thread may still be in a long poll of an empty queue.
-    threads = [threading.Thread(target=consume, name=f"bare-{i}", daemon=True) for i in range(workers)]
+    threads = [threading.Thread(target=consume, name=f"bare-{i}", daemon=True) for i in range(receivers)]
     for thread in threads:
         thread.start()
     wait_until_done(done, lambda: counts["in_hand"], settings, samples, errors)

@@ -1,4 +1,4 @@
-"""SQS: the consumer (`ingest run --follow --workers W`) against a moto server, vs a bare boto3
+"""SQS: the consumer (`loginvault run --follow --receivers W`) against a moto server, vs a bare boto3
 loop of receive(10) + DeleteMessageBatch with the same W threads and the same ReceiveMessage
 call, each on a fresh queue, each over the same messages from a producer that keeps the
 visible backlog near BACKLOG (moto slows with depth), each arm, the producer and moto in
@@ -39,8 +39,8 @@ import uuid
 from bench import harness, sqs_arms
 from bench.harness import Result, execute
 from bench.meter import Sample
-from ingest import config, sample, stack
-from ingest.consumer import RunOptions
+from ingest import config, sample, sqs
+from ingest.settings import RunSettings, SqsSettings
 from ingest.sqs import MAX_BATCH, Queue
 
 BACKLOG = 200
@@ -60,7 +60,7 @@ ARM_TIMEOUT_SECONDS = 900
 OPERATIONS = ("ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch", "GetQueueAttributes")
 
 
-def produce(settings: config.SqsSettings, total: int, observed, backlog: int = BACKLOG, produced=None) -> None:
+def produce(settings: SqsSettings, total: int, observed, backlog: int = BACKLOG, produced=None) -> None:
     """Send `total` sample events, keeping the visible backlog near `backlog`; `observed` gets
     the sum and count of the visible depths seen; `produced` (if any) is set once all are sent.
 
@@ -138,7 +138,7 @@ class Producer:
         return self.observed[0] / max(1, self.observed[1])
 
 
-def measure(arm: str, settings: config.SqsSettings, dsn: str, total: int, options: RunOptions) -> sqs_arms.Report:
+def measure(arm: str, settings: SqsSettings, dsn: str, total: int, options: RunSettings) -> sqs_arms.Report:
     """One arm over `total` messages on the queue of `settings`, in a process of its own."""
     context = multiprocessing.get_context("spawn")
     produced = context.Event()
@@ -148,7 +148,7 @@ def measure(arm: str, settings: config.SqsSettings, dsn: str, total: int, option
         args = (settings, harness.role_dsn(dsn, config.LOADER_ROLE), total, options, produced, theirs)
     else:
         target = sqs_arms.bare_arm
-        args = (settings, total, options.workers, options.wait_seconds, options.visibility_timeout, produced, theirs)
+        args = (settings, total, options.receivers, options.wait_seconds, options.visibility_timeout, produced, theirs)
     process = context.Process(target=target, args=args, daemon=True, name=arm)
     process.start()
     try:
@@ -176,7 +176,7 @@ def _receive(conn, process, timeout: float):
     return conn.recv()
 
 
-def queue_left(settings: config.SqsSettings, wait: float = 5.0) -> tuple[int, int]:
+def queue_left(settings: SqsSettings, wait: float = 5.0) -> tuple[int, int]:
     """(visible, in flight) at the end; waits a little for in-flight deletes to be answered."""
     queue = sqs_arms.patient_queue(settings)
     deadline = time.monotonic() + wait
@@ -230,14 +230,15 @@ def load_cost(loads: list[tuple[int, float]]) -> tuple[float, float]:
     return intercept * 1000, slope * 1000
 
 
-def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
-    # As `ingest run --follow` runs by default (batches of 1,000 within a 1 s window, two
+def run(dsn: str, endpoint_url: str, n: int, receivers: int) -> list[Result]:
+    # As `loginvault run --follow` runs by default (batches of 1,000 within a 1 s window, two
     # loaders, 20 s long polls), but the receiver threads and the visibility timeout; a second
     # consumer arm with a longer window, for the cost of a load against the cost of a message.
-    default = RunOptions(
-        follow=True, workers=workers, wait_seconds=20, visibility_timeout=VISIBILITY_TIMEOUT, progress_seconds=1e9
+    default = RunSettings(
+        follow=True, receivers=receivers, wait_seconds=20, visibility_timeout=VISIBILITY_TIMEOUT, progress_seconds=1e9
     )
     longer = dataclasses.replace(default, batch_seconds=LONG_BATCH_SECONDS)
+    region = SqsSettings(None).region
     arms: dict[str, dict] = {}
     reports: dict[str, sqs_arms.Report] = {}
     consumers = ("consumer", "consumer_5s")
@@ -245,8 +246,8 @@ def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
     plan = (("bare", "bare", default), ("consumer", "consumer", default), ("consumer_5s", "consumer", longer))
     for label, arm, options in (*plan, ("bare2", "bare", default)):
         name = f"bench-{label.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
-        url, _ = stack.ensure_queues(endpoint_url, config.DEFAULT_REGION, name=name)
-        settings = config.SqsSettings(url, endpoint_url, config.DEFAULT_REGION)
+        url, _ = sqs.ensure_queues(endpoint_url, region, name=name)
+        settings = SqsSettings(url, endpoint_url, region)
         report = measure(arm, settings, dsn, n, options)
         left = queue_left(settings)
         assert left == (0, 0), (label, report.counts, left)
@@ -277,7 +278,7 @@ def run(dsn: str, endpoint_url: str, n: int, workers: int) -> list[Result]:
     room = TARGET_RATIO * bare_ms - outside - per_message
     figures = {
         "messages": n,
-        "workers": workers,
+        "receivers": receivers,
         "backlog": BACKLOG,
         "visibility_timeout": VISIBILITY_TIMEOUT,
         "consumer": {

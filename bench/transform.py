@@ -4,7 +4,7 @@ masking, vault encryption and inserts (the limit); then M new raw rows on top, i
 
 dbt runs as the transform service runs it (`ingest transform --every S`: one process, the
 project parsed once): the full build is the service's first cycle (import and parse included),
-the incremental build its next one. A one-shot `python -m ingest transform build` (a new
+the incremental build its next one. A one-shot `loginvault transform build` (a new
 interpreter, dbt's imports and manifest loading: ~2.5 s more) is measured too, for the figures."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import psycopg
 from bench import harness
 from bench.harness import Result, execute, timed
 from ingest import config, sample, transform
+from ingest.keys import key_options
 
 SCRIPT = Path(__file__).with_name("handwritten_transform.sql")
 
@@ -64,7 +65,7 @@ BUILD = ("build", "--warn-error", "--quiet")
 
 
 def cli_build() -> float:
-    """A one-shot `python -m ingest transform build` in a new process (this one's environment)."""
+    """A one-shot `loginvault transform build` (as `python -m ingest`) in a new process, this one's environment."""
     with timed() as seconds:
         out = subprocess.run(
             [sys.executable, "-m", "ingest", "transform", "build", "--warn-error"],
@@ -79,7 +80,7 @@ def cli_build() -> float:
 
 def handwritten(dsn: str, keys: dict[str, str]) -> float:
     execute(dsn, f"CREATE SCHEMA IF NOT EXISTS bench_hw AUTHORIZATION {config.TRANSFORMER_ROLE}")
-    with psycopg.connect(dsn, autocommit=True, options=config.key_options(keys)) as conn, timed() as seconds:
+    with psycopg.connect(dsn, autocommit=True, options=key_options(keys)) as conn, timed() as seconds:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
         conn.execute(SCRIPT.read_text())
     return seconds()

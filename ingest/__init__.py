@@ -1,8 +1,11 @@
-"""loginvault ingest: SQS → PostgreSQL `raw` with dlt, plus the local stack, sample data and PII recovery."""
+"""loginvault: SQS login events into PostgreSQL with the personal data masked (see docs/architecture.md)."""
 
 
 class LoginvaultError(Exception):
-    """An error the user can cause and fix (bad DSN, unreachable queue, missing key).
+    """An error the user can cause and fix (bad DSN, unreachable queue, missing key, bad setting).
 
-    The CLI prints its message as one line and exits non-zero, without a traceback.
+    The command line prints its message as one line, without a traceback, and exits with
+    `exit_code`.
     """
+
+    exit_code = 1

@@ -41,5 +41,5 @@ def rows(since: datetime | None) -> Iterator[tuple]:
             yield from cursor
         except psycopg.errors.InsufficientPrivilege as exc:
             raise LoginvaultError(
-                f"not authorized to read the audit ({config.first_line(exc)}): only members of {config.AUDITOR_ROLE} may"
+                f"not authorized to read the audit ({db.first_line(exc)}): only members of {config.AUDITOR_ROLE} may"
             ) from None

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ingest import LoginvaultError, config
+from ingest import LoginvaultError, config, db, settings
 
 BOOTSTRAP_SQL_DIR = Path(__file__).parent / "sql" / "bootstrap"
 # pg_advisory_xact_lock key of the bootstrap: hashtext('loginvault.bootstrap') is not stable
@@ -46,9 +46,9 @@ def bootstrap(
             for role, dsn in (logins or {}).items():
                 ensure_login(conn, role, dsn)
     except psycopg.OperationalError as exc:
-        raise config.cannot_connect(admin_dsn, exc) from None
+        raise db.cannot_connect(admin_dsn, exc) from None
     except psycopg.Error as exc:
-        raise LoginvaultError(f"bootstrap SQL failed: {config.first_line(exc)}") from None
+        raise LoginvaultError(f"bootstrap SQL failed: {db.first_line(exc)}") from None
 
 
 def ensure_login(conn, role: str, dsn: str) -> None:
@@ -99,19 +99,13 @@ def ensure_login(conn, role: str, dsn: str) -> None:
 
 def workload_logins() -> dict[str, str]:
     """role → DSN, for each LOGINVAULT_<ROLE>_DSN set in the environment."""
-    return {role: dsn for role, w in config.WORKLOADS.items() if (dsn := config.env(w.dsn_env))}
+    return {role: dsn for role, w in config.WORKLOADS.items() if (dsn := settings.env(w.dsn_env))}
 
 
-def run_from_env() -> None:
-    """`loginvault bootstrap`: PG_DSN, LOGINVAULT_MART_SCHEMA, LOGINVAULT_RECOVERY_DAILY_BUDGET,
-    and a login for each LOGINVAULT_<ROLE>_DSN that is set."""
+def run(mart_schema: str, daily_budget: int | None) -> None:
+    """`loginvault bootstrap`: as PG_DSN, with a login for each LOGINVAULT_<ROLE>_DSN that is set."""
     logins = workload_logins()
-    budget = None
-    if config.env("LOGINVAULT_RECOVERY_DAILY_BUDGET") is not None:
-        budget = config.env_int("LOGINVAULT_RECOVERY_DAILY_BUDGET", 0)
-        if budget < 0:
-            raise LoginvaultError(f"LOGINVAULT_RECOVERY_DAILY_BUDGET must be 0 or more, got {budget}")
-    bootstrap(config.require("PG_DSN"), config.MART_SCHEMA, daily_budget=budget, logins=logins)
+    bootstrap(settings.require("PG_DSN"), mart_schema, daily_budget=daily_budget, logins=logins)
     made = ", ".join(f"{conninfo_user(dsn)} ({role})" for role, dsn in logins.items())
     print(f"bootstrap: done{'; logins: ' + made if made else ''}", file=sys.stderr)
 

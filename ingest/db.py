@@ -1,9 +1,70 @@
-"""Connections as a workload's own login, checked before use, and the one sentence for a
-database that cannot be reached."""
+"""Connections as a workload's own login (its DSN, checked before use), and the one sentence for a
+database that cannot be reached, with the DSN's password left out of every message."""
 
 from __future__ import annotations
 
-from ingest import LoginvaultError, config
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+from ingest import LoginvaultError, config, settings
+
+# Where a user who runs the local stack looks first when the database does not answer.
+DOWN_HINT = "is it running? (`make stack-up` starts the local one)"
+
+
+def role_dsn(role: str) -> str:
+    """The DSN of a workload's own login: LOGINVAULT_<ROLE>_DSN. PG_DSN (the admin) is the
+    bootstrap's only: no workload connects as the admin or acts as another role."""
+    workload = config.WORKLOADS[role]
+    dsn = settings.require(
+        workload.dsn_env,
+        f"{workload.who} connects with a login of its own, a member of {role} only"
+        ' (`eval "$(make -s env)"` sets the local stack\'s)',
+    )
+    if "://" not in dsn:
+        raise LoginvaultError(
+            f"{workload.dsn_env} must be a URL such as postgresql://user:password@host:5432/loginvault"
+        )
+    return dsn
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and logs (URL or key=value form)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        user, sep, _ = parts.netloc.rpartition("@")
+        if sep and ":" in user:
+            parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{parts.netloc.rpartition('@')[2]}")
+        return urlunsplit(parts)
+    # key=value: password='quoted value' or password=plain
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line: PostgreSQL's DETAIL lines can quote a row, i.e. cleartext PII."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def cannot_connect(dsn: str, exc: BaseException) -> LoginvaultError:
+    """The one sentence for a database that cannot be reached or refuses the login."""
+    reason = first_line(exc)
+    hint = f": {DOWN_HINT}" if "refused" in reason.lower() or "timeout" in reason.lower() else ""
+    return LoginvaultError(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {reason}{hint}")
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE for a DSN: what dbt's profile and psql read."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        raise LoginvaultError(
+            f"cannot parse the DSN {redact_dsn(dsn)}: expected postgresql://user:password@host:port/db"
+        ) from None
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
+    return {env_name: str(params[key]) for key, env_name in names.items() if params.get(key) not in (None, "")}
 
 
 def connect(role: str, *, options: str | None = None, autocommit: bool = False):
@@ -13,12 +74,12 @@ def connect(role: str, *, options: str | None = None, autocommit: bool = False):
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    dsn = config.role_dsn(role)
+    dsn = role_dsn(role)
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         raise LoginvaultError(
-            f"cannot parse {config.WORKLOADS[role].dsn_env} ({config.redact_dsn(dsn)}):"
+            f"cannot parse {config.WORKLOADS[role].dsn_env} ({redact_dsn(dsn)}):"
             " expected postgresql://user:password@host:port/db"
         ) from None
     if options:
@@ -27,7 +88,7 @@ def connect(role: str, *, options: str | None = None, autocommit: bool = False):
     try:
         conn = psycopg.connect(**params, autocommit=autocommit)
     except psycopg.OperationalError as exc:
-        raise config.cannot_connect(dsn, exc) from None
+        raise cannot_connect(dsn, exc) from None
     try:
         check_login(conn, role)
     except BaseException:

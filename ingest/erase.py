@@ -50,11 +50,11 @@ def erase(user_id: str, reason: str, dry_run: bool = False) -> Erasure:
             ).fetchone()
         except psycopg.errors.InvalidParameterValue as exc:
             keys.check_environment(conn)  # names the kind and both fingerprints when a key is stale
-            raise LoginvaultError(config.first_line(exc)) from None
+            raise LoginvaultError(db.first_line(exc)) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise LoginvaultError(
-                f"not authorized to erase ({config.first_line(exc)}): only members of {config.PII_ADMIN_ROLE} may"
+                f"not authorized to erase ({db.first_line(exc)}): only members of {config.PII_ADMIN_ROLE} may"
             ) from None
         except psycopg.Error as exc:
-            raise LoginvaultError(config.first_line(exc)) from None
+            raise LoginvaultError(db.first_line(exc)) from None
     return Erasure(*row)

@@ -1,5 +1,6 @@
-"""PII key versions: fingerprints, the registry's check of the environment's keys, `keys
-status`, retirement, and the lock that keeps a transform and a key rotation apart.
+"""PII keys: reading them from the environment and handing them to PostgreSQL as session settings,
+their versions (fingerprints, the registry's check of the environment's keys, `keys status`,
+retirement), and the lock that keeps a transform and a key rotation apart.
 
 The registry (pii.key_versions) holds per kind and version a fingerprint: the first 16 hex
 digits of HMAC-SHA256("loginvault key fingerprint <kind>", key), computed the same here and in
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from ingest import LoginvaultError, config, db
+from ingest import LoginvaultError, config, db, settings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,33 @@ PREVIOUS_ENV = {kind: f"{name}_PREVIOUS" for kind, name in ENV.items()}
 PREVIOUS_SETTINGS = {HMAC: "loginvault.hmac_key_previous", ENCRYPTION: "loginvault.encryption_key_previous"}
 # pg_advisory_lock key held by a transform's build and by a key rotation: never both at once.
 TRANSFORM_LOCK = 0x4C56_5452  # "LVTR"
+
+
+def check_key(name: str) -> str:
+    """The value of a PII key variable; a missing or weak key fails loudly."""
+    value = settings.require(name, 'run `eval "$(make -s env)"` or set a random key of at least 32 bytes')
+    if len(value.encode()) < config.MIN_KEY_BYTES:
+        raise LoginvaultError(
+            f"{name} is too short: use at least {config.MIN_KEY_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
+        )
+    return value
+
+
+def setting_option(setting: str, value: str) -> str:
+    """One startup option `-c setting=value`, escaped for libpq's options (spaces, backslashes)."""
+    escaped = value.replace("\\", "\\\\").replace(" ", "\\ ")
+    return f"-c {setting}={escaped}"
+
+
+def key_options(values: dict[str, str] | None = None) -> str:
+    """PGOPTIONS that put the PII keys in the session as loginvault.* settings.
+
+    `values` maps LOGINVAULT_*_KEY names to keys (default: the environment's, checked). Startup
+    options are neither SQL nor logged, so the keys never reach compiled SQL, dbt's logs or
+    the server's statement log.
+    """
+    values = values if values is not None else {name: check_key(name) for name in config.KEY_SETTINGS}
+    return " ".join(setting_option(setting, values[name]) for name, setting in config.KEY_SETTINGS.items())
 
 
 def fingerprint(kind: str, key: str) -> str:
@@ -75,7 +103,7 @@ def check_environment(conn, kinds: tuple[str, ...] = KINDS) -> None:
     yet passes: its first build registers it), and no HMAC rotation is unfinished."""
     registered = versions(conn)
     for kind in kinds:
-        key = config.check_key(ENV[kind])
+        key = check_key(ENV[kind])
         active = in_state(registered, kind, "active")
         if active and active.fingerprint != fingerprint(kind, key):
             raise mismatch(kind, key, active)
@@ -89,12 +117,11 @@ def check_environment(conn, kinds: tuple[str, ...] = KINDS) -> None:
 def session_options(*, previous: bool = False) -> str:
     """PGOPTIONS-style startup options with the environment's keys (and, with `previous`, the
     _PREVIOUS ones that are set) as session settings."""
-    values = {name: config.check_key(name) for name in config.KEY_ENVS}
-    options = config.key_options(values)
+    options = key_options()
     if previous:
         for kind, name in PREVIOUS_ENV.items():
-            if config.env(name):
-                options += " " + config.setting_option(PREVIOUS_SETTINGS[kind], config.check_key(name))
+            if settings.env(name):
+                options += " " + setting_option(PREVIOUS_SETTINGS[kind], check_key(name))
     return options
 
 
@@ -149,7 +176,7 @@ class Coverage:
     mart_rows: int | None  # hmac only: the mart's rows carry the active version's tokens
 
 
-def status() -> list[Coverage]:
+def status(mart_schema: str) -> list[Coverage]:
     """Every registered version, with the vault and mart rows its key made."""
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         registered = versions(conn)
@@ -158,7 +185,7 @@ def status() -> list[Coverage]:
             for kind, column in ((HMAC, "hmac_key_version"), (ENCRYPTION, "encryption_key_version")):
                 for version, n in conn.execute(f"SELECT {column}, count(*) FROM pii.vault GROUP BY 1").fetchall():
                     counts[(kind, version)] = n
-        mart = config.MART_SCHEMA
+        mart = mart_schema
         mart_rows = 0
         if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{mart}.user_logins",)).fetchone()[0]:
             mart_rows = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608

@@ -27,7 +27,7 @@ COUNTERS = {
     "landed": ("loginvault_messages_landed", "Messages committed to raw.login_events"),
     "deleted": ("loginvault_messages_deleted", "Messages deleted from the queue after their load"),
     "redeliveries": ("loginvault_messages_redelivered", "Deliveries with ApproximateReceiveCount > 1"),
-    "poison": ("loginvault_messages_refused", "Messages the database refused (left for the DLQ)"),
+    "refused": ("loginvault_messages_refused", "Messages the database refused (left for the DLQ)"),
     "released": ("loginvault_messages_released", "Messages made visible again unloaded (at a stop)"),
     "delete_failures": ("loginvault_delete_failures", "DeleteMessageBatch entries that failed"),
     "extended": ("loginvault_visibility_extensions", "Visibility timeouts extended during a long load"),

@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ingest import LoginvaultError
+
 # (healthy, reason): the reason is the 503's body, one line for whoever reads the probe's events.
 HealthCheck = Callable[[], tuple[bool, str]]
 
@@ -41,7 +43,13 @@ class MetricsEndpoint:
             def log_message(self, *args) -> None:  # scrapes are not worth a log line each
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            reason = exc.strerror or str(exc)
+            raise LoginvaultError(
+                f"cannot serve metrics on {host}:{port}: {reason} (choose another --metrics-port or --metrics-host)"
+            ) from None
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="metrics")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -23,24 +22,23 @@ import dlt
 import pyarrow as pa
 from dlt.extract.resource import DltResource
 
-from ingest import LoginvaultError, config, dlt_defaults
+from ingest import LoginvaultError, config, db, dlt_defaults
 from ingest.faults import pause_at
 from ingest.sqs import Message
 
 log = logging.getLogger(__name__)
 
 # `parquet` is handed to ADBC's binary COPY (adbc-driver-postgresql is a dependency), `csv` to
-# psycopg2's text COPY. `auto` (the default) picks by batch size: ADBC opens a connection of its
-# own for every load (~35 ms), which only pays off for large batches; a small one goes through
-# dlt's open psycopg2 connection as csv.
-LOADER_FILE_FORMAT = os.environ.get("INGEST_LOADER_FILE_FORMAT", "auto")
+# psycopg2's text COPY. `auto` (the default, INGEST_LOADER_FILE_FORMAT) picks by batch size: ADBC
+# opens a connection of its own for every load (~35 ms), which only pays off for large batches; a
+# small one goes through dlt's open psycopg2 connection as csv.
 PARQUET_MIN_ROWS = 5000
 
 
-def file_format(rows: int) -> str:
+def file_format(rows: int, configured: str = "auto") -> str:
     """The dlt loader file format for a load of `rows` messages."""
-    if LOADER_FILE_FORMAT != "auto":
-        return LOADER_FILE_FORMAT
+    if configured != "auto":
+        return configured
     return "parquet" if rows >= PARQUET_MIN_ROWS else "csv"
 
 
@@ -88,9 +86,10 @@ def login_events(messages: Sequence[Message], queue: str) -> DltResource:
 class RawLoader:
     """Appends micro-batches to raw.login_events as the loader role, retrying database errors."""
 
-    def __init__(self, dsn: str, retry_budget_seconds: float = 60.0) -> None:
+    def __init__(self, dsn: str, retry_budget_seconds: float = 60.0, file_format: str = "auto") -> None:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
+        self.file_format = file_format  # auto, parquet or csv
         # Before dlt resolves any setting: its own settings come from ingest/dlt_defaults.toml
         # unless the environment or the user's .dlt/config.toml says otherwise.
         dlt_defaults.use_packaged_defaults()
@@ -117,12 +116,12 @@ class RawLoader:
                 row = conn.execute("SELECT current_user, to_regclass(%s) IS NOT NULL", (table,)).fetchone()
                 if not row[1]:
                     raise LoginvaultError(
-                        f"table {table} does not exist: run the bootstrap (`make stack-up`, or `python -m ingest bootstrap` with an admin PG_DSN)"
+                        f"table {table} does not exist: run the bootstrap (`make stack-up`, or `loginvault bootstrap` with an admin PG_DSN)"
                     )
                 if not conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()[0]:
                     raise LoginvaultError(f"role {row[0]} may not insert into {table}: run the bootstrap or grant it")
         except psycopg.OperationalError as exc:
-            raise config.cannot_connect(self.dsn, exc) from None
+            raise db.cannot_connect(self.dsn, exc) from None
 
     def load(self, messages: Sequence[Message], queue: str) -> list[Message]:
         """Append `messages` to raw and commit; returns the messages that landed.
@@ -142,13 +141,13 @@ class RawLoader:
             if len(messages) == 1:
                 raise LoginvaultError(f"loading into raw failed: {refused}") from None
             log.warning("the database refused a row of a batch of %d (%s): bisecting", len(messages), refused)
-        landed, poison = self._bisect(messages, queue)
+        landed, refused_messages = self._bisect(messages, queue)
         if not landed:
-            raise LoginvaultError(f"loading into raw failed: every message was refused ({poison[0][1]})")
-        for message, reason in poison:
+            raise LoginvaultError(f"loading into raw failed: every message was refused ({refused_messages[0][1]})")
+        for message, reason in refused_messages:
             # The message id and receive count only: never the body (it may hold PII).
             log.error(
-                "message %s cannot be loaded (receive %d of %d before the dead-letter queue): %s",
+                "message %s refused (receive %d of %d before the dead-letter queue): %s",
                 message.message_id,
                 message.receive_count,
                 config.DLQ_MAX_RECEIVE_COUNT,
@@ -159,7 +158,7 @@ class RawLoader:
     def _bisect(self, messages: Sequence[Message], queue: str) -> tuple[list[Message], list[tuple[Message, str]]]:
         """Load each half of a refused batch; split a refused half again, down to single messages."""
         landed: list[Message] = []
-        poison: list[tuple[Message, str]] = []
+        refused_messages: list[tuple[Message, str]] = []
         half = len(messages) // 2
         for part in (messages[:half], messages[half:]):
             try:
@@ -167,12 +166,12 @@ class RawLoader:
                 landed += part
             except _RowsRefused as refused:
                 if len(part) == 1:
-                    poison.append((part[0], str(refused)))
+                    refused_messages.append((part[0], str(refused)))
                 else:
-                    more_landed, more_poison = self._bisect(part, queue)
+                    more_landed, more_refused = self._bisect(part, queue)
                     landed += more_landed
-                    poison += more_poison
-        return landed, poison
+                    refused_messages += more_refused
+        return landed, refused_messages
 
     def _run_with_retries(self, messages: Sequence[Message], queue: str) -> None:
         deadline = time.monotonic() + self.retry_budget_seconds
@@ -180,7 +179,9 @@ class RawLoader:
         while True:
             try:
                 pause_at("in_load")
-                self.pipeline.run(login_events(messages, queue), loader_file_format=file_format(len(messages)))
+                self.pipeline.run(
+                    login_events(messages, queue), loader_file_format=file_format(len(messages), self.file_format)
+                )
                 return
             except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
                 error = exc
@@ -260,7 +261,7 @@ def _catalog_race(exc: BaseException) -> bool:
     constraint = getattr(diag, "constraint_name", None) or ""
     if constraint.startswith("pg_") or getattr(diag, "schema_name", None) == "pg_catalog":
         return True
-    return 'unique constraint "pg_' in config.first_line(exc)
+    return 'unique constraint "pg_' in db.first_line(exc)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -283,4 +284,4 @@ def _root_cause(exc: BaseException) -> str:
 
     Only the first line: PostgreSQL's DETAIL quotes the failing row, i.e. cleartext PII.
     """
-    return config.redact_dsn(config.first_line(_innermost(exc)))
+    return db.redact_dsn(db.first_line(_innermost(exc)))

@@ -61,10 +61,10 @@ def recover(*, reason: str, token: str | None = None, value: str | None = None, 
                 keys.check_environment(conn)  # names the kind and both fingerprints
         except psycopg.errors.InsufficientPrivilege as exc:
             raise LoginvaultError(
-                f"not authorized to recover PII ({config.first_line(exc)}): only members of {config.PII_ADMIN_ROLE} may"
+                f"not authorized to recover PII ({db.first_line(exc)}): only members of {config.PII_ADMIN_ROLE} may"
             ) from None
         except psycopg.errors.UndefinedFunction:
             raise LoginvaultError("the recovery functions do not exist: run the bootstrap") from None
         except psycopg.Error as exc:  # e.g. a tampered vault, a missing key: the database's sentence
-            raise LoginvaultError(config.first_line(exc)) from None
+            raise LoginvaultError(db.first_line(exc)) from None
     return result

@@ -2,7 +2,7 @@
 
 Cleartext lives in raw.login_events (bodies) and staging.stg_sqs__login_events (payloads),
 both partitioned by the UTC day of received_at. `retention apply` drops the days wholly older
-than the window (LOGINVAULT_RAW_RETENTION_DAYS, default 7), but never a day whose messages have
+than the window (`--days`, LOGINVAULT_RAW_RETENTION_DAYS: ingest/settings.py), but never a day whose messages have
 not reached the marts: raw's days through raw.apply_retention (a SECURITY DEFINER function of
 raw's owner, which decides for itself), staging's as their owner, dbt's login. Everything
 needed afterwards (deduplication, the marts, the vault, key rotation) works without them.
@@ -18,7 +18,6 @@ from ingest import LoginvaultError, config, db
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DAYS = 7
 STAGED = "staging.stg_sqs__login_events"
 
 
@@ -67,26 +66,19 @@ class Report:
         return out
 
 
-def window_days(days: int | None) -> int:
-    """--days N, else LOGINVAULT_RAW_RETENTION_DAYS, else 7."""
-    if days is None:
-        days = config.env_int("LOGINVAULT_RAW_RETENTION_DAYS", DEFAULT_DAYS)
-    if days < 1:
-        raise LoginvaultError(f"the retention window must be at least 1 day, got {days}")
-    return days
-
-
-def apply(days: int | None = None, dry_run: bool = False) -> Report:
-    """Drop the cleartext days wholly older than the window that have reached the marts."""
+def apply(days: int, dry_run: bool = False) -> Report:
+    """Drop the cleartext days wholly older than the window of `days` that have reached the marts."""
     import psycopg
 
-    cutoff = datetime.now(timezone.utc) - timedelta(days=window_days(days))
+    if days < 1:
+        raise LoginvaultError(f"the retention window must be at least 1 day, got {days}")
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
     report = Report(cutoff, dry_run)
     try:
         _apply(report)
     except psycopg.Error as exc:
         raise LoginvaultError(
-            f"retention stopped (nothing of the failing step changed): {config.first_line(exc)}"
+            f"retention stopped (nothing of the failing step changed): {db.first_line(exc)}"
         ) from None
     return report
 
@@ -160,9 +152,9 @@ def partition_raw(admin_dsn: str) -> int:
             "raw.login_events is in use by a loader: stop the ingest (scale it to 0), then run this again"
         ) from None
     except psycopg.OperationalError as exc:
-        raise config.cannot_connect(admin_dsn, exc) from None
+        raise db.cannot_connect(admin_dsn, exc) from None
     except psycopg.Error as exc:
-        raise LoginvaultError(f"partitioning raw failed (nothing changed): {config.first_line(exc)}") from None
+        raise LoginvaultError(f"partitioning raw failed (nothing changed): {db.first_line(exc)}") from None
 
 
 def _convert(conn) -> int:

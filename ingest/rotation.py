@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from ingest import LoginvaultError, config, db, keys
+from ingest import LoginvaultError, config, db, keys, settings
 from ingest.faults import pause_at
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _stopped_cleanly() -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        raise LoginvaultError(f"key rotation stopped (run it again to finish): {config.first_line(exc)}") from None
+        raise LoginvaultError(f"key rotation stopped (run it again to finish): {db.first_line(exc)}") from None
 
 
 def _connect():
@@ -73,7 +73,7 @@ def _connect():
 
 
 def _previous_key(kind: str) -> str:
-    return config.check_key(keys.PREVIOUS_ENV[kind])
+    return keys.check_key(keys.PREVIOUS_ENV[kind])
 
 
 def _registered(conn, kind: str) -> tuple[keys.Version | None, keys.Version | None, keys.Version | None]:
@@ -84,18 +84,19 @@ def _registered(conn, kind: str) -> tuple[keys.Version | None, keys.Version | No
 # ---------------------------------------------------------------- HMAC
 
 
-def rotate_hmac(batch: int = MAP_BATCH) -> Rotated | None:
+def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
     """Rotate the HMAC key from LOGINVAULT_HMAC_KEY_PREVIOUS (the active one) to
-    LOGINVAULT_HMAC_KEY. None when that rotation is done already."""
+    LOGINVAULT_HMAC_KEY in the vault and `mart_schema`.user_logins. None when that rotation is
+    done already."""
     started = time.monotonic()
-    new_key, old_key = config.check_key(keys.ENV[keys.HMAC]), _previous_key(keys.HMAC)
+    new_key, old_key = keys.check_key(keys.ENV[keys.HMAC]), _previous_key(keys.HMAC)
     new_fp = keys.fingerprint(keys.HMAC, new_key)
     with _stopped_cleanly(), keys.exclusive("rotate-hmac-key", wait_seconds=300), _connect() as conn:
         active, previous, pending = _registered(conn, keys.HMAC)
         if active is None:
             raise LoginvaultError("no hmac key is registered yet: run a transform first")
         if active.fingerprint == new_fp and pending is None:
-            _drop_leftovers(conn)
+            _drop_leftovers(conn, mart_schema)
             return None
         if active.fingerprint != keys.fingerprint(keys.HMAC, old_key):
             raise keys.mismatch(keys.HMAC, old_key, active, keys.PREVIOUS_ENV[keys.HMAC])
@@ -108,12 +109,12 @@ def rotate_hmac(batch: int = MAP_BATCH) -> Rotated | None:
         target = pending.version if pending else _register_pending(conn, active.version + 1, new_fp)
         mapped = _map_tokens(conn, target, batch)
         pause_at("rotate_built_map")
-        mart = _check_mart(conn)
+        mart = _check_mart(conn, mart_schema)
         _build(conn, mart, target)
         pause_at("rotate_built_tables")
         _swap(conn, mart)
         pause_at("rotate_swapped")
-        _drop_leftovers(conn)
+        _drop_leftovers(conn, mart)
     return Rotated(keys.HMAC, active.version, target, mapped, time.monotonic() - started)
 
 
@@ -129,16 +130,16 @@ def _decryption(conn) -> str:
     """SQL for the key of a vault row `n` (by its encryption key version): whichever of the
     environment's encryption keys (LOGINVAULT_ENCRYPTION_KEY, …_PREVIOUS) has that version's
     fingerprint. Refuses, naming the version, when neither has."""
-    settings = {
-        keys.fingerprint(keys.ENCRYPTION, config.check_key(keys.ENV[keys.ENCRYPTION])): "loginvault.encryption_key"
+    setting_of = {
+        keys.fingerprint(keys.ENCRYPTION, keys.check_key(keys.ENV[keys.ENCRYPTION])): "loginvault.encryption_key"
     }
-    if config.env(keys.PREVIOUS_ENV[keys.ENCRYPTION]):
-        previous = config.check_key(keys.PREVIOUS_ENV[keys.ENCRYPTION])
-        settings[keys.fingerprint(keys.ENCRYPTION, previous)] = "loginvault.encryption_key_previous"
+    if settings.env(keys.PREVIOUS_ENV[keys.ENCRYPTION]):
+        previous = keys.check_key(keys.PREVIOUS_ENV[keys.ENCRYPTION])
+        setting_of[keys.fingerprint(keys.ENCRYPTION, previous)] = "loginvault.encryption_key_previous"
     registered = {v.version: v.fingerprint for v in keys.versions(conn) if v.kind == keys.ENCRYPTION}
     cases = []
     for (version,) in conn.execute("SELECT DISTINCT encryption_key_version FROM pii.vault").fetchall():
-        setting = settings.get(registered.get(version, ""))
+        setting = setting_of.get(registered.get(version, ""))
         if setting is None:
             raise LoginvaultError(
                 f"vault rows of encryption key version {version} need that key (fingerprint"
@@ -190,10 +191,9 @@ def _map_tokens(conn, target: int, batch: int) -> int:
     return conn.execute("SELECT count(*) FROM pii.token_map WHERE to_version = %s", (target,)).fetchone()[0]
 
 
-def _check_mart(conn) -> str:
+def _check_mart(conn, mart: str) -> str:
     """The mart's schema, once every token it carries has a mapping (the vault knows every
     token the mart carries: a transform writes both from the same rows)."""
-    mart = config.MART_SCHEMA
     for column, kind in TOKEN_COLUMNS.items():
         (orphans,) = conn.execute(
             f"SELECT count(*) FROM {mart}.user_logins AS u WHERE u.{column} IS NOT NULL AND NOT EXISTS"  # noqa: S608
@@ -270,8 +270,8 @@ def _swap(conn, mart: str) -> None:
         pause_at("rotate_swapping")
 
 
-def _drop_leftovers(conn) -> None:
-    for table in (VAULT, f"{config.MART_SCHEMA}.user_logins"):
+def _drop_leftovers(conn, mart: str) -> None:
+    for table in (VAULT, f"{mart}.user_logins"):
         conn.execute(f"DROP TABLE IF EXISTS {table}{PRE_ROTATION}, {table}{ROTATING}")
 
 
@@ -283,7 +283,7 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
     in batches. The new key is active from the start (new rows use it); rows not yet
     re-encrypted keep working with the previous one. None when there was nothing to do."""
     started = time.monotonic()
-    new_key, old_key = config.check_key(keys.ENV[keys.ENCRYPTION]), _previous_key(keys.ENCRYPTION)
+    new_key, old_key = keys.check_key(keys.ENV[keys.ENCRYPTION]), _previous_key(keys.ENCRYPTION)
     new_fp, old_fp = keys.fingerprint(keys.ENCRYPTION, new_key), keys.fingerprint(keys.ENCRYPTION, old_key)
     with _stopped_cleanly(), keys.exclusive("rotate-encryption-key", wait_seconds=300), _connect() as conn:
         active, previous, _ = _registered(conn, keys.ENCRYPTION)

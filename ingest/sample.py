@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ingest import LoginvaultError, config
+from ingest import LoginvaultError
+from ingest.settings import SqsSettings
 from ingest.sqs import Queue
 
 MALFORMED = {"foo": "oops_wrong_msg_type", "bar": "123"}
@@ -98,5 +99,5 @@ def to_body(event: object) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(", ", ": "))
 
 
-def send_events(settings: config.SqsSettings, events: Iterable[object]) -> int:
+def send_events(settings: SqsSettings, events: Iterable[object]) -> int:
     return Queue(settings).send(to_body(e) for e in events)

@@ -7,6 +7,8 @@ Every call that can fail because of the user's setup (endpoint, queue, credentia
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from botocore.exceptions import (
 )
 
 from ingest import LoginvaultError, config
+from ingest.settings import SqsSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +50,13 @@ class Message:
     receipt_handle: str
 
 
-def make_client(endpoint_url: str | None, region: str, max_attempts: int = 5, read_timeout: int = 30):
-    """A boto3 SQS client with botocore's standard retry mode and bounded attempts."""
+def make_client(
+    endpoint_url: str | None, region: str, retry_mode: str = "standard", max_attempts: int = 5, read_timeout: int = 30
+):
+    """A boto3 SQS client with botocore's retry mode (standard by default) and bounded attempts."""
     cfg = Config(
         region_name=region,
-        retries={"mode": config.env("AWS_RETRY_MODE", "standard"), "max_attempts": max_attempts},
+        retries={"mode": retry_mode, "max_attempts": max_attempts},
         connect_timeout=5,
         # Long polls hold the connection for up to 20 s: the read timeout must be longer.
         read_timeout=max(read_timeout, MAX_WAIT_SECONDS + 10),
@@ -98,10 +103,10 @@ def translate_errors(endpoint_url: str | None, queue_url: str | None = None) -> 
 class Queue:
     """One SQS queue: receive, delete and send through a shared, thread-safe boto3 client."""
 
-    def __init__(self, settings: config.SqsSettings, client=None) -> None:
+    def __init__(self, settings: SqsSettings, client=None) -> None:
         self.settings = settings
         self.url = settings.queue_url
-        self.client = client or make_client(settings.endpoint_url, settings.region)
+        self.client = client or make_client(settings.endpoint_url, settings.region, settings.retry_mode)
 
     def errors(self):
         return translate_errors(self.settings.endpoint_url, self.url)
@@ -221,6 +226,31 @@ def _send_chunks(bodies: Iterable[str]) -> Iterator[list[str]]:
         yield chunk
 
 
+def ensure_queues(endpoint_url: str | None, region: str, name: str = config.QUEUE_NAME) -> tuple[str, bool]:
+    """Create `name` and its dead-letter queue (redrive after DLQ_MAX_RECEIVE_COUNT receives).
+
+    Returns the queue URL and whether the queue was created by this call.
+    """
+    client = make_client(endpoint_url, region)
+    with translate_errors(endpoint_url):
+        try:
+            return client.get_queue_url(QueueName=name)["QueueUrl"], False
+        except client.exceptions.QueueDoesNotExist:
+            pass
+        dlq_url = client.create_queue(QueueName=config.dlq_name(name))["QueueUrl"]
+        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(config.DLQ_MAX_RECEIVE_COUNT)}
+        url = client.create_queue(
+            QueueName=name,
+            Attributes={
+                "RedrivePolicy": json.dumps(redrive),
+                "VisibilityTimeout": str(config.DEFAULT_VISIBILITY_TIMEOUT),
+                "MessageRetentionPeriod": str(14 * 24 * 3600),
+            },
+        )["QueueUrl"]
+        return url, True
+
+
 # ---------------------------------------------------------------- dead-letter queue
 
 
@@ -234,8 +264,6 @@ class DlqReport:
 
 def dead_letter_queue(source: Queue) -> Queue:
     """The queue named by the source queue's RedrivePolicy."""
-    import json
-
     policy = source.attributes().get("RedrivePolicy")
     if not policy:
         raise LoginvaultError(f"{source.url} has no dead-letter queue (no RedrivePolicy)")
@@ -243,10 +271,10 @@ def dead_letter_queue(source: Queue) -> Queue:
     account, name = arn.split(":")[4], arn.split(":")[5]
     with source.errors():
         url = source.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-    return Queue(config.SqsSettings(url, source.settings.endpoint_url, source.settings.region), client=source.client)
+    return Queue(dataclasses.replace(source.settings, queue_url=url), client=source.client)
 
 
-def dlq_report(settings: config.SqsSettings) -> DlqReport:
+def dlq_report(settings: SqsSettings) -> DlqReport:
     """Depth of the DLQ and the ids of up to 10 of its messages (never their bodies)."""
     dlq = dead_letter_queue(Queue(settings))
     visible, in_flight = dlq.depth()
@@ -255,7 +283,7 @@ def dlq_report(settings: config.SqsSettings) -> DlqReport:
     return DlqReport(dlq.url, visible, in_flight, [(m.message_id, m.receive_count, m.sent_at) for m in sample])
 
 
-def dlq_redrive(settings: config.SqsSettings, max_messages: int | None = None) -> int:
+def dlq_redrive(settings: SqsSettings, max_messages: int | None = None) -> int:
     """Move DLQ messages back to the source queue: send a copy (keeping the original message id
     and send time as attributes), then delete the DLQ message. Returns how many moved."""
     source = Queue(settings)

@@ -30,25 +30,25 @@ class Summary:
         return out + ["  " + " | ".join("NULL" if v is None else str(v) for v in row) for row in self.sample]
 
 
-def _shared(column: str) -> str:
+def _shared(mart: str, column: str) -> str:
     return (
-        f"SELECT count(*) FROM (SELECT {column} FROM {config.MART_SCHEMA}.user_logins"  # noqa: S608 (constants)
+        f"SELECT count(*) FROM (SELECT {column} FROM {mart}.user_logins"  # noqa: S608 (a checked identifier)
         f" WHERE {column} IS NOT NULL GROUP BY 1 HAVING count(DISTINCT user_id) > 1) AS s"
     )
 
 
-def summary() -> Summary:
+def summary(mart: str) -> Summary:
+    """What an analyst's login sees in the marts of schema `mart`."""
     import psycopg
 
-    mart = config.MART_SCHEMA
     with db.connect(config.ANALYST_ROLE, autocommit=True) as conn:
         try:
             logins = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
             reasons = conn.execute(
                 f"SELECT reason, count(*) FROM {mart}.rejected_login_events GROUP BY 1 ORDER BY 2 DESC, 1"  # noqa: S608
             ).fetchall()
-            shared_ips = conn.execute(_shared("masked_ip")).fetchone()[0]
-            shared_devices = conn.execute(_shared("masked_device_id")).fetchone()[0]
+            shared_ips = conn.execute(_shared(mart, "masked_ip")).fetchone()[0]
+            shared_devices = conn.execute(_shared(mart, "masked_device_id")).fetchone()[0]
             sample = conn.execute(
                 f"SELECT user_id, device_type, left(masked_ip, 12) || '…', left(masked_device_id, 12) || '…',"  # noqa: S608
                 f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"

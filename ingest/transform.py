@@ -14,12 +14,13 @@ import contextlib
 import logging
 import os
 import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ingest import LoginvaultError, config
+from ingest import LoginvaultError, config, db, dbt_results
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,25 @@ _PARSE_FLAGS = ("--vars", "--target", "-t", "--profile", "--profiles-dir", "--pr
 DEFAULT_ARGS = ("build",)
 
 
+def dbt_env() -> dict[str, str]:
+    """The environment dbt runs in: the transformer's connection, the keys, no telemetry."""
+    from ingest import keys
+
+    return {
+        **db.libpq_env(db.role_dsn(config.TRANSFORMER_ROLE)),
+        "PGOPTIONS": keys.key_options(),
+        "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
 def dbt_environment() -> None:
     """dbt reads its connection, keys and project from the environment (profiles.yml)."""
-    os.environ.update(config.dbt_env())
+    os.environ.update(dbt_env())
     os.environ.setdefault("DBT_PROJECT_DIR", str(config.DBT_PROJECT_DIR))
+    if not sys.stdout.isatty():
+        # A log file or a pipe gets plain text; the user's own DBT_USE_COLORS still wins.
+        os.environ.setdefault("DBT_USE_COLORS", "false")
 
 
 def _parse_args(args: Sequence[str]) -> list[str]:
@@ -69,22 +85,6 @@ class Build:
     rows_added: dict[str, int] = field(default_factory=dict)  # model name → rows inserted
 
 
-def rows_affected(execution) -> dict[str, int]:
-    """model name → the rows its statement affected, from dbt's run results (adapter_response):
-    for these append-only incremental models, the rows the build inserted (a first build's
-    CREATE TABLE AS counts its rows too). dbt has the figure from PostgreSQL's command tag at no
-    cost; counting with queries would scan each table twice per build."""
-    rows = {}
-    for node_result in getattr(execution, "results", None) or ():
-        node = getattr(node_result, "node", None)
-        if node is None or node.resource_type != "model":
-            continue
-        affected = (node_result.adapter_response or {}).get("rows_affected")
-        if isinstance(affected, int) and affected >= 0:  # -1: a view, or no count
-            rows[node.name] = affected
-    return rows
-
-
 class UsageError(LoginvaultError):
     """dbt refused the command line: no later cycle can do better."""
 
@@ -99,27 +99,30 @@ class Transformer:
         except ImportError:
             raise LoginvaultError("dbt is not installed: run `make venv`") from None
         self._runner = dbtRunner()
-        self.rows_added: dict[str, int] = {}  # of the last command: rows_affected()
+        self.rows_added: dict[str, int] = {}  # of the last command: dbt_results.rows_affected()
+        self.failure: str | None = None  # of the last command: dbt_results.first_failure()
 
     def invoke(self, args: Sequence[str]) -> int:
-        """One dbt command: 0, or 1 when a model or test failed (dbt printed which). When dbt
-        itself fails (bad command line, project, profile), LoginvaultError with its reason."""
+        """One dbt command: 0, or 1 when a model or test failed (dbt printed which; `failure` names
+        the first). When dbt itself fails (bad command line, project, profile, no database),
+        LoginvaultError with its reason."""
         result = self._runner.invoke(list(args))
-        self.rows_added = rows_affected(result.result)
+        self.rows_added = dbt_results.rows_affected(result.result)
+        self.failure = dbt_results.first_failure(result.result)
         if result.success:
             return 0
         if result.exception is not None:
             from dbt.cli.exceptions import DbtUsageException
 
             error = UsageError if isinstance(result.exception, DbtUsageException) else LoginvaultError
-            raise error(f"dbt {shlex.join(args)}: {config.first_line(result.exception)}")
+            raise error(f"dbt {shlex.join(args)}: {dbt_results.reason(str(result.exception))}")
         return 1
 
     def warm(self, args: Sequence[str]) -> None:
         """Parse the project once; the commands after it use that manifest."""
         result = self._runner.invoke(_parse_args(args))
         if not result.success:
-            reason = config.first_line(result.exception) if result.exception else "see dbt's output above"
+            reason = db.first_line(result.exception) if result.exception else "see dbt's output above"
             raise LoginvaultError(f"dbt could not parse the project: {reason}")
         self._runner = type(self._runner)(manifest=result.result)
 
@@ -137,7 +140,7 @@ def preflight(args: Sequence[str]) -> None:
     transaction that reads raw. A writing command's keys are the registered active ones."""
     import psycopg
 
-    from ingest import db, keys
+    from ingest import keys
 
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         try:
@@ -148,7 +151,7 @@ def preflight(args: Sequence[str]) -> None:
         except psycopg.errors.UndefinedFunction:
             raise LoginvaultError("the database is not bootstrapped for this version: run the bootstrap") from None
         except psycopg.Error as exc:
-            raise LoginvaultError(config.first_line(exc)) from None
+            raise LoginvaultError(db.first_line(exc)) from None
 
 
 def _refuse_partial_rebuild(conn, args: Sequence[str]) -> None:
@@ -180,10 +183,14 @@ def guarded(args: Sequence[str]) -> Iterator[None]:
 
 
 def run_once(args: Sequence[str]) -> int:
+    """One dbt command; a failed one is a LoginvaultError naming what failed first."""
     args = list(args or DEFAULT_ARGS)
     preflight(args)
     with guarded(args):
-        return Transformer().invoke(args)
+        transformer = Transformer()
+        if transformer.invoke(args) != 0:
+            raise LoginvaultError(f"dbt {args[0]} failed: {transformer.failure or 'see its output above'}")
+    return 0
 
 
 def run_every(
@@ -219,12 +226,14 @@ def run_every(
         if code == 0:
             log.info("transform: dbt %s ok in %.1f s (cycle %d)", args[0], took, done)
         else:
+            why = f": {transformer.failure}" if code == 1 and transformer.failure else ""
             log.error(
-                "transform: dbt %s failed (exit %d) in %.1f s (cycle %d); next in %.0f s",
+                "transform: dbt %s failed (exit %d) in %.1f s (cycle %d)%s; next in %.0f s",
                 args[0],
                 code,
                 took,
                 done,
+                why,
                 seconds,
             )
         if observer is not None:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ingest import config
+from ingest import config, db
 from ingest.metrics_http import MetricsEndpoint
 from ingest.transform import Build
 
@@ -34,7 +34,7 @@ STALE_INTERVALS = 3  # /healthz: 503 when the last success is older than this ma
 STARTUP_INTERVALS = 2  # …and before the first success, once the service is older than this
 
 
-def newest_mart_sent_at(dsn: str) -> float | None:
+def newest_mart_sent_at(dsn: str, mart_schema: str) -> float | None:
     """The SQS send time (Unix) of the newest row of the staging batch that last reached
     user_logins, or None when the mart is empty.
 
@@ -51,7 +51,7 @@ def newest_mart_sent_at(dsn: str) -> float | None:
     import psycopg
     from psycopg import sql
 
-    mart = sql.Identifier(config.MART_SCHEMA)
+    mart = sql.Identifier(mart_schema)
     last_batch = sql.SQL(
         "SELECT s._transformed_at FROM staging.stg_sqs__login_events AS s"
         " WHERE EXISTS (SELECT FROM {mart}.user_logins AS u WHERE u.message_id = s.message_id)"
@@ -71,9 +71,10 @@ class TransformMetrics(Collector):
     """The service's state, updated by `observe` after each build (the service's thread) and
     read by scrapes (the server's threads): one lock, so a scrape sees one build's figures."""
 
-    def __init__(self, interval: float, dsn: str | None = None) -> None:
+    def __init__(self, interval: float, dsn: str | None = None, mart_schema: str = "public") -> None:
         self.interval = interval
         self.dsn = dsn
+        self.mart_schema = mart_schema
         self.started = time.time()
         self.last_success: float | None = None
         self.builds = {"success": 0, "failure": 0}
@@ -108,9 +109,9 @@ class TransformMetrics(Collector):
         if self.dsn is None:
             return None
         try:
-            return newest_mart_sent_at(self.dsn)
+            return newest_mart_sent_at(self.dsn, self.mart_schema)
         except Exception as exc:  # the gauge keeps its last value; the build itself succeeded
-            log.warning("transform: newest user_logins row unavailable: %s", config.first_line(exc))
+            log.warning("transform: newest user_logins row unavailable: %s", db.first_line(exc))
             return None
 
     def health(self) -> tuple[bool, str]:
@@ -162,10 +163,12 @@ class TransformMetrics(Collector):
 
 
 @contextmanager
-def serving(interval: float, port: int, host: str = "0.0.0.0") -> Iterator[TransformMetrics]:
+def serving(
+    interval: float, port: int, host: str = "0.0.0.0", mart_schema: str = "public"
+) -> Iterator[TransformMetrics]:
     """The service's /metrics and /healthz while the `with` block runs; pass its `observe` to
     transform.run_every. The newest-row query runs as the transformer, as dbt does."""
-    metrics = TransformMetrics(interval, config.role_dsn(config.TRANSFORMER_ROLE))
+    metrics = TransformMetrics(interval, db.role_dsn(config.TRANSFORMER_ROLE), mart_schema)
     with MetricsEndpoint(metrics.registry, metrics.health, port, host):
         log.info("transform: metrics on http://%s:%d/metrics, health on /healthz", host, port)
         yield metrics

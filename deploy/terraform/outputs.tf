@@ -9,7 +9,7 @@ output "queue_arn" {
 }
 
 output "dlq_url" {
-  description = "URL of login-queue-dlq (`python -m ingest dlq` finds it through the redrive policy)."
+  description = "URL of login-queue-dlq (`loginvault dlq` finds it through the redrive policy)."
   value       = aws_sqs_queue.login_dlq.url
 }
 

@@ -1,6 +1,6 @@
 # PostgreSQL 15 on RDS: private, encrypted with the data key, TLS enforced, backed up daily with
 # point-in-time recovery, protected from deletion. pgcrypto is available on RDS; the bootstrap
-# (`python -m ingest bootstrap`, as the master user) creates it with the roles and schemas.
+# (`loginvault bootstrap`, as the master user) creates it with the roles and schemas.
 
 resource "aws_db_subnet_group" "loginvault" {
   name        = var.name_prefix

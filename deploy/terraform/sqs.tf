@@ -1,6 +1,6 @@
 # login-queue and its dead-letter queue, as the local stack creates them (ingest/stack.py):
 # redrive after 5 receives, so a message the database keeps refusing ends in the DLQ
-# (`python -m ingest dlq`, docs/operations.md) instead of being retried forever.
+# (`loginvault dlq`, docs/operations.md) instead of being retried forever.
 
 resource "aws_sqs_queue" "login_dlq" {
   name                              = "${var.queue_name}-dlq"

@@ -6,15 +6,14 @@
 - acknowledging.py: deletes what landed after its commit; gives back what is held at the end
 - visibility.py: the messages held (InFlight) and the keeper that extends their visibility
 - pending.py: the calls running on a thread pool (loads, deletes) until reaped
-- options.py, stats.py: a run's settings and counts
+- stats.py: a run's counts (its settings are ingest.settings.RunSettings)
 - run_loop.py: Consumer, which only wires the units together
 
 The loader itself is ingest/raw_loader.py; the queue, ingest/sqs.py.
 """
 
 from ingest.consumer.loading import Loader, LoadResult
-from ingest.consumer.options import RunOptions
 from ingest.consumer.run_loop import Consumer, Ingest
 from ingest.consumer.stats import Stats
 
-__all__ = ["Consumer", "Ingest", "LoadResult", "Loader", "RunOptions", "Stats"]
+__all__ = ["Consumer", "Ingest", "LoadResult", "Loader", "Stats"]

@@ -32,7 +32,7 @@ class Acknowledger:
         messages, and delete the landed ones."""
         refused = result.refused
         self.stats.last_load_at = time.time()
-        self.stats.count(landed=len(result.landed), poison=len(refused))
+        self.stats.count(landed=len(result.landed), refused=len(refused))
         # Not deleted, not released: they come back after their visibility timeout, and after
         # DLQ_MAX_RECEIVE_COUNT receives SQS moves them to the dead-letter queue.
         self.in_flight.remove(refused)
@@ -66,8 +66,12 @@ class Acknowledger:
             return 0
 
     def _delete(self, messages: list[Message]) -> None:
-        deleted, failed = self.queue.delete(messages)
-        self.in_flight.remove(messages)
+        try:
+            deleted, failed = self.queue.delete(messages)
+        finally:
+            # Deleted or not, no longer held: if the call failed, they must come back after their
+            # timeout rather than be kept invisible by the keeper for as long as the process lives.
+            self.in_flight.remove(messages)
         self.stats.count(deleted=deleted, delete_failures=len(failed))
         if failed:
             # A stale receipt handle (visibility expired): SQS will redeliver and the mart

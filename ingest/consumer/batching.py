@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ingest.consumer.options import RunOptions
+from ingest.settings import RunSettings
 from ingest.sqs import MAX_BATCH, Message
 
 # How often a batch that is collecting looks whether the running loads have ended.
@@ -73,7 +73,7 @@ class BatchBuilder:
     """
 
     def __init__(
-        self, inbox: Inbox, options: RunOptions, stopping: threading.Event, loading: Callable[[], bool]
+        self, inbox: Inbox, options: RunSettings, stopping: threading.Event, loading: Callable[[], bool]
     ) -> None:
         self.inbox = inbox
         self.batch_size = options.batch_size

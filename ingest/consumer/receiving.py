@@ -7,10 +7,10 @@ import threading
 import time
 
 from ingest.consumer.batching import Inbox
-from ingest.consumer.options import RunOptions
 from ingest.consumer.stats import Stats
 from ingest.consumer.visibility import InFlight
 from ingest.faults import pause_at
+from ingest.settings import RunSettings
 from ingest.sqs import MAX_BATCH, Message, Queue
 
 
@@ -37,14 +37,14 @@ class MessageBudget:
 
 
 class Receivers:
-    """`workers` threads sharing one boto3 client (thread-safe), so that receiving overlaps with
+    """`receivers` threads sharing one boto3 client (thread-safe), so that receiving overlaps with
     loading and deleting. A receiver ends when the budget is spent, at an empty long poll unless
     following, at the stop, or on an error (kept for the run loop, which raises it)."""
 
     def __init__(
         self,
         queue: Queue,
-        options: RunOptions,
+        options: RunSettings,
         inbox: Inbox,
         in_flight: InFlight,
         stats: Stats,
@@ -59,10 +59,10 @@ class Receivers:
         self.budget = MessageBudget(options.max_messages)
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
-        self._running = options.workers
+        self._running = options.receivers
         self._threads = [
             threading.Thread(target=self._receive_loop, name=f"receiver-{i}", daemon=True)
-            for i in range(options.workers)
+            for i in range(options.receivers)
         ]
 
     def start(self) -> None:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from ingest.consumer.acknowledging import Acknowledger
 from ingest.consumer.batching import BatchBuilder, Inbox
 from ingest.consumer.loading import LoadDispatcher, Loader
-from ingest.consumer.options import RunOptions
 from ingest.consumer.receiving import Receivers
 from ingest.consumer.stats import Stats
 from ingest.consumer.visibility import InFlight, VisibilityKeeper
+from ingest.settings import RunSettings
 from ingest.sqs import Queue
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,14 @@ class Consumer:
     with the same message_id, which dbt deduplicates); it never means loss.
     """
 
-    def __init__(self, queue: Queue, loaders: Loader | Sequence[Loader], options: RunOptions) -> None:
+    def __init__(self, queue: Queue, loaders: Loader | Sequence[Loader], options: RunSettings) -> None:
         self.queue = queue
         self.options = options
         self.stats = Stats()
         self.stopping = threading.Event()
         self.in_flight = InFlight(queue, options.visibility_timeout, self.stats)
         self.keeper = VisibilityKeeper(self.in_flight)
-        self.acknowledger = Acknowledger(queue, self.in_flight, self.stats, workers=max(2, options.workers))
+        self.acknowledger = Acknowledger(queue, self.in_flight, self.stats, workers=max(2, options.receivers))
         queue_name = queue.url.rstrip("/").rsplit("/", 1)[-1]  # raw.login_events.queue
         loaders = [loaders] if hasattr(loaders, "load") else loaders
         self.loading = LoadDispatcher(loaders, queue_name, self.stopping, self.acknowledger.landed)

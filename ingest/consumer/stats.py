@@ -19,7 +19,7 @@ class Stats:
     extended: int = 0
     stale_handles: int = 0
     released: int = 0
-    poison: int = 0  # messages the database refused, left for redelivery and the DLQ
+    refused: int = 0  # messages the database refused, left for redelivery and the DLQ
     last_poll_at: float | None = None  # Unix time of the last successful ReceiveMessage
     last_load_at: float | None = None  # Unix time of the last committed load
     started: float = field(default_factory=time.monotonic)
@@ -46,6 +46,6 @@ class Stats:
             "stale receipt handles": self.stale_handles,
             "delete failures": self.delete_failures,
             "released": self.released,
-            "refused by the database": self.poison,
+            "refused": self.refused,
         }
         return text + "".join(f", {name} {n}" for name, n in extras.items() if n)

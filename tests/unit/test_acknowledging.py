@@ -7,7 +7,6 @@ import logging
 import time
 
 from doubles import MemoryQueue
-
 from ingest.consumer.acknowledging import Acknowledger
 from ingest.consumer.loading import LoadResult
 from ingest.consumer.stats import Stats
@@ -36,7 +35,7 @@ def test_only_what_landed_is_deleted():
     assert queue.depth() == (0, 2)
     assert ack.in_flight.held() == []
     stats = ack.stats
-    assert (stats.landed, stats.deleted, stats.poison, stats.delete_failures) == (3, 3, 2, 0)
+    assert (stats.landed, stats.deleted, stats.refused, stats.delete_failures) == (3, 3, 2, 0)
     assert stats.last_load_at is not None
 
 
@@ -80,10 +79,12 @@ def test_an_unreachable_queue_fails_the_deletes_without_failing_the_run(caplog):
     with caplog.at_level(logging.WARNING):
         ack.landed(LoadResult(batch, batch, seconds=0.1))
         ack.finish()
-    # THEN nothing is deleted (SQS redelivers them), and it is reported, not raised
+    # THEN nothing is deleted, and it is reported, not raised
     assert queue.deleted == []
     assert ack.stats.landed == 5 and ack.stats.deleted == 0
     assert "a delete failed: cannot reach the SQS endpoint" in caplog.text
+    # …and they are no longer held: not kept invisible, so SQS redelivers them after the timeout
+    assert ack.in_flight.held() == []
 
 
 def test_at_a_stop_everything_still_held_is_released_once():

@@ -6,9 +6,8 @@ import threading
 import time
 
 from doubles import chunks, messages
-
 from ingest.consumer.batching import BatchBuilder, Inbox
-from ingest.consumer.options import RunOptions
+from ingest.settings import RunSettings
 
 # Set: a put into a full inbox gives up at once instead of blocking the test.
 stopped = threading.Event()
@@ -19,7 +18,7 @@ def builder(
     *arrived: list, batch_size: int = 100, batch_seconds: float = 5.0, loading: bool = False, visibility: int = 300
 ) -> BatchBuilder:
     """A batch builder whose inbox holds the chunks given (and is still open)."""
-    options = RunOptions(batch_size=batch_size, batch_seconds=batch_seconds, visibility_timeout=visibility)
+    options = RunSettings(batch_size=batch_size, batch_seconds=batch_seconds, visibility_timeout=visibility)
     inbox = Inbox(options.batch_size)
     for chunk in arrived:
         assert inbox.put(chunk, stopped), "more chunks than the inbox holds"

@@ -8,16 +8,17 @@ import threading
 import time
 
 import pytest
-from doubles import FakeLoader, MemoryQueue
 
+from doubles import FakeLoader, MemoryQueue
 from ingest import LoginvaultError
-from ingest.consumer import Consumer, RunOptions
+from ingest.consumer import Consumer
+from ingest.settings import RunSettings
 
 BODIES = [f'{{"user_id": "u-{i}"}}' for i in range(25)]
 
 
 def run(queue: MemoryQueue, loader: FakeLoader, **options) -> Consumer:
-    consumer = Consumer(queue, [loader], RunOptions(wait_seconds=0, loaders=1, **options))
+    consumer = Consumer(queue, [loader], RunSettings(wait_seconds=0, loaders=1, **options))
     consumer.run()
     return consumer
 
@@ -43,8 +44,8 @@ def test_refused_messages_stay_in_the_queue_and_the_rest_is_deleted():
     # THEN 23 are deleted; the 2 refused wait in the queue (in flight) for redelivery
     assert len(queue.deleted) == 23
     assert queue.depth() == (0, 2)
-    assert (consumer.stats.landed, consumer.stats.poison) == (23, 2)
-    assert "refused by the database 2" in consumer.stats.line()
+    assert (consumer.stats.landed, consumer.stats.refused) == (23, 2)
+    assert "refused 2" in consumer.stats.line()
 
 
 def test_max_messages_stops_after_n():
@@ -70,7 +71,7 @@ def test_a_stop_lands_the_batch_in_hand_and_releases_the_rest_without_waiting_ou
     # GIVEN a following run with a 20 s long poll, its first batch of 10 in a slow load
     queue, gate = MemoryQueue(BODIES), threading.Event()
     loader = FakeLoader(gate=gate)
-    consumer = Consumer(queue, [loader], RunOptions(follow=True, wait_seconds=20, batch_size=10, loaders=1))
+    consumer = Consumer(queue, [loader], RunSettings(follow=True, wait_seconds=20, batch_size=10, loaders=1))
     running = threading.Thread(target=consumer.run)
     running.start()
     assert loader.loading.wait(timeout=5)

@@ -1,0 +1,55 @@
+"""`loginvault stack up|down|status|env|rotate-keys`: the local PostgreSQL + moto SQS stack."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from ingest import settings
+from ingest.cli.command import Command
+from ingest.setting_values import argument_type, whole
+from ingest.settings import CommonSettings, LocalStackSettings, SqsSettings
+
+# `stack status` when a part is down: LSB's "program is not running".
+NOT_RUNNING = 3
+
+
+class StackCommand(Command):
+    name = "stack"
+    help = "the local PostgreSQL + moto SQS stack: up, down, status (exit 3 when a part is down), env, rotate-keys"
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("action", choices=["up", "down", "status", "env", "rotate-keys"])
+        parser.add_argument(
+            "--seed-if-new",
+            type=argument_type(whole(0)),
+            default=0,
+            metavar="N",
+            help="with up: send N sample events if the queue was just created",
+        )
+
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        from ingest.local.stack import LocalStack
+
+        stack = LocalStack(
+            settings.load(LocalStackSettings), settings.load(SqsSettings, require=False), common.mart_schema
+        )
+        if args.action == "up":
+            stack.up(seed_if_new=args.seed_if_new)
+        elif args.action == "down":
+            stack.down()
+        elif args.action == "status":
+            parts = stack.status()
+            for part, up in parts.items():
+                print(f"{part}: {'up' if up else 'down'}")
+            return 0 if all(parts.values()) else NOT_RUNNING
+        elif args.action == "env":
+            for name, value in stack.env().items():
+                print(f"export {name}={shlex.quote(value)}")
+        elif args.action == "rotate-keys":
+            from ingest.cli.keys import print_key_status
+            from ingest.local import rotate_keys
+
+            rotate_keys.rotate(stack)
+            print_key_status(common.mart_schema)
+        return 0

@@ -1,0 +1,44 @@
+"""`loginvault transform [--every S] [DBT ARGS]`: dbt in this process as the transformer, once or as
+the transform service (ingest/transform.py, ingest/transform_metrics.py)."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+from ingest import LoginvaultError, settings
+from ingest.cli.command import Command
+from ingest.settings import CommonSettings, TransformSettings
+
+
+class TransformCommand(Command):
+    name = "transform"
+    help = "run dbt in dbt_project/ as loginvault_transformer (default: dbt build)"
+
+    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
+        settings.add_arguments(parser, TransformSettings)
+        parser.add_argument(
+            "dbt_args", nargs=argparse.REMAINDER, help="dbt command and flags, e.g. `build --warn-error`"
+        )
+
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        """One dbt command (default `dbt build`), keys in the session; with --every, a build every S
+        seconds in one process until SIGTERM/SIGINT."""
+        from ingest import transform
+        from ingest.signals import stop_on_signals
+
+        service = settings.load(TransformSettings, args)
+        if service.every is None:
+            if args.metrics_port:
+                raise LoginvaultError("--metrics-port needs --every: a one-off build serves no metrics")
+            return transform.run_once(args.dbt_args)
+        stop = threading.Event()
+        stop_on_signals(stop, "finishing the build in hand")
+        if not service.metrics_port:
+            return transform.run_every(service.every, args.dbt_args, stop, cycles=service.cycles)
+        from ingest.transform_metrics import serving
+
+        with serving(service.every, service.metrics_port, service.metrics_host, common.mart_schema) as metrics:
+            return transform.run_every(
+                service.every, args.dbt_args, stop, cycles=service.cycles, observer=metrics.observe
+            )

@@ -1,0 +1,408 @@
+"""Every setting of loginvault, read once at a command's start and checked the same way whatever
+its source.
+
+A setting is a field of one of the frozen dataclasses below: its default, the flag and the
+environment variable(s) it may come from, the parser that reads a value, and what it means, all
+in one place. `load` builds a settings object from the parsed command line, the environment and
+the defaults, in that order. A flag's value and a variable's go through the same parser; a bad
+one is one sentence naming the flag or the variable, and exit 2. Nothing reads the environment
+at import time.
+
+Credentials are not settings: the DSNs and the PII keys are read where they are used (ingest/db.py,
+ingest/keys.py), through `env` and `require` below, and checked there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ingest import LoginvaultError, config
+from ingest.setting_values import (
+    Parser,
+    argument_type,
+    choice,
+    host,
+    http_url,
+    identifier,
+    log_level,
+    path,
+    port,
+    port_or_off,
+    positive,
+    seconds,
+    whole,
+)
+
+T = TypeVar("T")
+SETUP_HINT = 'run `eval "$(make -s env)"` or set it yourself'
+
+
+class SettingError(LoginvaultError):
+    """A flag or a variable with a value that cannot be used: the command line is wrong."""
+
+    exit_code = 2
+
+
+# ---------------------------------------------------------------- the environment
+
+
+def env(name: str, default: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """An environment variable, with an empty (or blank) one treated as unset."""
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or default
+
+
+def require(name: str, hint: str = SETUP_HINT) -> str:
+    """An environment variable that must be set (a credential: exit 1 when it is not)."""
+    value = env(name)
+    if value is None:
+        raise LoginvaultError(f"{name} is not set: {hint}")
+    return value
+
+
+# ---------------------------------------------------------------- declaring and loading settings
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a setting may come from, and how its text is read."""
+
+    help: str
+    env: tuple[str, ...] = ()  # the first one set wins; the later ones are older names
+    flag: str | None = None
+    parse: Parser = str
+    metavar: str | None = None
+    hidden_flags: tuple[str, ...] = ()  # older flags, still accepted, not in --help
+    required: bool = False  # no default: unset is an error (exit 1) when loading with require=True
+    default_text: str | None = None  # what --help says of a default that is not a plain value
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    env: str | tuple[str, ...] = (),
+    flag: str | None = None,
+    parse: Parser = str,
+    metavar: str | None = None,
+    hidden_flags: tuple[str, ...] = (),
+    required: bool = False,
+    default_text: str | None = None,
+) -> Any:
+    """A dataclass field that is a setting: its default beside what it means and where it comes from."""
+    names = (env,) if isinstance(env, str) else env
+    source = Source(help, names, flag, parse, metavar, hidden_flags, required, default_text)
+    return field(default=default, metadata={"source": source})
+
+
+def sources(cls: type) -> dict[str, tuple[Any, Source]]:
+    """name → (default, source) of each setting of a settings class."""
+    return {f.name: (f.default, f.metadata["source"]) for f in fields(cls) if "source" in f.metadata}
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *names: str) -> None:
+    """The flags of `cls`'s settings (or of those named), each with its parser and a help that says
+    its default and its variable. Unset flags are None, so that `load` can tell them apart."""
+    for name, (default, source) in sources(cls).items():
+        if source.flag is None or (names and name not in names):
+            continue
+        options: dict[str, Any] = {"dest": name, "default": None, "help": _help(default, source)}
+        if isinstance(default, bool):
+            options["action"] = "store_true"
+        else:
+            options.update(type=argument_type(source.parse), metavar=source.metavar)
+        parser.add_argument(source.flag, **options)
+        for hidden in source.hidden_flags:
+            parser.add_argument(hidden, **{**options, "help": argparse.SUPPRESS})
+
+
+def _help(default: Any, source: Source) -> str:
+    said = []
+    if source.default_text is not None:
+        said.append(f"default {source.default_text}")
+    elif default is not None and not isinstance(default, bool):
+        said.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
+    if source.env:
+        said.append(f"env {source.env[0]}")
+    return f"{source.help} ({', '.join(said)})" if said else source.help
+
+
+def load(
+    cls: type[T],
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require: bool = True,
+) -> T:
+    """`cls` from the flags in `args`, else the environment, else the defaults. A variable that does
+    not parse is a SettingError naming it; a required setting left unset, a LoginvaultError."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (default, source) in sources(cls).items():
+        given = getattr(args, name, None) if source.flag else None
+        if given is not None:
+            values[name] = given
+            continue
+        for variable in source.env:
+            text = env(variable, environ=environ)
+            if text is not None:
+                try:
+                    values[name] = source.parse(text)
+                except ValueError as exc:
+                    raise SettingError(f"{variable}: {exc}") from None
+                break
+        else:
+            if source.required and require and default is None:
+                raise LoginvaultError(f"{source.env[0]} is not set: {SETUP_HINT}")
+    return cls(**values)
+
+
+def metrics_port_setting(variable: str, scope: str = "") -> Any:
+    """A service's port for Prometheus /metrics and /healthz (the ingest's, the transform service's)."""
+    return setting(
+        None,
+        f"{scope}serve Prometheus /metrics and /healthz on this port",
+        env=variable,
+        flag="--metrics-port",
+        parse=port_or_off,
+        metavar="P",
+        default_text="off",
+    )
+
+
+def metrics_host_setting(variable: str) -> Any:
+    """The address a service serves its metrics on: every interface, for a scraper in the cluster."""
+    return setting(
+        "0.0.0.0", "address to serve metrics on", env=variable, flag="--metrics-host", parse=host, metavar="ADDR"
+    )
+
+
+# ---------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every command reads: how it logs, and the analysts' schema."""
+
+    log_level: str = setting(
+        "INFO",
+        "log verbosity: DEBUG, INFO, WARNING or ERROR, in any case",
+        env="LOGINVAULT_LOG_LEVEL",
+        flag="--log-level",
+        parse=log_level,
+        metavar="LEVEL",
+    )
+    log_format: str = setting(
+        "text",
+        "text, or json: one JSON object per line for log shippers",
+        env="LOGINVAULT_LOG_FORMAT",
+        flag="--log-format",
+        parse=choice("text", "json"),
+        metavar="FORMAT",
+    )
+    # dbt_project.yml and profiles.yml read the same variable.
+    mart_schema: str = setting(
+        "public",
+        "schema of user_logins and rejected_login_events",
+        env="LOGINVAULT_MART_SCHEMA",
+        parse=identifier,
+    )
+
+
+@dataclass(frozen=True)
+class SqsSettings:
+    """The queue, and how to reach it."""
+
+    queue_url: str = setting(None, "the queue to read or seed", env="SQS_QUEUE_URL", parse=http_url, required=True)
+    endpoint_url: str | None = setting(
+        None, "SQS endpoint (unset for AWS's own)", env="SQS_ENDPOINT_URL", parse=http_url
+    )
+    region: str = setting("us-east-1", "AWS region", env=("AWS_REGION", "AWS_DEFAULT_REGION"), parse=host)
+    # botocore's retry mode; every SQS call makes up to 5 attempts.
+    retry_mode: str = setting(
+        "standard", "botocore's retry mode", env="AWS_RETRY_MODE", parse=choice("standard", "adaptive", "legacy")
+    )
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """`loginvault run`: how the ingest receives, batches and loads (the consumer's options)."""
+
+    follow: bool = setting(False, "keep polling until SIGINT/SIGTERM", flag="--follow")
+    max_messages: int | None = setting(
+        None, "stop after receiving N messages", flag="--max-messages", parse=positive, metavar="N"
+    )
+    batch_size: int = setting(
+        1000,
+        "messages per load at most (micro-batch)",
+        env="INGEST_BATCH_SIZE",
+        flag="--batch-size",
+        parse=positive,
+        metavar="N",
+    )
+    # While no load runs a batch goes at once, so batches grow with traffic and load time.
+    batch_seconds: float = setting(
+        1.0,
+        "the longest a batch waits to fill while another load runs",
+        env="INGEST_BATCH_SECONDS",
+        flag="--batch-seconds",
+        parse=seconds(),
+        metavar="S",
+    )
+    # None: 3, or 20 with follow (SQS's longest); see __post_init__.
+    wait_seconds: int | None = setting(
+        None,
+        "long-poll seconds; without --follow the run ends after an empty poll",
+        flag="--wait-time",
+        parse=whole(0, 20),
+        metavar="S",
+        default_text="3, with --follow 20",
+    )
+    receivers: int = setting(
+        1,
+        "receiver threads long-polling in parallel, sharing one client",
+        env=("INGEST_RECEIVERS", "INGEST_WORKERS"),
+        flag="--receivers",
+        hidden_flags=("--workers",),
+        parse=positive,
+        metavar="N",
+    )
+    loaders: int = setting(
+        2,
+        "batches loading at once, each by its own dlt pipeline",
+        env="INGEST_LOADERS",
+        flag="--loaders",
+        parse=positive,
+        metavar="N",
+    )
+    # SQS's own limit is 12 hours.
+    visibility_timeout: int = setting(
+        config.DEFAULT_VISIBILITY_TIMEOUT,
+        "receive visibility timeout, well above a batch's load time",
+        env="SQS_VISIBILITY_TIMEOUT",
+        flag="--visibility-timeout",
+        parse=whole(1, 43200),
+        metavar="S",
+    )
+    retry_budget_seconds: float = setting(
+        60.0,
+        "seconds to keep retrying a failing load before exiting non-zero",
+        env="INGEST_RETRY_BUDGET",
+        flag="--retry-budget",
+        parse=seconds(),
+        metavar="S",
+    )
+    # auto: csv below raw_loader.PARQUET_MIN_ROWS messages, parquet (ADBC's binary COPY) from there.
+    loader_file_format: str = setting(
+        "auto",
+        "how dlt hands a batch to PostgreSQL: auto, parquet or csv",
+        env="INGEST_LOADER_FILE_FORMAT",
+        parse=choice("auto", "parquet", "csv"),
+    )
+    metrics_port: int | None = metrics_port_setting("INGEST_METRICS_PORT")
+    metrics_host: str = metrics_host_setting("INGEST_METRICS_HOST")
+    progress_seconds: float = 2.0  # how often a progress line is logged while batches flow
+
+    def __post_init__(self) -> None:
+        if self.wait_seconds is None:
+            object.__setattr__(self, "wait_seconds", 20 if self.follow else 3)
+
+    @property
+    def max_poll_age(self) -> float:
+        """/healthz fails when no poll has succeeded for this long."""
+        return max(60.0, 3.0 * self.wait_seconds)
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """`loginvault transform`: one dbt command, or the transform service (`--every S`)."""
+
+    every: float | None = setting(
+        None,
+        "run as a service: the dbt command every S seconds (start to start) in one process, parsing the"
+        " project once; unit tests in the first build only; SIGTERM/SIGINT finish the build in hand",
+        flag="--every",
+        parse=seconds(0.0, inclusive=False),
+        metavar="S",
+    )
+    cycles: int | None = setting(
+        None, "with --every: stop after N builds", flag="--cycles", parse=positive, metavar="N"
+    )
+    # The variable applies to the service only, so that one-off builds ignore a shared setting.
+    metrics_port: int | None = metrics_port_setting("TRANSFORM_METRICS_PORT", "with --every: ")
+    metrics_host: str = metrics_host_setting("TRANSFORM_METRICS_HOST")
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """`loginvault retention apply`: the cleartext window, once or as a service."""
+
+    days: int = setting(
+        7,
+        "the window in days: whole UTC days received before it go",
+        env="LOGINVAULT_RAW_RETENTION_DAYS",
+        flag="--days",
+        parse=positive,
+        metavar="N",
+    )
+    dry_run: bool = setting(False, "say what would go, remove nothing", flag="--dry-run")
+    every: float | None = setting(
+        None,
+        "run as a service: apply every S seconds until SIGTERM/SIGINT (docker compose; Kubernetes uses a CronJob)",
+        flag="--every",
+        parse=seconds(0.0, inclusive=False),
+        metavar="S",
+    )
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """`loginvault bootstrap`: what the bootstrap sets beside the SQL (PG_DSN is a credential)."""
+
+    # Unset keeps the current default row of pii.recovery_budget (200 on a new database).
+    recovery_daily_budget: int | None = setting(
+        None,
+        "recovery lookups per login per UTC day",
+        env="LOGINVAULT_RECOVERY_DAILY_BUDGET",
+        parse=whole(0),
+    )
+
+
+@dataclass(frozen=True)
+class LocalStackSettings:
+    """Where and on which ports the local stack runs (`loginvault stack`, `make stack-up`)."""
+
+    local_dir: Path = setting(
+        config.REPO_ROOT / ".local",
+        "the local stack's directory (cluster, moto's log, keys.env)",
+        env="LOGINVAULT_LOCAL_DIR",
+        parse=path,
+    )
+    pg_port: int = setting(54320, "the local PostgreSQL's port", env="LOGINVAULT_PG_PORT", parse=port)
+    sqs_port: int = setting(4566, "the local moto server's port", env="LOGINVAULT_SQS_PORT", parse=port)
+
+    @property
+    def keys_file(self) -> Path:
+        """The local secrets (mode 0600): the PII keys and the local logins' passwords."""
+        return self.local_dir / "keys.env"
+
+
+ALL = (
+    CommonSettings,
+    SqsSettings,
+    RunSettings,
+    TransformSettings,
+    RetentionSettings,
+    BootstrapSettings,
+    LocalStackSettings,
+)
+
+
+def variables() -> dict[str, str]:
+    """Every environment variable a setting reads → what it means (the README's table has them)."""
+    return {name: source.help for cls in ALL for _, source in sources(cls).values() for name in source.env}

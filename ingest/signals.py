@@ -1,0 +1,30 @@
+"""How a long-running command stops: SIGTERM or SIGINT lets the work in hand finish; a second
+signal to a process that holds messages ends it at once (SQS redelivers what it held)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("ingest")
+
+
+def stop_on_signals(stop: threading.Event, doing: str, held: Callable[[], int] | None = None) -> None:
+    """SIGTERM and SIGINT set `stop`: the work in hand finishes, then the command ends. With
+    `held` (how many messages the process holds), a second signal ends it at once (exit 130)."""
+    signalled = threading.Event()
+
+    def handler(signum, _frame):
+        name = signal.Signals(signum).name
+        if held is not None and signalled.is_set():
+            log.warning("received %s again: exiting at once, %d messages left for redelivery", name, held())
+            os._exit(130)  # no cleanup: a load in hand may never end, and SQS redelivers what is held
+        signalled.set()
+        log.info("received %s: %s%s", name, doing, "; a second signal exits at once" if held else "")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,496 @@
+"""Least privilege, tested the way an attacker works: with each workload's own login, try what
+that login could do to the others' sessions (own or alter what they read, plant code there,
+become another role, forge or skip the audit, read the keys).
+
+Real PostgreSQL, real dbt and real `loginvault` commands; every refusal asserted is the
+database's (or the command's pre-flight) own.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import REPO_ROOT, Job, clone_job, drop_test_database, execute, new_job, query, role_dsn
+from ingest import config, transform
+from ingest.keys import key_options
+from ingest.local.pg_cluster import ADMIN_USER
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RAW_TABLES = ("raw.login_events", "raw._dlt_loads", "raw._dlt_version")
+OFFICER = config.WORKLOADS[config.PII_ADMIN_ROLE].local_login
+# Where a planted function puts what it steals (created by the admin, writable by anyone).
+STOLEN = "CREATE TABLE IF NOT EXISTS public.stolen (what text); GRANT INSERT ON public.stolen TO PUBLIC"
+# What a planted function does when it runs: copy the session's keys where its owner can read them.
+STEAL_FUNCTION = """
+CREATE OR REPLACE FUNCTION public.steal() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    INSERT INTO public.stolen VALUES (coalesce(current_setting('loginvault.hmac_key', true), '')
+        || ' ' || coalesce(current_setting('loginvault.encryption_key', true), '') || ' as ' || current_user);
+    RETURN true;
+END $$;
+GRANT EXECUTE ON FUNCTION public.steal() TO PUBLIC;
+"""
+STEAL = f"{STOLEN}; {STEAL_FUNCTION}"
+
+
+def login(job: Job, role: str) -> psycopg.Connection:
+    """A session as `role`'s own workload login (not the admin acting as it)."""
+    return psycopg.connect(role_dsn(job.dsn, role), autocommit=True)
+
+
+def keyed_login(job: Job, role: str) -> psycopg.Connection:
+    """A session as `role`'s own login with the job's PII keys as session settings."""
+    keys = {name: job.env[name] for name in config.KEY_ENVS}
+    return psycopg.connect(role_dsn(job.dsn, role), autocommit=True, options=key_options(keys))
+
+
+def assert_refused(job: Job, role: str, *statements: str) -> None:
+    """Each statement, as `role`'s login, is refused by the database for want of a privilege."""
+    with login(job, role) as conn:
+        for statement in statements:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def seeded(job: Job, count: int = 20) -> Job:
+    job.run("seed", "--count", str(count))
+    job.run("run", "--wait-time", "1")
+    job.transform()
+    return job
+
+
+@pytest.fixture(scope="module")
+def built(pg_cluster, template_db, moto_server):
+    """A database with 20 messages ingested and transformed (tests here must leave it as it is)."""
+    job = seeded(new_job(pg_cluster, template_db, moto_server, "sec"))
+    yield job
+    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def origin(pg_cluster, template_db, moto_server):
+    """20 messages ingested and transformed, then 5 more ingested but not yet transformed."""
+    job = seeded(new_job(pg_cluster, template_db, moto_server, "origin"))
+    job.run("seed", "--count", "5")
+    job.run("run", "--wait-time", "1")
+    yield job
+    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def fresh(pg_cluster, origin):
+    """A copy of `origin` of this test's own, to tamper with."""
+    job = clone_job(pg_cluster, origin, "tamper")
+    yield job
+    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+
+
+def snapshot(dsn: str) -> tuple:
+    return query(
+        dsn,
+        "SELECT (SELECT count(*) FROM staging.stg_sqs__login_events), (SELECT count(*) FROM user_logins),"
+        " (SELECT max(high) FROM staging.loginvault_watermarks)",
+    )[0]
+
+
+# ---------------------------------------------------------------- the loader cannot plant code in raw
+
+
+PLANTS = {
+    "enable row-level security": "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY",
+    "create a policy": "CREATE POLICY p ON {t} FOR SELECT USING (true)",
+    "create a trigger": "CREATE TRIGGER t BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+    "create a rule": "CREATE RULE r AS ON INSERT TO {t} DO ALSO NOTHING",
+    "rename it (to put a view in its place)": "ALTER TABLE {t} RENAME TO replaced",
+    "drop it": "DROP TABLE {t}",
+    "take it over": "ALTER TABLE {t} OWNER TO loginvault_loader",
+    "add a column default": "ALTER TABLE {t} ALTER COLUMN inserted_at SET DEFAULT now()",
+}
+
+
+@pytest.mark.parametrize("table", RAW_TABLES)
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_loader_cannot_alter_what_the_transformer_reads(built, table, plant):
+    with login(built, config.LOADER_ROLE) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(PLANTS[plant].format(t=table))
+
+
+@pytest.mark.parametrize("table", RAW_TABLES)
+def test_loader_cannot_pass_raw_on(built, table):
+    with login(built, config.LOADER_ROLE) as conn:
+        conn.execute(f"GRANT SELECT, INSERT ON {table} TO {config.ANALYST_ROLE}")  # a warning: nothing granted
+    assert query(built.dsn, "SELECT has_table_privilege(%s, %s, 'SELECT')", (config.ANALYST_ROLE, table)) == [(False,)]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE VIEW raw.login_events_v AS SELECT 1 AS x",
+        "CREATE FUNCTION raw.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE TABLE raw.extra (x int)",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE TEMP TABLE scratch (x int)",
+        "CREATE SCHEMA mine",
+    ],
+)
+def test_loader_can_create_nothing(built, statement):
+    with login(built, config.LOADER_ROLE) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(statement)
+
+
+def test_loader_holds_exactly_what_dlt_needs(built):
+    """INSERT into the deliveries and the loads; SELECT and INSERT on dlt's schema versions; nothing else."""
+    privileges = {
+        table: {
+            p
+            for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+            if query(built.dsn, "SELECT has_table_privilege(%s, %s, %s)", (config.LOADER_ROLE, table, p))[0][0]
+        }
+        for table in RAW_TABLES
+    }
+    assert privileges == {
+        "raw.login_events": {"INSERT"},
+        "raw._dlt_loads": {"INSERT"},
+        "raw._dlt_version": {"SELECT", "INSERT"},
+    }
+    owners = query(
+        built.dsn,
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'raw'::regnamespace"
+        " UNION SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'raw'",
+    )
+    assert owners == [(config.RAW_OWNER_ROLE,)]
+
+
+# ---------------------------------------------------------------- a compromised owner plants code: the transform refuses
+
+
+PLANTED = {
+    "policy": "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; CREATE POLICY steal ON {t} FOR SELECT USING (public.steal())",
+    "forced policy": "ALTER TABLE {t} FORCE ROW LEVEL SECURITY; CREATE POLICY steal ON {t} USING (public.steal())",
+    "trigger": "CREATE TRIGGER steal BEFORE INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+    "rule": "CREATE RULE steal AS ON INSERT TO {t} DO ALSO SELECT public.steal()",
+    "view in its place": "ALTER TABLE {t} RENAME TO hidden; CREATE VIEW {t} AS SELECT *, public.steal() AS s FROM raw.hidden;"
+    " ALTER VIEW {t} OWNER TO loginvault_owner",
+    "another owner": "ALTER TABLE {t} OWNER TO loginvault_loader",
+    # A partition of a partitioned table, or an inheritance child of a plain one, with a policy.
+    "a child table": "DO $$ BEGIN IF (SELECT relkind FROM pg_class WHERE oid = '{t}'::regclass) = 'p' THEN"
+    " CREATE TABLE raw.child PARTITION OF {t} FOR VALUES FROM ('2999-01-01') TO ('2999-01-02');"
+    " ELSE CREATE TABLE raw.child () INHERITS ({t}); END IF; END $$;"
+    " ALTER TABLE raw.child ENABLE ROW LEVEL SECURITY; ALTER TABLE raw.child OWNER TO loginvault_owner",
+}
+
+
+@pytest.mark.parametrize("table", ["raw.login_events", "raw._dlt_loads"])
+@pytest.mark.parametrize("plant", sorted(PLANTED))
+def test_transform_refuses_planted_code_before_any_model(fresh, table, plant):
+    execute(fresh.dsn, STEAL)
+    execute(fresh.dsn, PLANTED[plant].format(t=table))
+    before = snapshot(fresh.dsn)
+
+    refused = fresh.transform(ok=False)
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == refused.error_lines()  # one line, no traceback
+    (line,) = refused.error_lines()
+    assert line.startswith("error: refusing to read raw."), line
+    assert "Running with dbt" not in refused.stdout  # dbt never started
+    assert snapshot(fresh.dsn) == before
+    assert query(fresh.dsn, "SELECT count(*) FROM public.stolen") == [(0,)]
+
+
+def test_plain_dbt_build_refuses_planted_code_too(fresh):
+    """`dbt build` run directly (no pre-flight of the `transform` command): the staging model's
+    pre-hook fails before raw is read, every model after it is skipped, nothing is stolen."""
+    execute(fresh.dsn, STEAL)
+    execute(fresh.dsn, PLANTED["policy"].format(t="raw.login_events"))
+    before = snapshot(fresh.dsn)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in fresh.env.items():
+            mp.setenv(name, value)
+        env = {**fresh.env, **transform.dbt_env()}
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(config.DBT_PROJECT_DIR)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 1
+    assert "refusing to read raw.login_events" in out.stdout
+    assert snapshot(fresh.dsn) == before
+    assert query(fresh.dsn, "SELECT count(*) FROM public.stolen") == [(0,)]
+
+
+# ---------------------------------------------------------------- no login can become another role
+
+
+@pytest.mark.parametrize("role", sorted(config.WORKLOADS))
+def test_no_login_can_become_a_superuser_or_another_role(built, role):
+    superusers = [r[0] for r in query(built.dsn, "SELECT rolname FROM pg_roles WHERE rolsuper")]
+    assert ADMIN_USER in superusers
+    others = [r for r in (*config.WORKLOADS, config.RAW_OWNER_ROLE, config.RECOVERY_ROLE) if r != role]
+    with login(built, role) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = session_user").fetchone() == (False,)
+        for target in [*superusers, *others]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f'SET ROLE "{target}"')
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f'SET SESSION AUTHORIZATION "{target}"')
+        conn.execute(f'SET ROLE "{role}"')  # its own role, and only that
+
+
+# ---------------------------------------------------------------- recovery: through the audited functions only
+
+
+def test_privacy_officer_cannot_read_the_vault_or_write_the_audit(built):
+    assert_refused(
+        built,
+        config.PII_ADMIN_ROLE,
+        "SELECT ciphertext FROM pii.vault",
+        "SELECT count(*) FROM user_logins",
+        "SELECT * FROM pii.recovery_audit",
+        "INSERT INTO pii.recovery_audit (login_user, direction, token, found, reason, recovered_at)"
+        " VALUES ('someone_else', 'token_to_value', 'x', true, 'forged', now() - interval '1 year')",
+        "UPDATE pii.recovery_audit SET reason = 'x'",
+        "DELETE FROM pii.recovery_audit",
+        "UPDATE pii.recovery_budget SET daily_lookups = 100000",
+        "SELECT pii.recovery_write_audit('token_to_value', 'ip', 'x', 'found', 'forged')",
+        "SELECT pii.recovery_admit()",
+        "SELECT pii.recovery_begin('token_to_value', 'ip', 'x', 'forged')",
+    )
+
+
+def test_transformer_cannot_read_or_forge_the_audit(built):
+    assert_refused(
+        built,
+        config.TRANSFORMER_ROLE,
+        "SELECT * FROM pii.recovery_audit",
+        "INSERT INTO pii.recovery_audit (direction, token, found, reason) VALUES ('token_to_value', 'x', true, 'f')",
+        "SELECT * FROM pii.recover_value(repeat('0', 64), 'x')",
+        "CREATE OR REPLACE FUNCTION pii.recover_value(token text, reason text) RETURNS TABLE (kind text, value text,"
+        " outcome text) LANGUAGE sql AS 'SELECT NULL, NULL, NULL'",
+        "CREATE OR REPLACE FUNCTION loginvault.try_inet(value text) RETURNS inet LANGUAGE sql AS 'SELECT NULL::inet'",
+    )
+
+
+def _token(job: Job) -> tuple[str, str]:
+    ((token, ip),) = query(
+        job.dsn,
+        "SELECT u.masked_ip, r.body::jsonb ->> 'ip' FROM user_logins u JOIN raw.login_events r USING (message_id)"
+        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
+    )
+    return token, ip
+
+
+def _audit(job: Job) -> list[tuple]:
+    return query(job.dsn, "SELECT login_user, direction, outcome, found, reason FROM pii.recovery_audit ORDER BY id")
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        "ALTER TABLE pii.vault ENABLE ROW LEVEL SECURITY; CREATE POLICY steal ON pii.vault USING (public.steal())",
+        "ALTER TABLE pii.vault RENAME TO vault_real; CREATE VIEW pii.vault AS SELECT *, public.steal() AS s FROM pii.vault_real",
+        "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY; CREATE POLICY steal ON user_logins USING (public.steal())",
+    ],
+    ids=["policy on the vault", "view in place of the vault", "policy on the mart"],
+)
+def test_recovery_refuses_what_the_transformer_planted(fresh, plant):
+    """The transformer owns the vault and the mart: code it attaches would run as the recovery
+    functions' owner (which may write the audit). The functions refuse before reading."""
+    token, _ = _token(fresh)
+    execute(fresh.dsn, STOLEN)
+    with login(fresh, config.TRANSFORMER_ROLE) as conn:  # dbt's own login
+        conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+        conn.execute(STEAL_FUNCTION)
+        conn.execute(plant)
+    before = _audit(fresh)
+    refused = fresh.run("recover", "--token", token, "--reason", "INC-9", ok=False)
+    assert refused.returncode == 1 and not refused.stdout
+    assert "refusing to read" in refused.stderr
+    assert _audit(fresh) == before
+    assert query(fresh.dsn, "SELECT count(*) FROM public.stolen") == [(0,)]
+
+
+def test_recovery_is_audited_with_the_real_login_and_time(built):
+    token, ip = _token(built)
+    out = built.run("recover", "--token", token, "--reason", "INC-1")
+    assert out.stdout == f"ip\t{ip}\n"
+    ((who, role, addr, recent),) = query(
+        built.dsn,
+        "SELECT login_user, acting_role, host(client_addr), recovered_at BETWEEN now() - interval '2 minutes' AND now()"
+        " FROM pii.recovery_audit WHERE reason = 'INC-1'",
+    )
+    assert (who, role, addr, recent) == (OFFICER, OFFICER, "127.0.0.1", True)
+
+
+def test_no_audit_row_no_answer(fresh):
+    token, ip = _token(fresh)
+    execute(fresh.dsn, f"REVOKE INSERT ON pii.recovery_audit FROM {config.RECOVERY_ROLE}")
+    for args in (("--token", token), ("--ip", ip)):
+        refused = fresh.run("recover", *args, "--reason", "INC-2", ok=False)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert ip not in refused.stderr and "permission denied for table recovery_audit" in refused.stderr
+    assert query(fresh.dsn, "SELECT count(*) FROM pii.recovery_audit") == [(0,)]
+
+
+def test_wrong_key_recovery_is_audited_as_failed(fresh):
+    token, ip = _token(fresh)
+    # A key the registry does not know is refused before any decrypt (the key registry), audited.
+    env = {**fresh.env, config.ENCRYPTION_KEY_ENV: "f" * 64}
+    refused = fresh.run("recover", "--token", token, "--reason", "INC-3", ok=False, env=env)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "LOGINVAULT_ENCRYPTION_KEY is not the active encryption key" in refused.stderr
+    assert ip not in refused.stderr
+    assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "wrong_key", False, "INC-3")
+    # A vault entry that the registered key cannot decrypt: the failed decrypt is audited.
+    execute(
+        fresh.dsn,
+        f"UPDATE pii.vault SET ciphertext = public.pgp_sym_encrypt('x', '{'e' * 64}') WHERE token = '{token}'",
+    )
+    failed = fresh.run("recover", "--token", token, "--reason", "INC-3b", ok=False)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert "cannot be decrypted" in failed.stderr and ip not in failed.stderr
+    assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "decrypt_failed", False, "INC-3b")
+
+
+def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
+    token, ip = _token(fresh)
+    execute(fresh.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 3)")
+    fresh.run("recover", "--token", token, "--reason", "B-1")
+    fresh.run("recover", "--ip", ip, "--reason", "B-2")
+    fresh.run("recover", "--device-id", "000-00-0000", "--reason", "B-3")  # unknown values count too
+    refused = fresh.run("recover", "--token", token, "--reason", "B-4", ok=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "daily recovery budget is used up" in refused.stderr
+    outcomes = [(reason, outcome) for _, _, outcome, _, reason in _audit(fresh)]
+    assert outcomes == [("B-1", "found"), ("B-2", "found"), ("B-3", "not_found"), ("B-4", "over_budget")]
+    # Parallel calls cannot overrun it either: the function serializes a login's lookups. (The
+    # session has the keys, as `recover` opens it: without them the lookup is refused as wrong_key.)
+    with keyed_login(fresh, config.PII_ADMIN_ROLE) as conn:
+        row = conn.execute("SELECT outcome FROM pii.recover_token('ip', %s, 'B-5')", (ip,)).fetchone()
+    assert row == ("over_budget",)
+
+
+def test_the_default_budget_is_200_and_the_bootstrap_sets_it(built):
+    assert query(built.dsn, "SELECT daily_lookups FROM pii.recovery_budget WHERE login = '*'") == [(200,)]
+
+
+def test_auditor_reads_the_audit_and_nothing_else(built):
+    built.run("recover", "--device-id", "999-99-9999", "--reason", "AUD-1")
+    out = built.run("audit", "--since", "1h")
+    header, *rows = out.stdout.splitlines()
+    assert header.split("\t") == [
+        "recovered_at",
+        "login_user",
+        "client_addr",
+        "direction",
+        "kind",
+        "token",
+        "outcome",
+        "reason",
+    ]
+    assert any(r.split("\t")[1] == OFFICER and r.endswith("\tAUD-1") for r in rows)
+    assert_refused(
+        built,
+        config.AUDITOR_ROLE,
+        "SELECT * FROM pii.vault",
+        "SELECT * FROM user_logins",
+        "DELETE FROM pii.recovery_audit",
+    )
+    refused = built.run(
+        "audit", ok=False, env={**built.env, "LOGINVAULT_AUDITOR_DSN": role_dsn(built.dsn, config.ANALYST_ROLE)}
+    )
+    assert refused.returncode == 1 and "not a member of loginvault_auditor" in refused.stderr
+
+
+# ---------------------------------------------------------------- no key material where another role could read it
+
+
+def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
+    keys = [fresh.env[name] for name in config.KEY_ENVS]
+    database = fresh.dsn.rsplit("/", 1)[1]
+    execute(fresh.dsn, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
+    log_start = pg_cluster.log.stat().st_size
+    fresh.run("seed", "--count", "5")
+    fresh.run("run", "--wait-time", "1")
+    fresh.transform()
+    token, ip = _token(fresh)
+    fresh.run("recover", "--token", token, "--reason", "LOG-1")
+    fresh.run("recover", "--ip", ip, "--reason", "LOG-2")
+
+    with open(pg_cluster.log, errors="replace") as f:
+        f.seek(log_start)
+        server_log = f.read()
+    assert "recover_value" in server_log  # the statements were logged: the check is not vacuous
+    for key in keys:
+        assert key not in server_log
+    for path in fresh.dbt_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not any(key in text for key in keys), f"a key in {path}"
+
+    # While a session holds the keys, no other workload's session can see them.
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold_keys() -> None:
+        with psycopg.connect(
+            role_dsn(fresh.dsn, config.TRANSFORMER_ROLE),
+            autocommit=True,
+            options=key_options(dict(zip(config.KEY_ENVS, keys, strict=True))),
+        ) as conn:
+            assert conn.execute("SELECT current_setting('loginvault.hmac_key')").fetchone() == (keys[0],)
+            conn.execute("BEGIN")
+            conn.execute("SELECT current_setting('loginvault.encryption_key')")
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_keys)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        for role in (config.LOADER_ROLE, config.ANALYST_ROLE, config.PII_ADMIN_ROLE, config.AUDITOR_ROLE):
+            with login(fresh, role) as conn:
+                seen = conn.execute(
+                    "SELECT concat_ws('|',"
+                    " (SELECT string_agg(name || '=' || setting, ',') FROM pg_settings),"
+                    " (SELECT string_agg(a::text, ',') FROM pg_stat_activity AS a),"
+                    " (SELECT string_agg(s::text, ',') FROM pg_db_role_setting AS s),"
+                    " (SELECT string_agg(r::text, ',') FROM pg_roles AS r))"
+                ).fetchone()[0]
+                assert "loginvault-dbt" in seen or config.WORKLOADS[config.TRANSFORMER_ROLE].local_login in seen
+                for key in keys:
+                    assert key not in seen, f"{role} sees a key"
+    finally:
+        release.set()
+        holder.join(30)
+
+
+# ---------------------------------------------------------------- the docs put no key in SQL
+
+
+def test_no_documented_procedure_puts_a_key_in_sql_text():
+    """A key in a statement lands in the server log (log_statement) and pg_stat_activity: the
+    docs pass keys only as session settings (PGOPTIONS, set by the commands)."""
+    patterns = (
+        r"\\set\s+\w*key",  # psql variables holding a key
+        r":'?\w*key\w*'?",  # … and their use
+        r"pgp_sym_(?:en|de)crypt\([^)]*'",  # a literal key
+        r"set_config\(\s*'loginvault\.\w+_key'",
+        r"SET\s+loginvault\.\w+_key",
+    )
+    for path in [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")]:
+        text = path.read_text()
+        for pattern in patterns:
+            found = re.findall(pattern, text, flags=re.IGNORECASE)
+            assert not found, f"{path.name}: {found}"
