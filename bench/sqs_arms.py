@@ -17,10 +17,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from bench.meter import RequestCounter, Sample, Samples
+from ingest import sample
 from ingest.consumer import Consumer
 from ingest.raw_loader import RawLoader
 from ingest.settings import RunSettings, SqsSettings
@@ -40,6 +43,7 @@ class Report:
     marks: dict[str, Sample]
     counts: dict[str, int] = field(default_factory=dict)
     loads: list[tuple[int, float]] = field(default_factory=list)  # (messages, loader thread CPU s)
+    calibration: list[tuple[int, float]] = field(default_factory=list)  # (messages, process CPU s)
 
 
 class DistinctIds:
@@ -85,6 +89,28 @@ class TrackingLoader:
         self.costs.append((len(messages), time.thread_time() - started))
         self.done.add(m.message_id for m in landed)
         return landed
+
+
+# The loads of the calibration after the run: their sizes, each RUNS times, interleaved.
+CALIBRATION_SIZES = (100, 1000)
+CALIBRATION_RUNS = 4
+CALIBRATION_QUEUE = "bench-calibration"  # raw.login_events.queue of its rows
+
+
+def calibrate(loader: RawLoader) -> list[tuple[int, float]]:
+    """(messages, process CPU s) of loads of synthetic messages made one after another, after
+    the run, with nothing else working in the process: the whole CPU of a load, dlt's COPY job
+    (on a thread of dlt's own, which the run's loader threads do not see) included."""
+    now = datetime.now(timezone.utc)
+    costs = []
+    for k in range(CALIBRATION_RUNS):
+        for size in CALIBRATION_SIZES:
+            bodies = (sample.to_body(e) for e in sample.synthetic_events(size, seed=k))
+            messages = [Message(uuid.uuid4().hex, body, now, now, 1, "") for body in bodies]
+            started = time.process_time()
+            loader.load(messages, CALIBRATION_QUEUE)
+            costs.append((size, time.process_time() - started))
+    return costs
 
 
 # Set to a directory: the consumer arm records where its CPU goes with py-spy (when installed).
@@ -198,10 +224,13 @@ def consumer_arm(settings: SqsSettings, loader_dsn: str, total: int, options: Ru
     _mark_when(produced, samples, "produced")
     threading.Thread(target=stop_when_done, name="stop-when-done", daemon=True).start()
     try:
-        consumer.run()
+        try:
+            consumer.run()
+        finally:
+            samples.stop()
+            _stop_profile(profiler)
+        calibration = calibrate(raw_loaders[0])
     finally:
-        samples.stop()
-        _stop_profile(profiler)
         for loader in raw_loaders:
             loader.close()
     counts = {
@@ -211,7 +240,7 @@ def consumer_arm(settings: SqsSettings, loader_dsn: str, total: int, options: Ru
     counts["loads"] = sum(loader.loads for loader in loaders)
     counts["not_delivered"] = total - len(done)
     costs = [cost for loader in loaders for cost in loader.costs]
-    conn.send(Report(samples.taken, samples.marks, counts, costs))
+    conn.send(Report(samples.taken, samples.marks, counts, costs, calibration))
 
 
 def bare_arm(

@@ -13,13 +13,16 @@ last, a backlog present throughout. The drain after it and the whole run are in 
 and so is the wall-clock ratio (which moto's CPU sets), as information.
 
 A consumer's CPU per message is the bare loop's work, plus a fixed cost per load (dlt's
-extract, normalize and load steps) spread over the batch, plus a little per message: the
-batch size decides, and on moto it is what ~100 msg/s bring within the window. The consumer
-runs at the CLI's defaults (a 1 s window) and once more with a 5 s window, each load's CPU on
-its loader thread recorded; a line through (messages, CPU) of every load gives the fixed cost
-of a load and the cost of a message in it, hence the ratio at full batches of 1,000 (what a
-backlog on real SQS, answering in tens of ms, fills within the default second) and the batch
-size at which the target would be met.
+extract, normalize and load steps, its COPY job) spread over the batch, plus a little per
+message: the batch size decides. On moto (a few hundred msg/s) the consumer keeps up, no
+backlog forms, and it loads whenever a loader is free (latency first), in batches of a few
+hundred at most. The consumer runs at the CLI's defaults (a 1 s window) and once more with a
+5 s window, each load's CPU on its loader thread recorded; a line through (messages, CPU) of
+every load gives the fixed cost of a load and the cost of a message in it, hence the ratio at
+full batches of 1,000 (what a backlog on real SQS, answering in tens of ms, fills within the
+default second) and the batch size at which the target would be met. After each run, loads
+of 100 and 1,000 synthetic messages with nothing else running give a load's whole CPU alone
+(dlt's COPY job thread included), for comparison.
 
 SQS delivers at least once: a message handed to two receivers is loaded twice (dbt keeps one
 row), and the older receipt handle may then fail to delete; moto may also lose a delete when
@@ -299,8 +302,12 @@ def run(dsn: str, endpoint_url: str, n: int, receivers: int) -> list[Result]:
     # What holds at batches of 1,000: the consumer's CPU outside the loads (receiving,
     # deleting, batching, dlt's COPY job) as measured, plus a load's cost at 1,000 by the fit.
     bare_ms = bare("cpu_ms_per_1k") / 1000  # per message
+    # The loads' fixed cost and cost per message on the loader threads during the runs; what
+    # else the consumer spends per message (receiving, deleting, batching, dlt's COPY job
+    # thread) as measured. And a load's whole CPU alone, from the calibration after each run.
     per_load, per_message = load_cost([cost for r in reports.values() for cost in r.loads])
     outside = (consumer["steady"]["cpu_ms_per_1k"] - consumer["steady"]["load_thread_cpu_ms_per_1k"]) / 1000
+    alone_per_load, alone_per_message = load_cost([cost for r in reports.values() for cost in r.calibration])
     at_1000 = (outside + per_load / 1000 + per_message) / bare_ms
     room = TARGET_RATIO * bare_ms - outside - per_message
     figures = {
@@ -326,6 +333,8 @@ def run(dsn: str, endpoint_url: str, n: int, receivers: int) -> list[Result]:
         "load_cost": {
             "fixed_ms_per_load": round(per_load, 1),
             "ms_per_message": round(per_message, 4),
+            # Process CPU of loads of 100 and 1,000 messages alone, after each consumer run.
+            "alone": {"fixed_ms_per_load": round(alone_per_load, 1), "ms_per_message": round(alone_per_message, 4)},
             "outside_loads_ms_per_msg": round(outside, 3),
             "ratio_at_batch_1000": round(at_1000, 3),
             "batch_for_target": round(per_load / room) if room > 0 else None,
