@@ -7,9 +7,9 @@ import argparse
 import logging
 import time
 
-from bench import harness, land, memory, retention, rotate, rss, sqs_rate, transform
+from bench import freshness, harness, land, memory, retention, rotate, rss, sqs_rate, transform
 
-ALL = ("land", "sqs", "transform", "rotate", "retention", "memory", "rss")
+ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory", "rss")
 
 
 def main() -> int:
@@ -41,8 +41,11 @@ def main() -> int:
             if name == "land":
                 results += land.run(dsn, 1_000_000 // scale, 20_000 // scale, args.batch_size)
             elif name == "sqs":
-                with harness.moto() as server:
-                    results += sqs_rate.run(dsn, server.endpoint_url, 20_000 // scale, args.receivers)
+                with harness.moto(fast_clock=True) as server:
+                    results += sqs_rate.run(dsn, server.endpoint_url, 10_000 // scale, args.receivers)
+            elif name == "freshness":
+                with harness.moto(fast_clock=True) as server:
+                    results += freshness.run(pg, server.endpoint_url, 120 / (4 if args.quick else 1))
             elif name == "transform":
                 results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
             elif name == "rotate":
