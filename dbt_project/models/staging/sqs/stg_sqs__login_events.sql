@@ -36,11 +36,14 @@ parsed as (
         r.body,
         {{ loginvault_function('try_jsonb') }}(r.body) as payload
     from messages as m
+    -- On message_id first: its index finds the one or two deliveries of a message, where the
+    -- load's index would give every row of the load for each message.
     inner join {{ source('sqs', 'login_events') }} as r
         on
-            m._dlt_load_id = r._dlt_load_id
+            m.message_id = r.message_id
             and m._dlt_id = r._dlt_id
             and m.received_at = r.received_at
+            and m._dlt_load_id = r._dlt_load_id
 
 ),
 
