@@ -1,5 +1,5 @@
-"""Unit: what RawLoader changes in the way dlt works for it — live schemas kept in memory; real
-dlt, no database."""
+"""Unit: what RawLoader changes in the way dlt works for it — config lookups answered once per
+loader during its runs, live schemas kept in memory; real dlt, no database."""
 
 from __future__ import annotations
 
@@ -8,7 +8,27 @@ from dlt.common.schema import Schema
 from dlt.common.storages.configuration import SchemaStorageConfiguration
 from dlt.common.storages.live_schema_storage import LiveSchemaStorage
 
-from ingest.raw_loader import _keep_schemas_in_memory, _SchemasInMemory
+from ingest import dlt_defaults
+from ingest.raw_loader import _config_lookups_cached, _keep_schemas_in_memory, _SchemasInMemory
+
+
+def test_a_loaders_config_lookups_are_answered_once_and_in_precedence(monkeypatch):
+    dlt_defaults.use_packaged_defaults()
+    monkeypatch.setenv("LOAD__RAISE_ON_MAX_RETRIES", "3")
+    cache: dict = {}
+    with _config_lookups_cached(cache):
+        # an environment variable still beats the shipped default (1)
+        assert dlt.config["load.raise_on_max_retries"] == 3
+        monkeypatch.setenv("LOAD__RAISE_ON_MAX_RETRIES", "4")
+        # during a loader's runs, the first answer stands
+        assert dlt.config["load.raise_on_max_retries"] == 3
+    assert cache
+    # outside them, and for another loader, the providers answer as always
+    assert dlt.config["load.raise_on_max_retries"] == 4
+    with _config_lookups_cached({}):
+        assert dlt.config["load.raise_on_max_retries"] == 4
+    monkeypatch.delenv("LOAD__RAISE_ON_MAX_RETRIES")
+    assert dlt.config["load.raise_on_max_retries"] == 1
 
 
 def test_a_saved_schema_is_not_reloaded_from_its_file(tmp_path, monkeypatch):
