@@ -188,9 +188,10 @@ class RawLoader:
             try:
                 pause_at("in_load")
                 with _config_lookups_cached(self._config_lookups):
-                    self.pipeline.run(
+                    info = self.pipeline.run(
                         login_events(messages, queue), loader_file_format=file_format(len(messages), self.file_format)
                     )
+                self._forget_loaded(info.loads_ids)
                 return
             except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
                 error = exc
@@ -213,6 +214,14 @@ class RawLoader:
         shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
         self.pipeline = self._new_pipeline()
+
+    def _forget_loaded(self, load_ids: Sequence[str]) -> None:
+        """Delete the packages dlt keeps of completed loads (its files, schema and state: ~100 KiB
+        each): the database's raw._dlt_loads is the record, and a consumer that loads every
+        second would otherwise fill its disk."""
+        storage = self.pipeline._get_load_storage()
+        for load_id in load_ids:
+            storage.delete_loaded_package(load_id)
 
     def close(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)

@@ -202,3 +202,32 @@ def test_bootstrapped_database_has_the_raw_contract(pg_dsn):
         (config.LOADER_ROLE, config.ANALYST_ROLE),
     )
     assert privileges == [(True, False, False)]
+
+
+def test_a_loader_keeps_no_package_of_its_completed_loads(pg_dsn):
+    """dlt keeps each completed load's package (~100 KiB) in its working dir; a consumer loading
+    every second would fill its disk. After 20 loads the working dir is as small as after one."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from ingest.sqs import Message
+
+    def size(path: str) -> int:
+        return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+    def batch(seed: int) -> list[Message]:
+        now = datetime.now(timezone.utc)
+        events = sample.synthetic_events(50, seed=seed)
+        return [Message(f"keep-{seed}-{i}", sample.to_body(e), now, now, 1, "") for i, e in enumerate(events)]
+
+    loader = RawLoader(role_dsn(pg_dsn, config.LOADER_ROLE))
+    try:
+        loader.load(batch(0), "q")
+        after_one = size(loader._workdir)
+        for seed in range(1, 20):
+            loader.load(batch(seed), "q")
+        assert size(loader._workdir) <= after_one + 16 * 1024, (after_one, size(loader._workdir))
+        assert not list(Path(loader._workdir).rglob("loaded/*/*"))
+    finally:
+        loader.close()
+    assert query(pg_dsn, "SELECT count(*) FROM raw.login_events WHERE message_id LIKE 'keep-%'") == [(1000,)]
