@@ -52,15 +52,23 @@ class InFlight:
         if not due:
             return
         failed = {f["message_id"] for f in self.queue.change_visibility(due, self.timeout)}
+        extended = stale = 0
         with self._lock:
             for m in due:
-                if m.receipt_handle in self._deadlines:
-                    self._deadlines[m.receipt_handle] = (m, now + self.timeout)
-        self.stats.count(extended=len(due) - len(failed), stale_handles=len(failed))
-        if failed:
+                if m.receipt_handle not in self._deadlines:
+                    # Deleted or released while the call was on its way: a failure says nothing
+                    # of a handle this process no longer holds.
+                    continue
+                self._deadlines[m.receipt_handle] = (m, now + self.timeout)
+                if m.message_id in failed:
+                    stale += 1
+                else:
+                    extended += 1
+        self.stats.count(extended=extended, stale_handles=stale)
+        if stale:
             # The message became visible and was received again (here or by another worker):
             # its load goes on (at-least-once); the mart keeps one row per message_id.
-            log.warning("%d receipt handles were stale when extending visibility", len(failed))
+            log.warning("%d receipt handles were stale when extending visibility", stale)
 
     def release(self, messages: Sequence[Message]) -> int:
         """Make the given messages this process still holds visible again at once (visibility 0):

@@ -113,3 +113,38 @@ def test_a_release_that_cannot_reach_the_queue_is_reported(caplog):
     # THEN nothing is released (they come back after their timeout), and it says so
     assert released == 0
     assert "could not release 5 messages" in caplog.text
+
+
+def test_an_extension_racing_a_delete_counts_no_stale_handle(caplog):
+    # GIVEN held messages due for an extension, and a delete of them that completes while the
+    # ChangeMessageVisibility call is on its way (the acknowledger and the keeper run at once)
+    queue = MemoryQueue(BODIES)
+    ack, batch = held(queue, visibility=2)
+    ack.in_flight._deadlines = {h: (m, 0.0) for h, (m, _) in ack.in_flight._deadlines.items()}  # all due
+    change_visibility = queue.change_visibility
+
+    def deleted_meanwhile(due, timeout):
+        ack.landed(LoadResult(batch, batch, seconds=0.1))
+        ack.finish()
+        return change_visibility(due, timeout)  # every handle is gone: each entry fails
+
+    queue.change_visibility = deleted_meanwhile
+    # WHEN the keeper extends
+    with caplog.at_level(logging.WARNING):
+        ack.in_flight.extend_due()
+    # THEN nothing held was stale: no count, no warning (the stale-handle alert stays quiet)
+    assert queue.deleted == [m.message_id for m in batch]
+    assert (ack.stats.stale_handles, ack.stats.extended) == (0, 0)
+    assert "stale" not in caplog.text
+
+
+def test_an_extension_of_a_message_received_again_counts_a_stale_handle():
+    # GIVEN a held message whose visibility ran out and which was received again elsewhere
+    queue = MemoryQueue(BODIES[:1])
+    ack, batch = held(queue, visibility=1)
+    time.sleep(1.1)
+    assert queue.receive(10)  # another receiver: the held handle is stale now
+    ack.in_flight._deadlines = {h: (m, 0.0) for h, (m, _) in ack.in_flight._deadlines.items()}
+    # WHEN the keeper extends THEN the stale handle is counted
+    ack.in_flight.extend_due()
+    assert (ack.stats.stale_handles, ack.stats.extended) == (1, 0)
