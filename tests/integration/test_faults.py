@@ -300,13 +300,17 @@ def test_two_processes_with_two_receivers_each_land_5000_exactly_once(pg_dsn, sq
     counts = [assert_ok(proc.finish(timeout=30)) for proc in procs]
     assert all(c["landed"] > 0 for c in counts), "one process landed nothing: nothing ran concurrently"
     received, landed, deleted = (sum(c[name] for c in counts) for name in ("received", "landed", "deleted"))
-    # Every delivery landed and was deleted. A few more deliveries than messages are allowed:
-    # moto, like SQS standard queues, may hand one message to two concurrent receivers (both
-    # copies then count as redeliveries); raw keeps both, the mart one.
-    assert received == landed == deleted >= total
-    assert received - total <= sum(c["redeliveries"] for c in counts)
-    assert sum(c["released"] for c in counts) == 0
-    assert sqs_queue.depth() == (0, 0)
+    # Every landed delivery was deleted. A few more deliveries than messages are allowed: moto,
+    # like SQS standard queues, may hand one message to two concurrent receivers (both copies
+    # then count as redeliveries); raw keeps both, the mart one. A copy handed out by a poll
+    # that returns at the stop is given back, not loaded (its message landed already: every id
+    # was in raw before the stop).
+    leftover = received - landed
+    assert landed == deleted >= total
+    assert 0 <= leftover <= 4 and sum(c["released"] for c in counts) <= leftover, counts
+    assert received - total <= sum(c["redeliveries"] for c in counts) + leftover
+    visible, in_flight = sqs_queue.depth()
+    assert in_flight == 0 and visible <= leftover
 
     by_id = assert_in_raw_at_least_once(pg_dsn, bodies)
     assert len(by_id) == total
