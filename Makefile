@@ -84,7 +84,7 @@ lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, terraform f
 	fi
 
 test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own throwaway PostgreSQL and moto), one worker per core
-	@$(PY) -m pytest -n auto tests/unit tests/integration
+	@$(PY) -m pytest -n auto --durations=15 tests/unit tests/integration
 
 test-unit: $(STAMP) ## the unit tests only: no service, seconds
 	@$(PY) -m pytest tests/unit
