@@ -24,7 +24,7 @@ from dlt.common.runtime import anon_tracker
 runtime = Container()[PluggableRunContext].context.runtime_config
 keys = ["load.raise_on_max_retries", "normalize.parquet_normalizer.add_dlt_id",
         "normalize.parquet_normalizer.add_dlt_load_id", "data_writer.disable_compression",
-        "restore_from_destination", "extract.futures_poll_interval", "enable_runtime_trace"]
+        "restore_from_destination", "extract.futures_poll_interval"]
 print(json.dumps({"log_level": runtime.log_level, "telemetry": runtime.dlthub_telemetry,
                   "tracker_started": anon_tracker._ANON_TRACKER_ENDPOINT is not None,
                   **{key: dlt.config[key] for key in keys}}))
@@ -39,7 +39,6 @@ SHIPPED = {
     "data_writer.disable_compression": True,
     "restore_from_destination": False,
     "extract.futures_poll_interval": 0.001,
-    "enable_runtime_trace": False,
 }
 DLT_ENV_PREFIXES = ("RUNTIME__", "NORMALIZE__", "LOAD__", "DATA_WRITER__", "EXTRACT__", "RESTORE_FROM_", "DLT_")
 
