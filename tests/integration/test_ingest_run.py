@@ -206,9 +206,12 @@ def test_bootstrapped_database_has_the_raw_contract(pg_dsn):
 
 def test_a_loader_keeps_no_package_of_its_completed_loads(pg_dsn):
     """dlt keeps each completed load's package (~100 KiB) in its working dir; a consumer loading
-    every second would fill its disk. After 20 loads the working dir is as small as after one."""
+    every second would fill its disk. After 20 loads the working dir is as small as after one,
+    and dlt's log of configuration lookups (cleared at the end of each run's trace) no longer."""
     from datetime import datetime, timezone
     from pathlib import Path
+
+    from dlt.common.configuration.utils import get_resolved_traces
 
     from ingest.sqs import Message
 
@@ -223,10 +226,11 @@ def test_a_loader_keeps_no_package_of_its_completed_loads(pg_dsn):
     loader = RawLoader(role_dsn(pg_dsn, config.LOADER_ROLE))
     try:
         loader.load(batch(0), "q")
-        after_one = size(loader._workdir)
+        after_one = size(loader._workdir), len(get_resolved_traces().all_traces)
         for seed in range(1, 20):
             loader.load(batch(seed), "q")
-        assert size(loader._workdir) <= after_one + 16 * 1024, (after_one, size(loader._workdir))
+        assert size(loader._workdir) <= after_one[0] + 16 * 1024, (after_one, size(loader._workdir))
+        assert len(get_resolved_traces().all_traces) <= after_one[1], after_one
         assert not list(Path(loader._workdir).rglob("loaded/*/*"))
     finally:
         loader.close()
