@@ -89,7 +89,7 @@ test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own 
 test-unit: $(STAMP) ## the unit tests only: no service, seconds
 	@$(PY) -m pytest tests/unit
 
-bench: $(STAMP) ## benchmarks (not tests): land, sqs, transform, incremental, memory; ratios vs same-run baselines
+bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, memory, rss; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)
 
 clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, and the venv
