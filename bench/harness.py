@@ -10,13 +10,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
 
-from ingest import bootstrap, config
+from ingest import bootstrap, config, sample
 from ingest.local.moto_server import MotoServer
 from ingest.local.network import free_port
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
@@ -139,3 +140,20 @@ def execute(dsn: str, sql: str, params=None):
     with psycopg.connect(dsn, autocommit=True) as conn:
         cur = conn.execute(sql, params)
         return cur.fetchall() if cur.description else None
+
+
+def copy_load(conn, events, count: int, load_id: str, received, sent=None, queue: str = "login-queue") -> None:
+    """One completed dlt load of `count` raw rows from `events`, as the loader does it (COPY
+    through the parent table, then the load's raw._dlt_loads row), committed. `sent`: a
+    function of nothing giving each row's SentTimestamp (default: `received`)."""
+    with conn.cursor().copy("COPY raw.login_events FROM STDIN") as copy:
+        for _, event in zip(range(count), events, strict=False):
+            row_sent = sent() if sent else received
+            copy.write_row(
+                (str(uuid.uuid4()), sample.to_body(event), row_sent, received, 1, queue, load_id, uuid.uuid4().hex[:14])
+            )
+    conn.execute(
+        "INSERT INTO raw._dlt_loads (load_id, schema_name, status, inserted_at) VALUES (%s, 'bench', 0, now())",
+        (load_id,),
+    )
+    conn.commit()

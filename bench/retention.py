@@ -56,25 +56,7 @@ def _load(dsn: str, n: int) -> None:
                 hours=12
             )
             load_id = f"{received.timestamp():.6f}"
-            with conn.cursor().copy("COPY raw.login_events FROM STDIN") as copy:
-                for _, event in zip(range(per_day), events, strict=False):
-                    copy.write_row(
-                        (
-                            str(uuid.uuid4()),
-                            sample.to_body(event),
-                            received,
-                            received,
-                            1,
-                            "q",
-                            load_id,
-                            uuid.uuid4().hex[:14],
-                        )
-                    )
-            conn.execute(
-                "INSERT INTO raw._dlt_loads (load_id, schema_name, status, inserted_at) VALUES (%s, 'bench', 0, now())",
-                (load_id,),
-            )
-            conn.commit()
+            harness.copy_load(conn, events, per_day, load_id, received, queue="q")
     work = Path(tempfile.mkdtemp(prefix="loginvault-bench-retention-"))
     saved = dict(os.environ)
     os.environ.update(

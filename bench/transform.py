@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -38,26 +37,9 @@ def load_raw(dsn: str, n: int, seed: int, loads: int = 10) -> None:
         conn.execute(f"SET ROLE {config.LOADER_ROLE}")
         for load in range(loads):
             load_id = f"{now.timestamp() + load:.6f}"
-            with conn.cursor().copy("COPY raw.login_events FROM STDIN") as copy:
-                for _, event in zip(range(per_load), events, strict=False):
-                    sent = now - timedelta(seconds=secrets.randbelow(86400))
-                    copy.write_row(
-                        (
-                            str(uuid.uuid4()),
-                            sample.to_body(event),
-                            sent,
-                            now,
-                            1,
-                            "login-queue",
-                            load_id,
-                            uuid.uuid4().hex[:14],
-                        )
-                    )
-            conn.execute(
-                "INSERT INTO raw._dlt_loads (load_id, schema_name, status, inserted_at) VALUES (%s, 'bench', 0, now())",
-                (load_id,),
+            harness.copy_load(
+                conn, events, per_load, load_id, now, sent=lambda: now - timedelta(seconds=secrets.randbelow(86400))
             )
-            conn.commit()
     execute(dsn, "ANALYZE raw.login_events")
 
 
