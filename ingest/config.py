@@ -26,6 +26,8 @@ TRANSFORMER_ROLE = "loginvault_transformer"
 ANALYST_ROLE = "loginvault_analyst"
 PII_ADMIN_ROLE = "loginvault_pii_admin"
 AUDITOR_ROLE = "loginvault_auditor"
+# The recovery service: besides the transformer, the only workload that holds the PII keys.
+RECOVERY_SERVICE_ROLE = "loginvault_recovery_service"
 # NOLOGIN owners (sql/bootstrap/): of raw and its tables, and of the recovery functions.
 RAW_OWNER_ROLE = "loginvault_owner"
 RECOVERY_ROLE = "loginvault_recovery"
@@ -57,6 +59,7 @@ WORKLOADS = {
         Workload(ANALYST_ROLE, "loginvault_analyst_1", "an analyst"),
         Workload(PII_ADMIN_ROLE, "loginvault_privacy_officer_1", "a privacy officer"),
         Workload(AUDITOR_ROLE, "loginvault_auditor_1", "an auditor"),
+        Workload(RECOVERY_SERVICE_ROLE, "loginvault_recovery_svc", "the recovery service"),
     )
 }
 

@@ -27,7 +27,7 @@ BEGIN
     FOREACH r IN ARRAY ARRAY[
         -- workload roles: each login is a member of exactly one of these
         'loginvault_loader', 'loginvault_transformer', 'loginvault_analyst',
-        'loginvault_pii_admin', 'loginvault_auditor',
+        'loginvault_pii_admin', 'loginvault_auditor', 'loginvault_recovery_service',
         -- owner roles: never granted to a login
         'loginvault_owner', 'loginvault_recovery', 'loginvault_eraser'
     ] LOOP
@@ -50,7 +50,8 @@ BEGIN
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
     -- CONNECT: every workload role (their logins inherit it).
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO loginvault_loader, loginvault_transformer,'
-                   ' loginvault_analyst, loginvault_pii_admin, loginvault_auditor', current_database());
+                   ' loginvault_analyst, loginvault_pii_admin, loginvault_auditor, loginvault_recovery_service',
+                   current_database());
     -- TEMPORARY: dbt's incremental models and unit tests stage rows in temporary tables; the
     -- erasure function collects a subject's messages in one.
     EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO loginvault_transformer, loginvault_eraser', current_database());

@@ -4,10 +4,11 @@
 CREATE SCHEMA IF NOT EXISTS pii;
 ALTER SCHEMA pii OWNER TO CURRENT_USER;
 REVOKE ALL ON SCHEMA pii FROM PUBLIC, loginvault_pii_admin;
--- USAGE+CREATE: dbt builds pii.vault. USAGE: to call the recovery functions (pii-admin), to
--- read the audit (auditor), and for the functions' owner to reach the vault.
+-- USAGE+CREATE: dbt builds pii.vault. USAGE: to file and read requests (pii-admin), to serve
+-- them (the recovery service), to read the audit (auditor), and for the functions' owner to
+-- reach the vault.
 GRANT USAGE, CREATE ON SCHEMA pii TO loginvault_transformer;
-GRANT USAGE ON SCHEMA pii TO loginvault_pii_admin, loginvault_auditor, loginvault_recovery;
+GRANT USAGE ON SCHEMA pii TO loginvault_pii_admin, loginvault_auditor, loginvault_recovery, loginvault_recovery_service;
 
 -- Every recovery, written by the recovery functions in the transaction of the lookup. Never
 -- holds a cleartext value. Append-only: only the functions' owner inserts, nobody updates or
@@ -65,3 +66,78 @@ GRANT SELECT ON pii.settings TO loginvault_recovery;
 INSERT INTO pii.settings (name, value)
 VALUES ('mart_schema', coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public'))
 ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+
+-- Recovery and erasure are requests (65_requests.sql): a privacy officer's session commits
+-- one through a SECURITY DEFINER function that records who, when, from where and why from the
+-- session; the recovery service (its own login, the keys in its session) takes it, does the
+-- lookup or the erasure, and commits the audit row and the answer in one transaction. Nothing
+-- the officer's session does to its own transaction can yield an answer without that audit.
+-- All owned by the admin; only the functions' owner (loginvault_recovery) writes them.
+CREATE TABLE IF NOT EXISTS pii.recovery_requests (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    requested_at     timestamptz NOT NULL DEFAULT now(),
+    login_user       text        NOT NULL,
+    client_addr      inet,
+    application_name text,
+    kind             text        NOT NULL CHECK (kind IN ('recover_value', 'recover_token', 'erase')),
+    -- recover_value: the token asked about; recover_token: the computed token, once answered.
+    token            text,
+    value_kind       text        CHECK (value_kind IN ('ip', 'device_id')),
+    dry_run          boolean     NOT NULL DEFAULT false,
+    reason           text        NOT NULL,
+    -- pending → (awaiting_approval → approved | rejected) → answered | refused | failed;
+    -- cancelled (by the asker), expired (not taken, or its answer not read, in time); read.
+    state            text        NOT NULL CHECK (state IN ('pending', 'awaiting_approval', 'approved', 'rejected',
+                                                           'answered', 'read', 'refused', 'failed', 'cancelled', 'expired')),
+    outcome          text,
+    finished_at      timestamptz
+);
+CREATE INDEX IF NOT EXISTS recovery_requests_waiting_idx ON pii.recovery_requests (id)
+    WHERE state IN ('pending', 'awaiting_approval', 'approved');
+ALTER TABLE pii.recovery_requests OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.recovery_requests FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON pii.recovery_requests TO loginvault_recovery;
+-- The auditor: who asked for what and why (no cleartext is ever in this table).
+GRANT SELECT ON pii.recovery_requests TO loginvault_auditor;
+COMMENT ON TABLE pii.recovery_requests IS
+    'Recovery and erasure requests: who asked, when, from where, why, and what became of them (no cleartext).';
+
+-- The cleartext a request carries (the value of recover_token, the user id of erase), until
+-- the service takes it (or the request ends otherwise): never readable but by the functions.
+CREATE TABLE IF NOT EXISTS pii.recovery_inputs (
+    request_id bigint PRIMARY KEY REFERENCES pii.recovery_requests (id),
+    value      text   NOT NULL
+);
+ALTER TABLE pii.recovery_inputs OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.recovery_inputs FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON pii.recovery_inputs TO loginvault_recovery;
+
+-- Answers, readable once by the requesting login (pii.take_answer), gone at expires_at.
+CREATE TABLE IF NOT EXISTS pii.recovery_answers (
+    request_id bigint      PRIMARY KEY REFERENCES pii.recovery_requests (id),
+    answer     jsonb       NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+ALTER TABLE pii.recovery_answers OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.recovery_answers FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON pii.recovery_answers TO loginvault_recovery;
+
+-- Four eyes (the service's LOGINVAULT_RECOVERY_APPROVALS=1): each approval or rejection.
+CREATE TABLE IF NOT EXISTS pii.recovery_approvals (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    decided_at       timestamptz NOT NULL DEFAULT now(),
+    request_id       bigint      NOT NULL REFERENCES pii.recovery_requests (id),
+    login_user       text        NOT NULL,
+    client_addr      inet,
+    application_name text,
+    decision         text        NOT NULL CHECK (decision IN ('approved', 'rejected')),
+    reason           text        NOT NULL
+);
+ALTER TABLE pii.recovery_approvals OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.recovery_approvals FROM PUBLIC;
+GRANT SELECT, INSERT ON pii.recovery_approvals TO loginvault_recovery;
+GRANT SELECT ON pii.recovery_approvals TO loginvault_auditor;
+COMMENT ON TABLE pii.recovery_approvals IS 'Four eyes: who approved or rejected which recovery or erasure request, and why.';
+
+-- Which request a lookup's audit row answered (NULL on rows from before requests).
+ALTER TABLE pii.recovery_audit ADD COLUMN IF NOT EXISTS request_id bigint;

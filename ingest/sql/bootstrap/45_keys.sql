@@ -26,9 +26,11 @@ ALTER TABLE pii.key_versions OWNER TO CURRENT_USER;
 REVOKE ALL ON pii.key_versions FROM PUBLIC;
 -- The transformer registers the keys in use (first build), rotates and retires them (`keys`).
 GRANT SELECT, INSERT, UPDATE ON pii.key_versions TO loginvault_transformer;
--- The recovery functions pick the key of a row's version; the auditor sees the key history; a
--- privacy officer's `recover` names the fingerprints when its keys are not the registered ones.
-GRANT SELECT ON pii.key_versions TO loginvault_recovery, loginvault_auditor, loginvault_pii_admin;
+-- The recovery functions pick the key of a row's version; the auditor sees the key history;
+-- the recovery service checks its keys against it at start (naming both fingerprints when they
+-- differ). A privacy officer holds no key, so has nothing to compare (earlier versions: it had).
+REVOKE ALL ON pii.key_versions FROM loginvault_pii_admin;
+GRANT SELECT ON pii.key_versions TO loginvault_recovery, loginvault_auditor, loginvault_recovery_service;
 COMMENT ON TABLE pii.key_versions IS
     'Versions of the PII keys: fingerprints (never keys), states, times (loginvault keys status).';
 

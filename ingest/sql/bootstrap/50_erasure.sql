@@ -1,8 +1,10 @@
 -- loginvault bootstrap: subject erasure (GDPR Art. 17, CCPA deletion).
 -- pii.erase_subject is a SECURITY DEFINER function owned by loginvault_eraser (NOLOGIN: DELETE
--- on what holds a subject's rows, and nothing else), search_path pinned, EXECUTE for the
--- pii-admin role only, like the recovery functions: it takes who, when and from where from the
--- session, writes its audit row in its own transaction, and checks what it reads first.
+-- on what holds a subject's rows, and nothing else), search_path pinned. Only the recovery
+-- service's function (pii.serve_next_request, 65_requests.sql) calls it, for an officer's
+-- erasure request: who, when, from where and why come from the request row the officer's
+-- session committed; the audit row is written in the transaction of the erasure, and what it
+-- reads is checked first. The keys come from the service's session.
 
 -- Erased subjects, so that a redelivery, a DLQ redrive or a replay of their messages never
 -- enters the marts again (staging rejects them: erased_subject). subject_token is the keyed
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS pii.erasure_audit (
     vault_values     bigint      NOT NULL,
     reason           text        NOT NULL CHECK (btrim(reason) <> '')
 );
+ALTER TABLE pii.erasure_audit ADD COLUMN IF NOT EXISTS request_id bigint;
 ALTER TABLE pii.erasure_audit OWNER TO CURRENT_USER;
 REVOKE ALL ON pii.erasure_audit FROM PUBLIC;
 GRANT INSERT ON pii.erasure_audit TO loginvault_eraser;
@@ -49,7 +52,7 @@ COMMENT ON TABLE pii.erasure_audit IS 'Who erased which subject (keyed hash), wh
 -- The eraser's privileges on what the bootstrap owns (dbt grants it those on its models).
 GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;
 GRANT SELECT, DELETE ON pii.token_map TO loginvault_eraser;
-GRANT SELECT ON pii.settings, pii.key_versions TO loginvault_eraser;
+GRANT SELECT ON pii.settings, pii.key_versions, pii.recovery_requests TO loginvault_eraser;
 GRANT USAGE ON SCHEMA raw, pii TO loginvault_eraser;
 GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvault.try_jsonb(text),
     loginvault.pii_token(text, text, text, boolean), loginvault.key_fingerprint(text, text), pii.check_keys(boolean),
@@ -60,8 +63,10 @@ GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvau
 -- when the mart row, the staged payload or the raw body names them: rejected ones too), their
 -- staged rows, mart rows and rejections, and the vault values no remaining login carries
 -- (crypto-shred: shared IPs and devices of other subjects stay); adds them to
--- pii.erased_subjects; audits. With `dry_run`, counts and audits only. One transaction.
-CREATE OR REPLACE FUNCTION pii.erase_subject(user_id text, reason text, dry_run boolean)
+-- pii.erased_subjects; audits, with the asker of request `request_id`. With `dry_run`, counts
+-- and audits only. One transaction.
+DROP FUNCTION IF EXISTS pii.erase_subject(text, text, boolean);
+CREATE OR REPLACE FUNCTION pii.erase_subject(user_id text, reason text, dry_run boolean, request_id bigint)
 RETURNS TABLE (raw_rows bigint, staged_rows bigint, logins bigint, rejections bigint, vault_values bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$
 DECLARE
@@ -74,7 +79,11 @@ DECLARE
     shredded bigint := 0;
     staged bigint := 0;
     n bigint;
+    request pii.recovery_requests := (SELECT q FROM pii.recovery_requests AS q WHERE q.id = erase_subject.request_id);
 BEGIN
+    IF request IS NULL THEN
+        RAISE EXCEPTION 'no erasure request %', request_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'a reason is required: it is written to the erasure audit' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -179,10 +188,10 @@ BEGIN
     END IF;
     INSERT INTO pii.erasure_audit (
         erased_at, login_user, client_addr, application_name, subject_token, dry_run,
-        raw_rows, staged_rows, logins, rejections, vault_values, reason
+        raw_rows, staged_rows, logins, rejections, vault_values, reason, request_id
     ) VALUES (
-        now(), session_user, inet_client_addr(), current_setting('application_name'), subject, dry_run,
-        raw_rows, staged_rows, logins, rejections, vault_values, btrim(reason)
+        now(), request.login_user, request.client_addr, request.application_name, subject, dry_run,
+        raw_rows, staged_rows, logins, rejections, vault_values, reason, request.id
     );
     RETURN NEXT;
 END
@@ -226,11 +235,12 @@ BEGIN
 END
 $fn$;
 
-ALTER FUNCTION pii.erase_subject(text, text, boolean) OWNER TO loginvault_eraser;
+ALTER FUNCTION pii.erase_subject(text, text, boolean, bigint) OWNER TO loginvault_eraser;
 ALTER FUNCTION pii.rehash_erased_subjects() OWNER TO loginvault_eraser;
 ALTER FUNCTION pii.rewrap_erased_subjects() OWNER TO loginvault_eraser;
-REVOKE ALL ON FUNCTION pii.erase_subject(text, text, boolean), pii.rehash_erased_subjects(),
+REVOKE ALL ON FUNCTION pii.erase_subject(text, text, boolean, bigint), pii.rehash_erased_subjects(),
     pii.rewrap_erased_subjects() FROM PUBLIC;
--- The pii-admin role erases; the key rotations (as dbt's login) re-hash and re-wrap the list.
-GRANT EXECUTE ON FUNCTION pii.erase_subject(text, text, boolean) TO loginvault_pii_admin;
+-- The recovery functions' owner erases, inside the service's pii.serve_next_request (an
+-- officer's request); the key rotations (as dbt's login) re-hash and re-wrap the list.
+GRANT EXECUTE ON FUNCTION pii.erase_subject(text, text, boolean, bigint) TO loginvault_recovery;
 GRANT EXECUTE ON FUNCTION pii.rehash_erased_subjects(), pii.rewrap_erased_subjects() TO loginvault_transformer;
