@@ -1,18 +1,21 @@
-"""Subject erasure (`loginvault erase --user-id U --reason R`), as a privacy officer's own
-login (a member of loginvault_pii_admin), through the database's pii.erase_subject.
+"""Subject erasure (`loginvault erase --user-id U --reason R`) as a privacy officer's own login (a
+member of loginvault_pii_admin), as a request to the recovery service (ingest/vault/).
 
-The function (a SECURITY DEFINER of the NOLOGIN loginvault_eraser) removes the subject's rows
-from raw, staging, the marts and the rejections, shreds the vault values no other login
-carries, adds the subject to the list the transform keeps out, and audits it with a keyed hash
-of the user id, never the id, in one transaction. The command holds the transform lock
-meanwhile, so that no build re-stages the subject's rows under it.
+The service erases through pii.erase_subject (a SECURITY DEFINER of the NOLOGIN
+loginvault_eraser), holding the transform lock so that no build re-stages the subject's rows
+meanwhile: the subject's rows leave raw, staging, the marts and the rejections, the vault values
+no other login carries are shredded, the subject joins the list the transform keeps out, and the
+erasure is audited with a keyed hash of the user id (never the id), all in one transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest import LoginvaultError, config, db, keys
+from ingest import LoginvaultError
+from ingest.vault import requests
+
+COUNTS = ("raw_rows", "staged_rows", "logins", "rejections", "vault_values")
 
 
 @dataclass(frozen=True)
@@ -26,35 +29,27 @@ class Erasure:
     def line(self, dry_run: bool) -> str:
         verb = "would erase" if dry_run else "erased"
         return (
-            f"erase: {verb} {self.raw_rows} raw deliveries, {self.staged_rows} staged rows, {self.logins} logins,"
-            f" {self.rejections} rejections and {self.vault_values} vault values no other login carries"
-            " (audited)"
+            f"erase: {verb} {self.raw_rows} raw {_plural(self.raw_rows, 'delivery', 'deliveries')},"
+            f" {self.staged_rows} staged {_plural(self.staged_rows, 'row')}, {self.logins}"
+            f" {_plural(self.logins, 'login')}, {self.rejections} {_plural(self.rejections, 'rejection')} and"
+            f" {self.vault_values} vault {_plural(self.vault_values, 'value')} no other login carries (audited)"
         )
 
 
-def erase(user_id: str, reason: str, dry_run: bool = False) -> Erasure:
-    import psycopg
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return one if n == 1 else (many or one + "s")
 
-    if not reason or not reason.strip():
-        raise LoginvaultError("a reason is required (--reason): it is written to the erasure audit")
+
+def erase(user_id: str, reason: str, timeout: float, dry_run: bool = False) -> Erasure:
     if not user_id:
         raise LoginvaultError("a user id is required (--user-id)")
-    with (
-        keys.exclusive("erase", wait_seconds=300, role=config.PII_ADMIN_ROLE),
-        db.connect(config.PII_ADMIN_ROLE, options=keys.session_options(), autocommit=True) as conn,
-    ):
-        try:
-            row = conn.execute(
-                "SELECT raw_rows, staged_rows, logins, rejections, vault_values FROM pii.erase_subject(%s::text, %s::text, %s)",
-                (user_id, reason, dry_run),
-            ).fetchone()
-        except psycopg.errors.InvalidParameterValue as exc:
-            keys.check_environment(conn)  # names the kind and both fingerprints when a key is stale
-            raise LoginvaultError(db.first_line(exc)) from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise LoginvaultError(
-                f"not authorized to erase ({db.first_line(exc)}): only members of {config.PII_ADMIN_ROLE} may"
-            ) from None
-        except psycopg.Error as exc:
-            raise LoginvaultError(db.first_line(exc)) from None
-    return Erasure(*row)
+    with requests.officer_session("erase") as conn:
+        request_id = requests.file(conn, "request_erasure", user_id, reason, dry_run)
+        answer = requests.wait(conn, request_id, timeout)
+    return from_answer(answer.request_id, answer.body)
+
+
+def from_answer(request_id: int, body: dict) -> Erasure:
+    if body.get("outcome") not in ("erased", "dry_run"):
+        raise LoginvaultError(f"erasure request {request_id} failed: {body.get('error', body.get('outcome'))}")
+    return Erasure(*(int(body[name]) for name in COUNTS))

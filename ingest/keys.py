@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from ingest import LoginvaultError, config, db, settings
 
@@ -33,9 +34,39 @@ PREVIOUS_SETTINGS = {HMAC: "loginvault.hmac_key_previous", ENCRYPTION: "loginvau
 TRANSFORM_LOCK = 0x4C56_5452  # "LVTR"
 
 
+# A file of NAME=value lines that the commands which use keys (transform, key rotation, the
+# recovery service) read a key from when its variable is unset: the local stack's .local/keys.env.
+# Nothing else reads it, so that the shells `make -s env` prepares hold no key.
+KEYS_FILE_ENV = "LOGINVAULT_KEYS_FILE"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines (comments and blank lines skipped); empty when the file is missing."""
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and not line.lstrip().startswith("#"):
+                values[name.strip()] = value.strip()
+    return values
+
+
+def key_value(name: str) -> str | None:
+    """A key variable's value: the environment's, else LOGINVAULT_KEYS_FILE's (None when neither)."""
+    value = settings.env(name)
+    if value is None and (keys_file := settings.env(KEYS_FILE_ENV)):
+        value = read_env_file(Path(keys_file)).get(name) or None
+    return value
+
+
 def check_key(name: str) -> str:
     """The value of a PII key variable; a missing or weak key fails loudly."""
-    value = settings.require(name, 'run `eval "$(make -s env)"` or set a random key of at least 32 bytes')
+    value = key_value(name)
+    if value is None:
+        raise LoginvaultError(
+            f"{name} is not set: this command holds the PII keys (on the local stack they come from"
+            f" {KEYS_FILE_ENV}, which `make -s env` sets); elsewhere set a random key of at least 32 bytes"
+        )
     if len(value.encode()) < config.MIN_KEY_BYTES:
         raise LoginvaultError(
             f"{name} is too short: use at least {config.MIN_KEY_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
@@ -120,7 +151,7 @@ def session_options(*, previous: bool = False) -> str:
     options = key_options()
     if previous:
         for kind, name in PREVIOUS_ENV.items():
-            if settings.env(name):
+            if key_value(name):
                 options += " " + setting_option(PREVIOUS_SETTINGS[kind], check_key(name))
     return options
 

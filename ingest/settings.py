@@ -361,6 +361,45 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class RequestSettings:
+    """`loginvault recover` and `loginvault erase`: how long the officer's command waits."""
+
+    timeout: float = setting(
+        30.0,
+        "seconds to wait for the recovery service's answer, then cancel (four eyes: waiting for approval, left)",
+        env="LOGINVAULT_RECOVERY_TIMEOUT",
+        flag="--timeout",
+        parse=seconds(0.0, inclusive=False),
+        metavar="S",
+    )
+
+
+@dataclass(frozen=True)
+class RecoveryServiceSettings:
+    """`loginvault recovery serve`: the recovery service (its login and the keys are credentials)."""
+
+    answer_ttl: int = setting(
+        300, "seconds an answer stays readable", env="LOGINVAULT_RECOVERY_ANSWER_TTL_SECONDS", parse=whole(1, 86_400)
+    )
+    approvals: int = setting(
+        0,
+        "four eyes: 1 makes every recovery and erasure request wait for another officer's approval",
+        env="LOGINVAULT_RECOVERY_APPROVALS",
+        parse=whole(0, 1),
+    )
+    poll_seconds: float = setting(
+        1.0,
+        "how often the service looks for requests when no notification wakes it",
+        env="LOGINVAULT_RECOVERY_POLL_SECONDS",
+        flag="--poll-seconds",
+        parse=seconds(0.0, inclusive=False),
+        metavar="S",
+    )
+    metrics_port: int | None = metrics_port_setting("RECOVERY_METRICS_PORT")
+    metrics_host: str = metrics_host_setting("RECOVERY_METRICS_HOST")
+
+
+@dataclass(frozen=True)
 class BootstrapSettings:
     """`loginvault bootstrap`: what the bootstrap sets beside the SQL (PG_DSN is a credential)."""
 
@@ -398,6 +437,8 @@ ALL = (
     RunSettings,
     TransformSettings,
     RetentionSettings,
+    RequestSettings,
+    RecoveryServiceSettings,
     BootstrapSettings,
     LocalStackSettings,
 )
