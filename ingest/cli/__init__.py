@@ -3,7 +3,7 @@ settings, call the command, report an error the user can fix in one line.
 
 One module per command group, each command a class (command.py) whose `execute` imports the
 module that does the work: stack.py, bootstrap.py, seed.py, run.py, dlq.py, transform.py,
-recover.py (recover, audit), summary.py, keys.py, lifecycle.py (retention, raw, erase).
+recover.py (recover, audit, recovery), summary.py, keys.py, lifecycle.py (retention, raw, erase).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ingest.cli.command import Command
 from ingest.cli.dlq import DlqCommand
 from ingest.cli.keys import KeysCommand
 from ingest.cli.lifecycle import EraseCommand, RawCommand, RetentionCommand
-from ingest.cli.recover import AuditCommand, RecoverCommand
+from ingest.cli.recover import AuditCommand, RecoverCommand, RecoveryCommand
 from ingest.cli.run import RunCommand
 from ingest.cli.seed import SeedCommand
 from ingest.cli.stack import StackCommand
@@ -39,6 +39,7 @@ COMMANDS: tuple[Command, ...] = (
     RawCommand(),
     EraseCommand(),
     AuditCommand(),
+    RecoveryCommand(),
     SummaryCommand(),
     TransformCommand(),
 )

@@ -12,7 +12,7 @@ import threading
 from ingest import LoginvaultError, settings
 from ingest.cli import logs
 from ingest.cli.command import Command
-from ingest.settings import CommonSettings, RetentionSettings
+from ingest.settings import CommonSettings, RequestSettings, RetentionSettings, SettingError
 
 log = logging.getLogger("ingest")
 
@@ -71,16 +71,22 @@ class RawCommand(Command):
 
 class EraseCommand(Command):
     name = "erase"
-    help = "as a privacy officer (loginvault_pii_admin): erase a data subject (audited)"
+    help = "as a privacy officer (loginvault_pii_admin, no key): erase a data subject through the recovery service (audited)"
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--user-id", required=True, help="the subject's user_id, exactly as sent")
         parser.add_argument("--reason", required=True, help="why (request id): written to pii.erasure_audit")
         parser.add_argument("--dry-run", action="store_true", help="print the counts only (the lookup is audited)")
+        settings.add_arguments(parser, RequestSettings)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         from ingest import erase
+        from ingest.vault import reasons
 
-        result = erase.erase(args.user_id, args.reason, dry_run=args.dry_run)
+        problem = reasons.problem(args.reason)
+        if problem:
+            raise SettingError(f"--reason: {problem}")
+        timeout = settings.load(RequestSettings, args).timeout
+        result = erase.erase(args.user_id, args.reason, timeout, dry_run=args.dry_run)
         print(result.line(args.dry_run), file=sys.stderr)
         return 0

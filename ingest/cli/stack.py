@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import sys
 
 from ingest import settings
 from ingest.cli.command import Command
@@ -16,7 +18,7 @@ NOT_RUNNING = 3
 
 class StackCommand(Command):
     name = "stack"
-    help = "the local PostgreSQL + moto SQS stack: up, down, status (exit 3 when a part is down), env, rotate-keys"
+    help = "the local PostgreSQL + moto SQS + recovery service stack: up, down, status (exit 3 when a part is down), env, rotate-keys"
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("action", choices=["up", "down", "status", "env", "rotate-keys"])
@@ -51,5 +53,8 @@ class StackCommand(Command):
             from ingest.local import rotate_keys
 
             rotate_keys.rotate(stack)
+            if stack.recovery().running():  # it holds the keys: it must hold the new ones
+                restarted = stack.recovery().ensure_up({**os.environ, **stack.env()}, restart=True)
+                print(f"stack: recovery: {restarted}", file=sys.stderr)
             print_key_status(common.mart_schema)
         return 0
