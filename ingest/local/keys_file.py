@@ -28,12 +28,9 @@ class KeysFile:
 
     def read(self, create: bool = True) -> dict[str, str]:
         """The secrets; those missing are generated and written (with `create`)."""
-        values: dict[str, str] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                name, sep, value = line.partition("=")
-                if sep and not line.startswith("#"):
-                    values[name.strip()] = value.strip()
+        from ingest.keys import read_env_file
+
+        values = read_env_file(self.path)
         missing = [name for name in LOCAL_SECRETS if name not in values]
         if missing and create:
             for name in missing:

@@ -3,9 +3,6 @@ benchmarks' throwaway ones. Its pid file says whether it runs; a later command s
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +11,7 @@ from pathlib import Path
 
 from ingest import LoginvaultError
 from ingest.local.network import HOST, port_open
+from ingest.local.pidfile import PidFile
 
 
 @dataclass(frozen=True)
@@ -32,12 +30,7 @@ class MotoServer:
         return self.root / f"moto-{self.port}.pid"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text())
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-            return None
+        return PidFile(self.pidfile).pid()
 
     def running(self) -> bool:
         return self.pid() is not None and port_open(HOST, self.port)
@@ -64,25 +57,7 @@ class MotoServer:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                try:
-                    # Started by this very process (the tests): reap it, or it lingers as a zombie.
-                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                        break
-                except ChildProcessError:
-                    pass  # started by an earlier command: init reaps it
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                with contextlib.suppress(ProcessLookupError):  # it may exit just now
-                    os.kill(pid, signal.SIGKILL)
-        self.pidfile.unlink(missing_ok=True)
+        PidFile(self.pidfile).stop(wait_seconds=5.0)
 
     def ensure_up(self) -> bool:
         if self.running():

@@ -120,6 +120,9 @@ class PgCluster:
                 f"port {self.port} on {HOST} is taken by another program: set LOGINVAULT_PG_PORT to a free port"
             )
         opts = f"-p {self.port} -k {shlex.quote(str(self.root / 'run'))} -c listen_addresses={HOST}"
+        # A statement log never carries a bind parameter: a looked-up value or an erased user id
+        # (the production parameter group sets the same, deploy/terraform/rds.tf).
+        opts += " -c log_parameter_max_length=0 -c log_parameter_max_length_on_error=0"
         if not self.durable:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")

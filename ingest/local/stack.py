@@ -12,11 +12,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ingest import config, settings
-from ingest.local.keys_file import PREVIOUS_KEYS, KeysFile
+from ingest import config, keys, settings
+from ingest.local.keys_file import KeysFile
 from ingest.local.moto_server import MotoServer
 from ingest.local.network import HOST
 from ingest.local.pg_cluster import PgCluster, ensure_database, postgres_can_reach
+from ingest.local.recovery_process import RecoveryProcess
 from ingest.settings import LocalStackSettings, SqsSettings
 
 
@@ -54,6 +55,10 @@ class LocalStack:
     def moto(self) -> MotoServer:
         return MotoServer(self.local.local_dir, self.local.sqs_port)
 
+    def recovery(self) -> RecoveryProcess:
+        """The recovery service, run with the stack's environment (the keys from the keys file)."""
+        return RecoveryProcess(self.local.local_dir)
+
     # ------------------------------------------------------------ the environment it exports
 
     def local_values(self) -> dict[str, str]:
@@ -74,7 +79,8 @@ class LocalStack:
             "AWS_REGION": self.sqs.region,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
-            **{name: secret[name] for name in (*config.KEY_ENVS, *PREVIOUS_KEYS) if name in secret},
+            # Not the keys: the commands that use them read them from this file themselves.
+            keys.KEYS_FILE_ENV: str(self.keys.path),
         }
 
     def user_configured(self, name: str) -> bool:
@@ -84,7 +90,7 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         """The environment that points every command at the local stack, user settings kept."""
-        from ingest import db, keys
+        from ingest import db
 
         local = self.local_values()
         values = dict(local)
@@ -100,11 +106,11 @@ class LocalStack:
             mine = settings.env(name, environ=self.environ)
             if mine is not None:
                 values[name] = mine
-        # dbt's login and the keys for dbt (and psql), which read libpq's variables.
+        # dbt's login for dbt (and psql), which read libpq's variables. No key: officers',
+        # analysts' and auditors' shells hold none (`loginvault transform` puts them in dbt's session).
         dbt_dsn = values.get(config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env)
         if dbt_dsn:
             values.update(db.libpq_env(dbt_dsn))
-        values["PGOPTIONS"] = keys.key_options(values)
         return values
 
     # ------------------------------------------------------------ up, down, status
@@ -143,11 +149,14 @@ class LocalStack:
                 queue = SqsSettings(url, moto.endpoint_url, values["AWS_REGION"], self.sqs.retry_mode)
                 sent = sample.send_events(queue, sample.synthetic_events(seed_if_new))
                 status["seed"] = f"{sent} sample events sent to the new queue"
+        if config.WORKLOADS[config.RECOVERY_SERVICE_ROLE].dsn_env in values:
+            status["recovery"] = self.recovery().ensure_up({**os.environ, **values})
         for part, text in status.items():
             print(f"stack: {part}: {text}", file=sys.stderr)
         return values
 
     def down(self) -> None:
+        self.recovery().stop()
         self.moto().stop()
         cluster = self.cluster()
         if cluster.initialized():
@@ -156,4 +165,8 @@ class LocalStack:
 
     def status(self) -> dict[str, bool]:
         """part → whether it is up."""
-        return {"postgres": self.cluster().running(), "sqs": self.moto().running()}
+        return {
+            "postgres": self.cluster().running(),
+            "sqs": self.moto().running(),
+            "recovery": self.recovery().running(),
+        }
