@@ -9,6 +9,7 @@ OS user (initdb and pg_ctl run as it when we are root) cannot enter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -57,6 +58,10 @@ def make_tmp_dir(prefix: str) -> Path:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    for service in _SERVICES:
+        if service.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(service.popen.pid, signal.SIGKILL)
     for path in _TMP_DIRS:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -372,21 +377,74 @@ def execute(dsn: str, sql: str) -> None:
 # ---------------------------------------------------------------- whole jobs (seed → run → transform)
 
 
+# The commands an officer runs: they hold no key (and get none here), the recovery service answers.
+OFFICER_COMMANDS = ("recover", "erase")
+# What a key-holding workload has that an officer's environment must not.
+KEY_VARIABLES = (
+    *config.KEY_ENVS,
+    *(f"{name}_PREVIOUS" for name in config.KEY_ENVS),
+    "PGOPTIONS",
+    "LOGINVAULT_KEYS_FILE",
+)
+_SERVICES: list[IngestProcess] = []  # every recovery service the tests started (killed at the end)
+
+
+def officer_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` without any key: what a privacy officer's shell holds."""
+    return {name: value for name, value in env.items() if name not in KEY_VARIABLES}
+
+
+def start_recovery_service(env: dict[str, str], logs: Path, *args: str) -> IngestProcess:
+    """`loginvault recovery serve` with `env` (its login and the keys), once it serves."""
+    service = IngestProcess(("recovery", "serve", *args), env, logs)
+    _SERVICES.append(service)
+    service.wait_for("recovery: serving requests")
+    return service
+
+
 @dataclass
 class Job:
-    """A database and queue that went through seed → ingest → transform, and what it printed."""
+    """A database and queue that went through seed → ingest → transform, and what it printed.
+
+    `recover` and `erase` run with an officer's environment (no key) and a recovery service of
+    the job's own, started with the job's keys on first use (again when the keys changed)."""
 
     dsn: str
     env: dict[str, str]
     dbt_dir: Path
     outputs: list[Result] = field(default_factory=list)
+    service: IngestProcess | None = None
+    service_keys: tuple[str | None, ...] = ()
 
     def run(self, *args: str, ok: bool = True, env: dict[str, str] | None = None) -> Result:
-        result = run_ingest(*args, env=env or self.env, timeout=300)
+        env = env or self.env
+        if args and args[0] in OFFICER_COMMANDS:
+            self.ensure_service(env=env)  # the keys of `env` go to the service, not to the officer
+            env = officer_env(env)
+        result = run_ingest(*args, env=env, timeout=300)
         self.outputs.append(result)
         if ok:
             assert result.returncode == 0, result.stdout + result.stderr
         return result
+
+    def ensure_service(self, *args: str, env: dict[str, str] | None = None) -> IngestProcess:
+        """The job's recovery service, running with the keys of `env` (default: the job's)."""
+        env = env or self.env
+        held = tuple(env.get(name) for name in KEY_VARIABLES) + args
+        if self.service is not None and (self.service.popen.poll() is not None or held != self.service_keys):
+            self.stop_service()
+        if self.service is None:
+            logs = self.dbt_dir / f"recovery-{len(_SERVICES)}"
+            self.service = start_recovery_service(env, logs, *args)
+            self.service_keys = held
+        return self.service
+
+    def stop_service(self) -> None:
+        if self.service is not None:
+            if self.service.popen.poll() is None:
+                self.service.signal(signal.SIGTERM)
+                self.service.finish(timeout=30)
+            self.service = None
 
     def transform(self, *dbt_args: str, ok: bool = True) -> Result:
         return self.run("transform", *(dbt_args or ("build", "--warn-error")), ok=ok)

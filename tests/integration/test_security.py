@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from conftest import REPO_ROOT, Job, clone_job, drop_test_database, execute, new_job, query, role_dsn
-from ingest import config, transform
+from ingest import audit, config, transform
 from ingest.keys import key_options
 from ingest.local.pg_cluster import ADMIN_USER
 
@@ -248,7 +248,7 @@ def test_no_login_can_become_a_superuser_or_another_role(built, role):
         conn.execute(f'SET ROLE "{role}"')  # its own role, and only that
 
 
-# ---------------------------------------------------------------- recovery: through the audited functions only
+# ---------------------------------------------------------------- recovery: requests to the service only
 
 
 def test_privacy_officer_cannot_read_the_vault_or_write_the_audit(built):
@@ -263,9 +263,17 @@ def test_privacy_officer_cannot_read_the_vault_or_write_the_audit(built):
         "UPDATE pii.recovery_audit SET reason = 'x'",
         "DELETE FROM pii.recovery_audit",
         "UPDATE pii.recovery_budget SET daily_lookups = 100000",
-        "SELECT pii.recovery_write_audit('token_to_value', 'ip', 'x', 'found', 'forged')",
-        "SELECT pii.recovery_admit()",
-        "SELECT pii.recovery_begin('token_to_value', 'ip', 'x', 'forged')",
+        "SELECT * FROM pii.recovery_requests",
+        "UPDATE pii.recovery_requests SET state = 'approved'",
+        "SELECT * FROM pii.recovery_answers",
+        "SELECT * FROM pii.recovery_inputs",
+        "SELECT * FROM pii.recovery_admit('x')",
+        "SELECT * FROM pii.lookup_value(repeat('0', 64))",
+        "SELECT * FROM pii.lookup_token('ip', '10.0.0.1')",
+        "SELECT * FROM pii.serve_next_request('{}', 300, 0)",
+        "SELECT pii.expire_requests(0)",
+        "SELECT * FROM pii.erase_subject('u', 'r', false, 1)",
+        "SELECT * FROM pii.key_versions",
     )
 
 
@@ -275,9 +283,11 @@ def test_transformer_cannot_read_or_forge_the_audit(built):
         config.TRANSFORMER_ROLE,
         "SELECT * FROM pii.recovery_audit",
         "INSERT INTO pii.recovery_audit (direction, token, found, reason) VALUES ('token_to_value', 'x', true, 'f')",
-        "SELECT * FROM pii.recover_value(repeat('0', 64), 'x')",
-        "CREATE OR REPLACE FUNCTION pii.recover_value(token text, reason text) RETURNS TABLE (kind text, value text,"
-        " outcome text) LANGUAGE sql AS 'SELECT NULL, NULL, NULL'",
+        "SELECT * FROM pii.request_value(repeat('0', 64), 'x')",
+        "SELECT * FROM pii.serve_next_request('{}', 300, 0)",
+        "SELECT * FROM pii.lookup_value(repeat('0', 64))",
+        "CREATE OR REPLACE FUNCTION pii.lookup_value(token text) RETURNS TABLE (kind text, value text,"
+        " outcome text, current_token text) LANGUAGE sql AS 'SELECT NULL, NULL, NULL, NULL'",
         "CREATE OR REPLACE FUNCTION loginvault.try_inet(value text) RETURNS inet LANGUAGE sql AS 'SELECT NULL::inet'",
     )
 
@@ -306,18 +316,18 @@ def _audit(job: Job) -> list[tuple]:
 )
 def test_recovery_refuses_what_the_transformer_planted(fresh, plant):
     """The transformer owns the vault and the mart: code it attaches would run as the recovery
-    functions' owner (which may write the audit). The functions refuse before reading."""
+    functions' owner in the service's session (which holds the keys and may write the audit).
+    The service refuses before reading, and audits the refusal."""
     token, _ = _token(fresh)
     execute(fresh.dsn, STOLEN)
     with login(fresh, config.TRANSFORMER_ROLE) as conn:  # dbt's own login
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
         conn.execute(STEAL_FUNCTION)
         conn.execute(plant)
-    before = _audit(fresh)
     refused = fresh.run("recover", "--token", token, "--reason", "INC-9", ok=False)
     assert refused.returncode == 1 and not refused.stdout
     assert "refusing to read" in refused.stderr
-    assert _audit(fresh) == before
+    assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "refused", False, "INC-9")
     assert query(fresh.dsn, "SELECT count(*) FROM public.stolen") == [(0,)]
 
 
@@ -334,24 +344,45 @@ def test_recovery_is_audited_with_the_real_login_and_time(built):
 
 
 def test_no_audit_row_no_answer(fresh):
+    """The service cannot write the audit: nothing is answered, the officer's command gives up
+    at its timeout and cancels, and the service says why in its log."""
     token, ip = _token(fresh)
     execute(fresh.dsn, f"REVOKE INSERT ON pii.recovery_audit FROM {config.RECOVERY_ROLE}")
     for args in (("--token", token), ("--ip", ip)):
-        refused = fresh.run("recover", *args, "--reason", "INC-2", ok=False)
+        refused = fresh.run("recover", *args, "--reason", "INC-2", "--timeout", "3", ok=False)
         assert refused.returncode == 1 and refused.stdout == ""
-        assert ip not in refused.stderr and "permission denied for table recovery_audit" in refused.stderr
+        assert ip not in refused.stderr and "no answer from the recovery service" in refused.stderr
     assert query(fresh.dsn, "SELECT count(*) FROM pii.recovery_audit") == [(0,)]
+    assert query(fresh.dsn, "SELECT count(*) FROM pii.recovery_answers") == [(0,)]
+    assert query(fresh.dsn, "SELECT DISTINCT state FROM pii.recovery_requests") == [("cancelled",)]
+    assert "permission denied for table recovery_audit" in fresh.service.stderr
 
 
-def test_wrong_key_recovery_is_audited_as_failed(fresh):
-    token, ip = _token(fresh)
-    # A key the registry does not know is refused before any decrypt (the key registry), audited.
+def test_a_service_with_unregistered_keys_does_not_start(fresh):
     env = {**fresh.env, config.ENCRYPTION_KEY_ENV: "f" * 64}
-    refused = fresh.run("recover", "--token", token, "--reason", "INC-3", ok=False, env=env)
+    result = fresh.run("recovery", "serve", ok=False, env=env)
+    assert result.returncode == 1 and result.error_lines() == [
+        line
+        for line in result.stderr.splitlines()
+        if "LOGINVAULT_ENCRYPTION_KEY is not the active encryption key" in line
+    ]
+
+
+def test_wrong_key_and_failed_decrypt_are_audited(fresh):
+    token, ip = _token(fresh)
+    fresh.ensure_service()
+    # The registry moves on under a running service (a rotation elsewhere): refused, audited.
+    execute(fresh.dsn, "UPDATE pii.key_versions SET fingerprint = 'feedfeedfeedfeed' WHERE kind = 'encryption'")
+    refused = fresh.run("recover", "--token", token, "--reason", "INC-3", ok=False)
     assert refused.returncode == 1 and refused.stdout == ""
-    assert "LOGINVAULT_ENCRYPTION_KEY is not the active encryption key" in refused.stderr
-    assert ip not in refused.stderr
+    assert "recovery service's keys are not the registered ones" in refused.stderr and ip not in refused.stderr
     assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "wrong_key", False, "INC-3")
+    execute(
+        fresh.dsn,
+        "UPDATE pii.key_versions SET fingerprint = loginvault.key_fingerprint('encryption', %s) WHERE kind = 'encryption'".replace(
+            "%s", f"'{fresh.env[config.ENCRYPTION_KEY_ENV]}'"
+        ),
+    )
     # A vault entry that the registered key cannot decrypt: the failed decrypt is audited.
     execute(
         fresh.dsn,
@@ -359,7 +390,7 @@ def test_wrong_key_recovery_is_audited_as_failed(fresh):
     )
     failed = fresh.run("recover", "--token", token, "--reason", "INC-3b", ok=False)
     assert failed.returncode == 1 and failed.stdout == ""
-    assert "cannot be decrypted" in failed.stderr and ip not in failed.stderr
+    assert "holds no key of the vault entry" in failed.stderr and ip not in failed.stderr
     assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "decrypt_failed", False, "INC-3b")
 
 
@@ -371,14 +402,10 @@ def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
     fresh.run("recover", "--device-id", "000-00-0000", "--reason", "B-3")  # unknown values count too
     refused = fresh.run("recover", "--token", token, "--reason", "B-4", ok=False)
     assert refused.returncode == 1 and refused.stdout == ""
-    assert "daily recovery budget is used up" in refused.stderr
+    assert "daily recovery budget of 3 lookups is used up (3 today" in refused.stderr
+    assert re.search(r"resets at \d{4}-\d\d-\d\dT00:00:00\+00:00", refused.stderr), refused.stderr
     outcomes = [(reason, outcome) for _, _, outcome, _, reason in _audit(fresh)]
     assert outcomes == [("B-1", "found"), ("B-2", "found"), ("B-3", "not_found"), ("B-4", "over_budget")]
-    # Parallel calls cannot overrun it either: the function serializes a login's lookups. (The
-    # session has the keys, as `recover` opens it: without them the lookup is refused as wrong_key.)
-    with keyed_login(fresh, config.PII_ADMIN_ROLE) as conn:
-        row = conn.execute("SELECT outcome FROM pii.recover_token('ip', %s, 'B-5')", (ip,)).fetchone()
-    assert row == ("over_budget",)
 
 
 def test_the_default_budget_is_200_and_the_bootstrap_sets_it(built):
@@ -389,23 +416,17 @@ def test_auditor_reads_the_audit_and_nothing_else(built):
     built.run("recover", "--device-id", "999-99-9999", "--reason", "AUD-1")
     out = built.run("audit", "--since", "1h")
     header, *rows = out.stdout.splitlines()
-    assert header.split("\t") == [
-        "recovered_at",
-        "login_user",
-        "client_addr",
-        "direction",
-        "kind",
-        "token",
-        "outcome",
-        "reason",
-    ]
-    assert any(r.split("\t")[1] == OFFICER and r.endswith("\tAUD-1") for r in rows)
+    assert header.split("\t") == list(audit.COLUMNS)
+    assert any(r.split("\t")[1] == "lookup" and r.split("\t")[3] == OFFICER and r.endswith("\tAUD-1") for r in rows)
     assert_refused(
         built,
         config.AUDITOR_ROLE,
         "SELECT * FROM pii.vault",
         "SELECT * FROM user_logins",
+        "SELECT * FROM pii.recovery_answers",
+        "SELECT * FROM pii.recovery_inputs",
         "DELETE FROM pii.recovery_audit",
+        "UPDATE pii.recovery_requests SET reason = 'x'",
     )
     refused = built.run(
         "audit", ok=False, env={**built.env, "LOGINVAULT_AUDITOR_DSN": role_dsn(built.dsn, config.ANALYST_ROLE)}
@@ -431,7 +452,7 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
     with open(pg_cluster.log, errors="replace") as f:
         f.seek(log_start)
         server_log = f.read()
-    assert "recover_value" in server_log  # the statements were logged: the check is not vacuous
+    assert "request_value" in server_log  # the statements were logged: the check is not vacuous
     for key in keys:
         assert key not in server_log
     for path in fresh.dbt_dir.rglob("*"):

@@ -72,6 +72,7 @@ def test_every_workload_has_its_own_dsn_variable_and_login():
         "LOGINVAULT_ANALYST_DSN",
         "LOGINVAULT_PII_ADMIN_DSN",
         "LOGINVAULT_AUDITOR_DSN",
+        "LOGINVAULT_RECOVERY_SERVICE_DSN",
     }
     logins = [w.local_login for w in config.WORKLOADS.values()]
     assert len(set(logins)) == len(logins) and not set(logins) & set(config.WORKLOADS)

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from ingest import config, settings
+from ingest import config, keys, settings
 from ingest.local.network import HOST
 from ingest.local.stack import LocalStack
 from ingest.settings import LocalStackSettings, SqsSettings
@@ -31,9 +31,14 @@ def test_keys_file_created_0600_and_reused(stack, local_dir):
     first = stack.env()
     keys_file = local_dir / "keys.env"
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    # The keys stay in the file: the environment names the file, and holds no key.
+    assert first[keys.KEYS_FILE_ENV] == str(keys_file)
+    secret = stack.keys.read()
     for name in config.KEY_ENVS:
-        assert HEX64.fullmatch(first[name]), name
-    assert first[config.HMAC_KEY_ENV] != first[config.ENCRYPTION_KEY_ENV]
+        assert HEX64.fullmatch(secret[name]), name
+        assert name not in first and not any(secret[name] in value for value in first.values())
+    assert "PGOPTIONS" not in first
+    assert secret[config.HMAC_KEY_ENV] != secret[config.ENCRYPTION_KEY_ENV]
     password = stack.keys.read()["LOGINVAULT_LOCAL_PG_PASSWORD"]
     assert f":{password}@" in first["PG_DSN"]
 
@@ -84,15 +89,20 @@ def test_user_queue_wins_and_drops_moto_endpoint_and_credentials(stack, local_di
     assert stack.user_configured("SQS_QUEUE_URL")
 
 
-def test_user_endpoint_and_keys_win(stack, local_dir, monkeypatch):
+def test_user_endpoint_wins_and_a_user_key_is_neither_exported_nor_written(stack, local_dir, monkeypatch):
     monkeypatch.setenv("SQS_QUEUE_URL", "http://localhost:4999/000000000000/q")
     monkeypatch.setenv("SQS_ENDPOINT_URL", "http://localhost:4999")
     monkeypatch.setenv(config.HMAC_KEY_ENV, "k" * 40)
     values = stack.env()
     assert values["SQS_ENDPOINT_URL"] == "http://localhost:4999"
-    assert values[config.HMAC_KEY_ENV] == "k" * 40
+    assert config.HMAC_KEY_ENV not in values
     # The generated key is still what the file holds: a user setting never rewrites it.
     assert stack.keys.read()[config.HMAC_KEY_ENV] != "k" * 40
+    # A command that uses keys takes the environment's first, the file's otherwise.
+    assert keys.key_value(config.HMAC_KEY_ENV) == "k" * 40
+    monkeypatch.delenv(config.HMAC_KEY_ENV)
+    monkeypatch.setenv(keys.KEYS_FILE_ENV, values[keys.KEYS_FILE_ENV])
+    assert keys.key_value(config.HMAC_KEY_ENV) == stack.keys.read()[config.HMAC_KEY_ENV]
 
 
 def test_setting_the_local_value_itself_is_not_user_configuration(stack, local_dir, monkeypatch):
