@@ -695,6 +695,14 @@ def test_terraform_database_is_private_encrypted_and_backed_up():
     assert {p["name"]: p["value"] for p in params["parameter"]}["rds.force_ssl"] == "1"
 
 
+def test_terraform_parameter_group_logs_no_bind_parameters():
+    """A slow recovery lookup or erasure must not write its looked-up value or user id to the log."""
+    params = {p["name"]: p["value"] for p in terraform()["resource.aws_db_parameter_group.loginvault"]["parameter"]}
+    assert params["log_parameter_max_length"] == "0"
+    assert params["log_parameter_max_length_on_error"] == "0"
+    assert params.get("log_statement", "none") == "none", "never log every statement"
+
+
 def test_terraform_pii_keys_live_in_secrets_manager_only():
     tf = terraform()
     secrets = {
