@@ -1135,6 +1135,7 @@ def test_runbook_says_how_the_recovery_service_runs_and_what_to_do_when_it_is_do
         recovery.ROLE,
         *(f"`{name}`" for name in recovery.SETTINGS_ENV),
         *recovery.METRICS,
+        *(f"*{alert}*" for alert in ("LoginvaultRecoveryRequestWaiting", "LoginvaultRecoveryServiceDown")),
         "When the service is down",
         "a request that times out on the officer's side is cancelled by the command; the service never"
         " answers a cancelled request",
