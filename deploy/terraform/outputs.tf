@@ -57,3 +57,8 @@ output "encryption_key_secret_arn" {
   description = "Secrets Manager secret of LOGINVAULT_ENCRYPTION_KEY."
   value       = aws_secretsmanager_secret.encryption_key.arn
 }
+
+output "recovery_service_dsn_secret_arn" {
+  description = "Secrets Manager secret of LOGINVAULT_RECOVERY_SERVICE_DSN (the loginvault-recovery Secret's DSN)."
+  value       = aws_secretsmanager_secret.recovery_service_dsn.arn
+}

@@ -41,6 +41,18 @@ resource "aws_db_parameter_group" "loginvault" {
     name  = "log_min_duration_statement"
     value = "5000"
   }
+
+  # …and never their bind parameters: a slow recovery lookup or erasure would otherwise write the
+  # looked-up value or the erased user id into the server log (and CloudWatch), beside its statement.
+  parameter {
+    name  = "log_parameter_max_length"
+    value = "0"
+  }
+
+  parameter {
+    name  = "log_parameter_max_length_on_error"
+    value = "0"
+  }
 }
 
 resource "aws_db_instance" "loginvault" {

@@ -135,3 +135,20 @@ variable "encryption_key_version" {
   type        = number
   default     = 1
 }
+
+variable "recovery_service_login" {
+  description = "PostgreSQL login of the recovery service (a member of loginvault_recovery_service; the bootstrap creates it)."
+  type        = string
+  default     = "loginvault_recovery_svc"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.recovery_service_login))
+    error_message = "A lower-case PostgreSQL identifier (it is used unquoted in the DSN)."
+  }
+}
+
+variable "recovery_service_password_version" {
+  description = "Raise by one to generate a new password for the recovery service's login (docs/operations.md)."
+  type        = number
+  default     = 1
+}

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import hcl2
 import pytest
+import recovery_interface as recovery
 import yaml
 
-from ingest import cli, config, settings, sqs
+from ingest import cli, config, keys, settings, sqs
 from ingest.local import stack
 from ingest.local.keys_file import LOCAL_SECRETS
 from ingest.local.pg_cluster import ADMIN_USER
@@ -34,7 +35,7 @@ K8S = ROOT / "deploy" / "k8s"
 TERRAFORM = ROOT / "deploy" / "terraform"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 
-APP_SERVICES = ("bootstrap", "ingest", "transform", "retention", "seed", "cli")
+APP_SERVICES = ("bootstrap", "ingest", "transform", "retention", "recovery", "seed", "cli")
 SECRET_NAME = re.compile(r"(_DSN|_KEY|PASSWORD)$")
 # Variables read by the AWS SDK and libpq rather than by loginvault's own code.
 AWS_SDK_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
@@ -59,6 +60,20 @@ INGEST_SQS_ACTIONS = {
     "sqs:GetQueueAttributes",
     "sqs:GetQueueUrl",
 }
+# Key custody: the PII keys (and, during a rotation, the keys before it) are held by these workloads
+# only, in Kubernetes and in docker-compose.yml.
+KEY_NAMES = {*config.KEY_ENVS, *keys.PREVIOUS_ENV.values()}
+KEY_WORKLOADS = {"loginvault-transform", "loginvault-recovery"}
+KEY_SERVICES = {"transform", "recovery"}
+# Workloads that mount the keys without using them, known and to be fixed elsewhere: the source
+# freshness CronJob runs `dbt source freshness`, which reads no key (issue 19 removes them). Once
+# it no longer mounts them, delete its line here: the custody test fails until then, and after.
+KEYS_MOUNTED_BUT_UNUSED = {
+    "loginvault-source-freshness",
+}
+# The Secret of the keys before a rotation: created by hand for the rotation (docs/operations.md,
+# "Rotate keys"), optional where referenced, never synced by the External Secrets Operator.
+ROTATION_SECRET = "loginvault-keys-previous"
 
 
 # ---------------------------------------------------------------- helpers
@@ -85,7 +100,16 @@ def code_env_names() -> frozenset[str]:
         names.update(re.findall(r"env_var\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']", path.read_text()))
     # db.role_dsn: LOGINVAULT_<ROLE>_DSN
     names.update(w.dsn_env for w in config.WORKLOADS.values())
+    # keys.session_options: the keys before a rotation, LOGINVAULT_<KIND>_KEY_PREVIOUS
+    names.update(keys.PREVIOUS_ENV.values())
+    if recovery.pending():  # the recovery service's code is not on this branch yet
+        names.update({recovery.DSN_ENV, *recovery.SETTINGS_ENV})
     return frozenset(names)
+
+
+def local_secrets() -> set[str]:
+    """The local stack's secrets (.local/keys.env): docker-compose.yml's .env has the same names."""
+    return set(LOCAL_SECRETS) | ({recovery.PASSWORD_ENV} if recovery.pending() else set())
 
 
 def local_stack_env_names() -> set[str]:
@@ -103,12 +127,26 @@ def local_stack_env_names() -> set[str]:
 
 def parse_cli(argv: list[str]) -> None:
     """Fail the test unless `loginvault <argv>` parses with the real CLI parser (flags' values included)."""
+    if recovery.pending() and is_recovery_service(argv):
+        return  # parsed once the command exists; test_recovery_* check its flags meanwhile
     try:
         cli.build_parser().parse_args(argv)
     except SystemExit as exc:
         if exc.code == 0:  # --help
             return
         pytest.fail(f"`loginvault {shlex.join(argv)}` is not a valid command line (exit {exc.code})")
+
+
+def is_recovery_service(argv: list[str]) -> bool:
+    """`loginvault [global options] recovery serve …`."""
+    n = len(recovery.COMMAND)
+    return any(tuple(argv[i : i + n]) == recovery.COMMAND for i in range(len(argv)))
+
+
+def option(argv: list[str], flag: str) -> str:
+    """The value of `flag` in a command line."""
+    assert flag in argv, f"{flag} missing in {argv}"
+    return argv[argv.index(flag) + 1]
 
 
 def ingest_invocations(text: str) -> list[list[str]]:
@@ -286,6 +324,7 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
     assert ingest["SQS_QUEUE_URL"].endswith(f"/{config.QUEUE_NAME}")
     assert ingest["SQS_QUEUE_URL"].startswith(ingest["SQS_ENDPOINT_URL"])
     assert ingest["SQS_ENDPOINT_URL"] == "http://localstack:4566"
+    assert set(config.KEY_ENVS) <= set(service_env("recovery"))
     # The admin DSN is the bootstrap's only; each workload has a login of its own.
     assert [name for name in APP_SERVICES if "PG_DSN" in service_env(name)] == ["bootstrap"]
     dsn = re.fullmatch(r"postgresql://([^:]+):(.+)@postgres:5432/(\w+)", service_env("bootstrap")["PG_DSN"])
@@ -294,12 +333,13 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
     postgres = compose()["services"]["postgres"]["environment"]
     assert (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"]) == (ADMIN_USER, config.DATABASE_NAME)
     assert postgres["POSTGRES_PASSWORD"] == dsn.group(2)
-    workload_dsns = {w.dsn_env for w in config.WORKLOADS.values()}
+    workload_dsns = {w.dsn_env for w in config.WORKLOADS.values()} | {recovery.DSN_ENV}
     wanted = {
         "bootstrap": workload_dsns,  # it creates the logins
         "ingest": {config.WORKLOADS[config.LOADER_ROLE].dsn_env},
         "transform": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
         "retention": {config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env},
+        "recovery": {recovery.DSN_ENV},
         "cli": {config.WORKLOADS[r].dsn_env for r in (config.ANALYST_ROLE, config.PII_ADMIN_ROLE, config.AUDITOR_ROLE)},
         "seed": set(),
     }
@@ -311,13 +351,18 @@ def test_compose_env_names_are_the_local_stack_names_and_read_by_the_code():
             service_env("bootstrap")[workload.dsn_env],
         )
         assert login and login.groups() == (workload.local_login, workload.password_env), workload.dsn_env
+    for service in ("bootstrap", "recovery"):
+        login = re.fullmatch(
+            r"postgresql://(\w+):\$\{(\w+):\?[^}]+\}@postgres:5432/loginvault", service_env(service)[recovery.DSN_ENV]
+        )
+        assert login and login.groups() == (recovery.LOGIN, recovery.PASSWORD_ENV), service
 
 
 def test_compose_secrets_come_from_the_env_file_never_literals():
     text = (ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]+\}", text))
     # The same names as .local/keys.env, so `docker compose --env-file .local/keys.env up` works.
-    assert required == set(LOCAL_SECRETS)
+    assert required == local_secrets()
     for service in APP_SERVICES:
         for name, value in service_env(service).items():
             if name in config.KEY_ENVS:
@@ -330,7 +375,7 @@ def test_compose_start_order_and_health():
     assert services["postgres"]["healthcheck"]["test"]
     assert services["localstack"]["healthcheck"]["test"]
     assert services["bootstrap"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("ingest", "transform", "cli"):
+    for name in ("ingest", "transform", "recovery", "cli"):
         assert services[name]["depends_on"]["bootstrap"]["condition"] == "service_completed_successfully"
     for name in ("ingest", "seed", "cli"):
         assert services[name]["depends_on"]["localstack"]["condition"] == "service_healthy"
@@ -351,6 +396,31 @@ def test_compose_commands_are_valid_cli_invocations():
     transform = [interpolate(str(arg)) for arg in services["transform"]["command"]]
     assert transform == ["transform", "--every", "300", "build"]
     assert services["ingest"]["command"][:2] == ["run", "--follow"]
+
+
+def test_compose_recovery_service():
+    service = compose()["services"]["recovery"]
+    command = [interpolate(str(arg)) for arg in service["command"]]
+    assert is_recovery_service(command)
+    port = int(option(command, "--metrics-port"))
+    assert published_ports(service) == {port}
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
+    assert service["restart"] == "unless-stopped" and re.fullmatch(r"\d+s", service["stop_grace_period"])
+    env = service_env("recovery")
+    assert {name for name in env if name.endswith("_DSN")} == {recovery.DSN_ENV}, "its own login only"
+    assert KEY_NAMES <= set(env), "the keys, and the keys before a rotation when .env has them"
+    for name in keys.PREVIOUS_ENV.values():
+        assert interpolate(env[name]) == "", f"{name}: optional (empty is unset)"
+    assert interpolate(env["LOGINVAULT_RECOVERY_APPROVALS"]) == "0"
+    assert interpolate(env["LOGINVAULT_RECOVERY_ANSWER_TTL_SECONDS"]) == "300"
+
+
+def test_compose_keys_only_in_the_transform_and_the_recovery_service():
+    holders = {name for name in APP_SERVICES if KEY_NAMES & set(service_env(name))}
+    assert holders == KEY_SERVICES
+    officer = service_env("cli")
+    assert config.WORKLOADS[config.PII_ADMIN_ROLE].dsn_env in officer, "the cli service is the officer's"
+    assert not KEY_NAMES & set(officer) and "PGOPTIONS" not in officer, "an officer's command holds no key"
 
 
 def test_localstack_hook_creates_the_queues_of_the_local_stack():
@@ -493,14 +563,19 @@ def test_each_workload_gets_only_its_own_secrets():
     assert secret_env("loginvault-ingest", "Deployment") == {f"{config.LOADER_ROLE.upper()}_DSN"}
     transformer = {f"{config.TRANSFORMER_ROLE.upper()}_DSN", *config.KEY_ENVS}
     assert secret_env("loginvault-transform", "CronJob") == transformer
-    assert secret_env("loginvault-source-freshness", "CronJob") == transformer
+    freshness_keys = "loginvault-source-freshness" in KEYS_MOUNTED_BUT_UNUSED
+    freshness = transformer if freshness_keys else {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
+    assert secret_env("loginvault-source-freshness", "CronJob") == freshness
     # Retention drops whole days as dbt's login: it reads no payload, so it gets no key.
     assert secret_env("loginvault-retention", "CronJob") == {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
-    # The bootstrap: the admin, and the two workloads' DSNs (optional) to create their logins.
+    # The recovery service: its login, the keys, and the keys before a rotation (optional).
+    assert secret_env("loginvault-recovery", "Deployment") == {recovery.DSN_ENV, *KEY_NAMES}
+    # The bootstrap: the admin, and the three workloads' DSNs (optional) to create their logins.
     assert secret_env("loginvault-bootstrap", "Job") == {
         "PG_DSN",
         f"{config.LOADER_ROLE.upper()}_DSN",
         f"{config.TRANSFORMER_ROLE.upper()}_DSN",
+        recovery.DSN_ENV,
     }
 
 
@@ -520,7 +595,13 @@ def test_secret_examples_are_placeholders_and_cover_every_reference():
             assert "REPLACE_ME" in value, f"{obj['metadata']['name']}.{key} must be a marked placeholder"
     external = load_yaml(K8S / "external-secrets.example.yaml")
     synced = {(obj["spec"]["target"]["name"], item["secretKey"]) for obj in external for item in obj["spec"]["data"]}
-    assert synced == referenced
+    assert synced == {(name, key) for name, key in referenced if name != ROTATION_SECRET}
+    for obj in workloads():
+        for container in pod_spec(obj)["containers"]:
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                if ref.get("name") == ROTATION_SECRET:
+                    assert ref.get("optional") is True, f"{obj['metadata']['name']}: it exists during a rotation only"
 
 
 def test_keda_scales_the_ingest_on_queue_length():
@@ -573,9 +654,72 @@ def test_bootstrap_job_and_service_accounts():
     assert re.fullmatch(r"arn:aws:iam::\d{12}:role/loginvault-ingest", arn)
     db_sa = k8s_objects()[("ServiceAccount", "loginvault-db")]
     assert "annotations" not in db_sa["metadata"] and db_sa["automountServiceAccountToken"] is False
+    own_accounts = {"loginvault-ingest", "loginvault-recovery"}  # each the Deployment of that name's only
     for obj in workloads():
-        expected = "loginvault-ingest" if obj["kind"] == "Deployment" else "loginvault-db"
-        assert pod_spec(obj)["serviceAccountName"] == expected, obj["metadata"]["name"]
+        name = obj["metadata"]["name"]
+        expected = name if name in own_accounts else "loginvault-db"
+        assert pod_spec(obj)["serviceAccountName"] == expected, name
+
+
+def test_recovery_deployment():
+    deployment = k8s_objects()[("Deployment", "loginvault-recovery")]
+    assert deployment["_file"] in kustomization()["resources"]
+    assert deployment["spec"]["replicas"] == 2, "two replicas are safe: requests are taken with SKIP LOCKED"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ingest = k8s_objects()[("Deployment", "loginvault-ingest")]
+    assert (
+        not deployment["spec"]["selector"]["matchLabels"].items()
+        <= ingest["spec"]["template"]["metadata"]["labels"].items()
+    )
+    spec = pod_spec(deployment)
+    (container,) = spec["containers"]
+    args = container["args"]
+    assert is_recovery_service(args) and option(args, "--log-format") == "json"
+    port = int(option(args, "--metrics-port"))
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": port}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    # Scraped by the PodMonitor, like the ingest.
+    (monitor,) = load_yaml(K8S / "podmonitor.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert [endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    # Its own ServiceAccount: no AWS role (PostgreSQL only), no API token.
+    assert spec["serviceAccountName"] == "loginvault-recovery" and spec["automountServiceAccountToken"] is False
+    account = k8s_objects()[("ServiceAccount", "loginvault-recovery")]
+    assert "annotations" not in account["metadata"] and account["automountServiceAccountToken"] is False
+    # Its own Secret: its login and the keys; the keys before a rotation from the rotation's Secret.
+    refs = {var["name"]: var["valueFrom"]["secretKeyRef"] for var in container["env"] if "valueFrom" in var}
+    for name in (recovery.DSN_ENV, *config.KEY_ENVS):
+        assert refs[name] == {"name": "loginvault-recovery", "key": name}, name
+    for name in keys.PREVIOUS_ENV.values():
+        assert refs[name] == {"name": ROTATION_SECRET, "key": name, "optional": True}, name
+    example = k8s_objects()[("Secret", "loginvault-recovery")]["stringData"][recovery.DSN_ENV]
+    assert example.startswith(f"postgresql://{recovery.LOGIN}:") and example.endswith("sslmode=require")
+    settings_ = k8s_objects()[("ConfigMap", "loginvault-config")]["data"]
+    assert settings_["LOGINVAULT_RECOVERY_APPROVALS"] in {"0", "1"}
+    assert int(settings_["LOGINVAULT_RECOVERY_ANSWER_TTL_SECONDS"]) > 0
+
+
+def test_only_the_transform_and_the_recovery_service_mount_the_keys():
+    def mounts_keys(obj: dict) -> bool:
+        spec = pod_spec(obj)
+        for container in spec["containers"]:
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+                if var["name"] in KEY_NAMES or ref.get("key") in KEY_NAMES:
+                    return True
+            if any("secretRef" in source for source in container.get("envFrom", [])):
+                return True
+        return any("secret" in volume or "projected" in volume for volume in spec.get("volumes", []))
+
+    holders = {obj["metadata"]["name"] for obj in workloads() if mounts_keys(obj)}
+    assert KEY_WORKLOADS <= holders, f"{sorted(KEY_WORKLOADS - holders)} need the keys"
+    assert holders - KEY_WORKLOADS - KEYS_MOUNTED_BUT_UNUSED == set(), "a workload that must hold no key mounts one"
+    fixed = KEYS_MOUNTED_BUT_UNUSED - holders
+    assert not fixed, f"{sorted(fixed)} no longer mount the keys: delete them from KEYS_MOUNTED_BUT_UNUSED"
 
 
 def test_k8s_commands_are_valid_cli_invocations():
@@ -695,20 +839,55 @@ def test_terraform_database_is_private_encrypted_and_backed_up():
     assert {p["name"]: p["value"] for p in params["parameter"]}["rds.force_ssl"] == "1"
 
 
+def test_terraform_parameter_group_logs_no_bind_parameters():
+    """A slow recovery lookup or erasure must not write its looked-up value or user id to the log."""
+    params = {p["name"]: p["value"] for p in terraform()["resource.aws_db_parameter_group.loginvault"]["parameter"]}
+    assert params["log_parameter_max_length"] == "0"
+    assert params["log_parameter_max_length_on_error"] == "0"
+    assert params.get("log_statement", "none") == "none", "never log every statement"
+
+
 def test_terraform_pii_keys_live_in_secrets_manager_only():
     tf = terraform()
     secrets = {
         body["name"].rsplit("/", 1)[-1]: name for name, body in tf.items() if ".aws_secretsmanager_secret." in name
     }
-    assert set(secrets) == set(config.KEY_ENVS)
+    assert set(secrets) == {*config.KEY_ENVS, recovery.DSN_ENV}
     for env_name, block in secrets.items():
         assert tf[block]["kms_key_id"].startswith("${aws_kms_key."), env_name
         version = tf[block.replace("aws_secretsmanager_secret.", "aws_secretsmanager_secret_version.")]
         assert "secret_string" not in version, f"{env_name}: a plain secret_string would be kept in the state"
-        generator = re.fullmatch(r"\$\{(ephemeral\.\w+\.\w+)\.random_password\}", version["secret_string_wo"])
-        assert generator, f"{env_name}: generated by an ephemeral random password"
-        password = tf[generator.group(1)]
+        (generator,) = re.findall(r"\$\{(ephemeral\.\w+\.\w+)\.random_password\}", version["secret_string_wo"])
+        password = tf[generator]
         assert password["password_length"] >= config.MIN_KEY_BYTES, env_name
+        if env_name in config.KEY_ENVS:
+            assert version["secret_string_wo"] == f"${{{generator}.random_password}}", f"{env_name}: the key alone"
+
+
+def test_terraform_recovery_service_dsn_secret():
+    tf = terraform()
+    secret = tf["resource.aws_secretsmanager_secret.recovery_service_dsn"]
+    version = tf["resource.aws_secretsmanager_secret_version.recovery_service_dsn"]
+    assert (
+        secret["name"] == f"${{var.name_prefix}}/{recovery.DSN_ENV}" and tf_value("${var.name_prefix}") == "loginvault"
+    )
+    (generator,) = re.findall(r"\$\{(ephemeral\.\w+\.\w+)\.random_password\}", version["secret_string_wo"])
+    assert tf[generator]["exclude_punctuation"] is True, "the password sits in a URL: letters and digits only"
+    db = "aws_db_instance.loginvault"
+    assert version["secret_string_wo"] == (
+        f"postgresql://${{var.recovery_service_login}}:${{{generator}.random_password}}"
+        f"@${{{db}.address}}:${{{db}.port}}/${{{db}.db_name}}?sslmode=require"
+    )
+    assert tf_value("${var.recovery_service_login}") == recovery.LOGIN
+    assert version["secret_string_wo_version"] == "${var.recovery_service_password_version}"
+    # The ExternalSecret syncs it into the Secret the recovery Deployment and the bootstrap Job read.
+    (external,) = [
+        obj
+        for obj in load_yaml(K8S / "external-secrets.example.yaml")
+        if obj["metadata"]["name"] == "loginvault-recovery"
+    ]
+    remote = {item["secretKey"]: item["remoteRef"]["key"] for item in external["spec"]["data"]}
+    assert remote[recovery.DSN_ENV] == f"loginvault/{recovery.DSN_ENV}"
 
 
 def ingest_sqs_client_calls() -> set[str]:
@@ -801,6 +980,7 @@ def test_terraform_outputs_what_the_manifests_need():
         "db_master_user_secret_arn",
         "hmac_key_secret_arn",
         "encryption_key_secret_arn",
+        "recovery_service_dsn_secret_arn",
     } <= outputs
     example = (TERRAFORM / "terraform.tfvars.example").read_text()
     required = {
@@ -913,14 +1093,51 @@ def test_runbook_covers_operations_and_names_real_commands():
     text = (ROOT / "docs" / "operations.md").read_text()
     headings = " ".join(re.findall(r"^#+ (.+)$", text, re.M)).lower()
     # Archival of raw gave way to the retention window (main): the runbook covers that instead.
-    for topic in ("deploy", "scale", "rotate", "recover", "dead-letter", "backup", "retention", "erase", "alert"):
+    for topic in (
+        "deploy",
+        "scale",
+        "rotate",
+        "recover",
+        "recovery service",
+        "dead-letter",
+        "backup",
+        "retention",
+        "erase",
+        "alert",
+    ):
         assert topic in headings, f"docs/operations.md has no section on {topic}"
     blocks = re.split(r"^\s*```.*$", text, flags=re.M)  # prose, code, prose, code, … (fences in lists too)
     code = blocks[1::2] + [span for prose in blocks[0::2] for span in re.findall(r"`([^`\n]+)`", prose)]
     invocations = [args for snippet in code for args in ingest_invocations(snippet) if args and args[0] != "…"]
     subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)
+    if recovery.pending():
+        subcommands.add(recovery.COMMAND[0])
     used = {args[0] for args in invocations}
     assert {"recover", "dlq", "bootstrap", "transform"} <= used
     assert used <= subcommands, f"unknown commands in the runbook: {sorted(used - subcommands)}"
     for args in invocations:
         parse_cli(args)
+
+
+def test_runbook_says_how_the_recovery_service_runs_and_what_to_do_when_it_is_down():
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = re.search(r"^## Recovery service$", text, re.M)
+    assert start, "docs/operations.md has no section Recovery service"
+    end = re.search(r"^## ", text[start.end() :], re.M)
+    section = " ".join(text[start.end() : start.end() + end.start()].split())
+    deployment = k8s_objects()[("Deployment", "loginvault-recovery")]
+    for fact in (
+        "loginvault-recovery",  # the Deployment, its ServiceAccount and its Secret
+        f"{deployment['spec']['replicas']} replicas",
+        "FOR UPDATE SKIP LOCKED",
+        recovery.DSN_ENV,
+        recovery.LOGIN,
+        recovery.ROLE,
+        *(f"`{name}`" for name in recovery.SETTINGS_ENV),
+        *recovery.METRICS,
+        *(f"*{alert}*" for alert in ("LoginvaultRecoveryRequestWaiting", "LoginvaultRecoveryServiceDown")),
+        "When the service is down",
+        "a request that times out on the officer's side is cancelled by the command; the service never"
+        " answers a cancelled request",
+    ):
+        assert fact.lower() in section.lower(), f"the Recovery service section does not say {fact!r}"
