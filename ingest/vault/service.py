@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest import LoginvaultError, config, db, keys
+from ingest.faults import pause_at
 from ingest.vault.service_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class RecoveryService:
                 "SELECT request_id, request_kind, outcome, waited_seconds FROM pii.serve_next_request(%s, %s, %s)",
                 (list(self.deferred), self.answer_ttl, self.approvals),
             ).fetchone()
+            if row is not None:
+                pause_at("serving")  # taken, looked up and audited, not committed (the kill test)
         if row is None:
             return None
         served = Served(*row)

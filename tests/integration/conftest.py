@@ -419,7 +419,8 @@ class Job:
     def run(self, *args: str, ok: bool = True, env: dict[str, str] | None = None) -> Result:
         env = env or self.env
         if args and args[0] in OFFICER_COMMANDS:
-            self.ensure_service(env=env)  # the keys of `env` go to the service, not to the officer
+            # The keys of `env` (when it has any: else the job's) go to the service, not to the officer.
+            self.ensure_service(env=env if set(KEY_VARIABLES) & set(env) else None)
             env = officer_env(env)
         result = run_ingest(*args, env=env, timeout=300)
         self.outputs.append(result)

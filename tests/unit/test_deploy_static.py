@@ -102,14 +102,12 @@ def code_env_names() -> frozenset[str]:
     names.update(w.dsn_env for w in config.WORKLOADS.values())
     # keys.session_options: the keys before a rotation, LOGINVAULT_<KIND>_KEY_PREVIOUS
     names.update(keys.PREVIOUS_ENV.values())
-    if recovery.pending():  # the recovery service's code is not on this branch yet
-        names.update({recovery.DSN_ENV, *recovery.SETTINGS_ENV})
     return frozenset(names)
 
 
 def local_secrets() -> set[str]:
     """The local stack's secrets (.local/keys.env): docker-compose.yml's .env has the same names."""
-    return set(LOCAL_SECRETS) | ({recovery.PASSWORD_ENV} if recovery.pending() else set())
+    return set(LOCAL_SECRETS)
 
 
 def local_stack_env_names() -> set[str]:
@@ -127,8 +125,6 @@ def local_stack_env_names() -> set[str]:
 
 def parse_cli(argv: list[str]) -> None:
     """Fail the test unless `loginvault <argv>` parses with the real CLI parser (flags' values included)."""
-    if recovery.pending() and is_recovery_service(argv):
-        return  # parsed once the command exists; test_recovery_* check its flags meanwhile
     try:
         cli.build_parser().parse_args(argv)
     except SystemExit as exc:
@@ -1110,8 +1106,6 @@ def test_runbook_covers_operations_and_names_real_commands():
     code = blocks[1::2] + [span for prose in blocks[0::2] for span in re.findall(r"`([^`\n]+)`", prose)]
     invocations = [args for snippet in code for args in ingest_invocations(snippet) if args and args[0] != "…"]
     subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)
-    if recovery.pending():
-        subcommands.add(recovery.COMMAND[0])
     used = {args[0] for args in invocations}
     assert {"recover", "dlq", "bootstrap", "transform"} <= used
     assert used <= subcommands, f"unknown commands in the runbook: {sorted(used - subcommands)}"

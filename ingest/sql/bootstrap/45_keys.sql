@@ -94,7 +94,7 @@ BEGIN
     FOREACH k IN ARRAY ARRAY['hmac', 'encryption'] LOOP
         key := current_setting('loginvault.' || k || '_key', true);
         IF coalesce(octet_length(key), 0) < 32 THEN
-            RAISE EXCEPTION 'PII key LOGINVAULT_%_KEY is missing or shorter than 32 bytes: run through `loginvault transform` (or eval "$(make -s env)", which sets PGOPTIONS)', upper(k)
+            RAISE EXCEPTION 'PII key LOGINVAULT_%_KEY is missing or shorter than 32 bytes: run it through `loginvault transform`, which puts the keys in the session', upper(k)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         fp := loginvault.key_fingerprint(k, key);
