@@ -108,8 +108,10 @@ class RecoveryService:
             if expired:
                 log.info("recovery: %s request(s) expired unserved", expired)
             self.last_expiry = time.monotonic()
-        waiting, oldest = conn.execute("SELECT waiting, oldest_seconds FROM pii.recovery_queue()").fetchone()
-        self.metrics.queue(int(waiting), float(oldest))
+        waiting, oldest, timed_out = conn.execute(
+            "SELECT waiting, oldest_seconds, timed_out FROM pii.recovery_queue()"
+        ).fetchone()
+        self.metrics.queue(int(waiting), float(oldest), int(timed_out))
         self.metrics.polled()
 
     def run(self, stop: threading.Event) -> None:

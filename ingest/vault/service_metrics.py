@@ -19,6 +19,7 @@ METRIC_NAMES = (
     "loginvault_recovery_budget_refusals_total",
     "loginvault_recovery_oldest_waiting_request_seconds",
     "loginvault_recovery_waiting_requests",
+    "loginvault_recovery_timed_out_requests",
     "loginvault_recovery_last_poll_timestamp_seconds",
 )
 
@@ -44,7 +45,13 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.waiting = Gauge(
-            "loginvault_recovery_waiting_requests", "Requests the service has yet to take", registry=self.registry
+            "loginvault_recovery_waiting_requests",
+    "loginvault_recovery_timed_out_requests", "Requests the service has yet to take", registry=self.registry
+        )
+        self.timed_out = Gauge(
+            "loginvault_recovery_timed_out_requests",
+            "Requests their asker cancelled unanswered in the last 10 minutes (its timeout ran out)",
+            registry=self.registry,
         )
         self.last_poll = Gauge(
             "loginvault_recovery_last_poll_timestamp_seconds",
@@ -75,9 +82,10 @@ class ServiceMetrics:
     def failed(self) -> None:
         self.errors.inc()
 
-    def queue(self, waiting: int, oldest_seconds: float) -> None:
+    def queue(self, waiting: int, oldest_seconds: float, timed_out: int) -> None:
         self.waiting.set(waiting)
         self.oldest.set(oldest_seconds)
+        self.timed_out.set(timed_out)
 
     def polled(self) -> None:
         with self._lock:

@@ -328,11 +328,19 @@ BEGIN
 END
 $fn$;
 
--- For the service's metrics: requests the service has yet to take, and the oldest one's age.
-CREATE OR REPLACE FUNCTION pii.recovery_queue() RETURNS TABLE (waiting bigint, oldest_seconds double precision)
+-- For the service's metrics: requests the service has yet to take (not those waiting for an
+-- approval), the oldest one's age, and the requests their askers cancelled unanswered in the
+-- last 10 minutes (an officer's command cancels at its timeout: a service too slow, or down,
+-- shows there even when no request waits for long).
+DROP FUNCTION IF EXISTS pii.recovery_queue();
+CREATE FUNCTION pii.recovery_queue()
+RETURNS TABLE (waiting bigint, oldest_seconds double precision, timed_out bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-    SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(q.requested_at)), 0)::double precision
-    FROM pii.recovery_requests AS q WHERE q.state IN ('pending', 'approved')
+    SELECT count(*) FILTER (WHERE q.state IN ('pending', 'approved')),
+           coalesce(extract(epoch FROM clock_timestamp() - min(q.requested_at) FILTER (WHERE q.state IN ('pending', 'approved'))), 0)::double precision,
+           count(*) FILTER (WHERE q.state = 'cancelled' AND q.finished_at > clock_timestamp() - interval '10 minutes')
+    FROM pii.recovery_requests AS q
+    WHERE q.state IN ('pending', 'approved') OR (q.state = 'cancelled' AND q.finished_at > clock_timestamp() - interval '10 minutes')
 $fn$;
 
 -- Everything an auditor reads, one row per event, oldest first by `at`: each lookup and each
