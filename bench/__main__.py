@@ -7,9 +7,9 @@ import argparse
 import logging
 import time
 
-from bench import freshness, harness, land, memory, retention, rotate, rss, sqs_rate, transform
+from bench import freshness, harness, land, memory, recovery, retention, rotate, rss, sqs_rate, transform
 
-ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory", "rss")
+ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory", "rss", "recovery")
 
 
 def main() -> int:
@@ -52,6 +52,8 @@ def main() -> int:
                 results += rotate.run(pg, 1_000_000 // scale)
             elif name == "retention":
                 results += retention.run(pg, 1_000_000 // scale)
+            elif name == "recovery":
+                results += recovery.run(pg, 100_000 // scale, 1_000 // scale)
             elif name == "memory":
                 results += memory.run(dsn, 100_000 // scale, 1_000_000 // scale, args.batch_size)
             elif name == "rss":  # the deployed command at its defaults: no --batch-size

@@ -45,8 +45,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.waiting = Gauge(
-            "loginvault_recovery_waiting_requests",
-    "loginvault_recovery_timed_out_requests", "Requests the service has yet to take", registry=self.registry
+            "loginvault_recovery_waiting_requests", "Requests the service has yet to take", registry=self.registry
         )
         self.timed_out = Gauge(
             "loginvault_recovery_timed_out_requests",

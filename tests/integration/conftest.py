@@ -415,12 +415,13 @@ class Job:
     outputs: list[Result] = field(default_factory=list)
     service: IngestProcess | None = None
     service_keys: tuple[str | None, ...] = ()
+    service_args: tuple[str, ...] = ()  # what the running service was started with
 
     def run(self, *args: str, ok: bool = True, env: dict[str, str] | None = None) -> Result:
         env = env or self.env
         if args and args[0] in OFFICER_COMMANDS:
             # The keys of `env` (when it has any: else the job's) go to the service, not to the officer.
-            self.ensure_service(env=env if set(KEY_VARIABLES) & set(env) else None)
+            self.ensure_service(*self.service_args, env=env if set(KEY_VARIABLES) & set(env) else None)
             env = officer_env(env)
         result = run_ingest(*args, env=env, timeout=300)
         self.outputs.append(result)
@@ -437,7 +438,7 @@ class Job:
         if self.service is None:
             logs = self.dbt_dir / f"recovery-{len(_SERVICES)}"
             self.service = start_recovery_service(env, logs, *args)
-            self.service_keys = held
+            self.service_keys, self.service_args = held, args
         return self.service
 
     def stop_service(self) -> None:

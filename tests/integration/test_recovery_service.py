@@ -26,13 +26,16 @@ from conftest import (
     clone_job,
     drop_test_database,
     execute,
+    metric,
     new_job,
     query,
     role_dsn,
+    scrape,
     start_recovery_service,
     wait_until,
 )
-from ingest import audit, config
+from ingest import audit, config, keys
+from ingest.local.network import free_port
 from ingest.vault import reasons
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -444,3 +447,33 @@ def test_unknown_or_malformed_requests_are_refused_in_one_line(job):
     ):
         result = job.run("recover", *args, ok=False)
         assert result.returncode == 2 and len(result.error_lines()) == 1, (args, result.stderr)
+
+
+# ---------------------------------------------------------------- /metrics and /healthz
+
+
+def test_the_service_reports_requests_refusals_and_its_queue(job):
+    token, _ = a_token(job)
+    port = free_port()
+    execute(job.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 1)")
+    job.ensure_service("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--poll-seconds", "0.2")
+    assert scrape(port, "/healthz") == (200, "ok\n")
+    job.run("recover", "--token", token, "--reason", "M-1")
+    job.run("recover", "--token", token, "--reason", "M-2", ok=False)
+    _, text = scrape(port)
+    assert metric(text, "loginvault_recovery_requests_total", '{kind="recover_value",outcome="found"}') == 1
+    assert metric(text, "loginvault_recovery_requests_total", '{kind="recover_value",outcome="over_budget"}') == 1
+    assert metric(text, "loginvault_recovery_budget_refusals_total") == 1
+    # An erasure the service must leave for later (a build holds the transform lock) ages in the queue.
+    with officer(job) as conn, psycopg.connect(job.dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_advisory_lock(%s)", (keys.TRANSFORM_LOCK,))
+        request_id = conn.execute("SELECT request_id FROM pii.request_erasure('nobody', 'M-3', true)").fetchone()[0]
+        wait_until(
+            lambda: (metric(scrape(port)[1], "loginvault_recovery_oldest_waiting_request_seconds") or 0) > 0.5,
+            30,
+            "the oldest waiting request's age",
+        )
+        assert metric(scrape(port)[1], "loginvault_recovery_waiting_requests") == 1
+        conn.execute("SELECT pii.cancel_request(%s)", (request_id,))
+    wait_until(lambda: metric(scrape(port)[1], "loginvault_recovery_timed_out_requests") == 1, 30, "the cancel")
+    assert metric(scrape(port)[1], "loginvault_recovery_last_poll_timestamp_seconds") > time.time() - 30

@@ -236,7 +236,7 @@ BEGIN
     IF req.kind = 'erase' THEN
         -- The transform lock (ingest/keys.py, TRANSFORM_LOCK): no build re-stages the subject's
         -- rows while they go, and no rotation re-keys under the erasure.
-        IF NOT pg_try_advisory_xact_lock(1280660562) THEN
+        IF NOT pg_try_advisory_xact_lock(1280726098) THEN
             outcome := 'busy';
             RETURN NEXT;
             RETURN;
