@@ -26,13 +26,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create the virtualenv with all Python dependencies
 
-stack-up: $(STAMP) ## start local PostgreSQL (.local/pg) and moto SQS (127.0.0.1:4566), create queue + roles
+stack-up: $(STAMP) ## start local PostgreSQL (.local/pg), moto SQS (127.0.0.1:4566) and the recovery service; create queue + roles
 	@$(LV) stack up
 
-stack-down: $(STAMP) ## stop the local stack (data in .local/ is kept)
+stack-down: $(STAMP) ## stop the local stack: PostgreSQL, moto, the recovery service (data in .local/ is kept)
 	@$(LV) stack down
 
-stack-status: $(STAMP) ## say whether local PostgreSQL and moto are up
+stack-status: $(STAMP) ## say whether local PostgreSQL, moto and the recovery service are up
 	@$(LV) stack status
 
 env: $(STAMP) ## print `export …` lines for the local stack: eval "$(make -s env)"
@@ -89,7 +89,7 @@ test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own 
 test-unit: $(STAMP) ## the unit tests only: no service, seconds
 	@$(PY) -m pytest tests/unit
 
-bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, memory, rss; ratios vs same-run baselines
+bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, memory, rss, recovery; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)
 
 clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, and the venv

@@ -477,3 +477,15 @@ def test_the_service_reports_requests_refusals_and_its_queue(job):
         conn.execute("SELECT pii.cancel_request(%s)", (request_id,))
     wait_until(lambda: metric(scrape(port)[1], "loginvault_recovery_timed_out_requests") == 1, 30, "the cancel")
     assert metric(scrape(port)[1], "loginvault_recovery_last_poll_timestamp_seconds") > time.time() - 30
+
+
+def test_one_login_cannot_fill_the_queue(job):
+    """With no service running, the 21st waiting request of a login is refused (and recorded)."""
+    token, _ = a_token(job)
+    with officer(job) as conn:
+        states = [
+            conn.execute("SELECT request_state FROM pii.request_value(%s, %s)", (token, f"Q-{i}")).fetchone()[0]
+            for i in range(21)
+        ]
+    assert states == ["pending"] * 20 + ["refused"]
+    assert query(job.dsn, "SELECT outcome FROM pii.recovery_requests WHERE reason = 'Q-20'") == [("invalid_request",)]

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
 import psycopg
@@ -33,7 +34,9 @@ ENV_NAMES = (
     "SQS_ENDPOINT_URL",
     "SQS_QUEUE_URL",
     "AWS_REGION",
-    *config.KEY_ENVS,
+    *config.KEY_ENVS,  # must be unset: no key in the shell `stack env` prepares
+    "PGOPTIONS",
+    "LOGINVAULT_KEYS_FILE",
 )
 
 
@@ -96,6 +99,7 @@ def test_stack_up_env_down(local_stack_env):
     assert f"postgres: started on 127.0.0.1:{pg_port}" in stderr
     assert "database created" in stderr
     assert f"queue {config.QUEUE_NAME} created" in stderr
+    assert "stack: recovery: started" in stderr
     assert port_open(pg_port) and port_open(sqs_port)
     keys_file = local_dir / "keys.env"
     assert keys_file.stat().st_mode & 0o777 == 0o600
@@ -107,8 +111,12 @@ def test_stack_up_env_down(local_stack_env):
 
     values = eval_env(env)
     assert values["SQS_ENDPOINT_URL"] == f"http://127.0.0.1:{sqs_port}"
-    assert all(len(values[name]) == 64 for name in config.KEY_ENVS)
-    assert f"{keys_file.read_text()}".count(values[config.HMAC_KEY_ENV]) == 1
+    # No key in the shell it prepares: the commands that hold keys read them from the file.
+    assert [values[name] for name in (*config.KEY_ENVS, "PGOPTIONS")] == ["", "", ""]
+    assert values["LOGINVAULT_KEYS_FILE"] == str(keys_file)
+    secret = {k: v for k, _, v in (line.partition("=") for line in keys_file.read_text().splitlines())}
+    assert all(len(secret[name]) == 64 for name in config.KEY_ENVS)
+    assert not any(secret[name] in value for name in config.KEY_ENVS for value in values.values())
 
     # PG_DSN works and reaches a bootstrapped database.
     assert f":{pg_port}/{config.DATABASE_NAME}" in values["PG_DSN"]
@@ -151,14 +159,18 @@ def test_stack_up_env_down(local_stack_env):
     assert int(attrs["ApproximateNumberOfMessages"]) == 0
 
     code, stdout, _ = run_ingest("stack", "status", env=env)
-    assert code == 0 and "postgres: up" in stdout and "sqs: up" in stdout
+    assert code == 0 and stdout.splitlines() == ["postgres: up", "sqs: up", "recovery: up"]
+    # The recovery service runs with its own login and the keys from the keys file, no one else's.
+    service_env = Path(f"/proc/{(local_dir / 'recovery.pid').read_text().strip()}/environ").read_bytes().split(b"\0")
+    assert f"LOGINVAULT_KEYS_FILE={keys_file}".encode() in service_env
+    assert not any(line.startswith((b"LOGINVAULT_HMAC_KEY=", b"PGOPTIONS=")) for line in service_env)
 
     code, _, stderr = run_ingest("stack", "down", env=env)
     assert code == 0, stderr
     assert not port_open(pg_port)
     assert not port_open(sqs_port)
     code, stdout, _ = run_ingest("stack", "status", env=env)
-    assert code == 3 and "postgres: down" in stdout and "sqs: down" in stdout  # non-zero: something is down
+    assert code == 3 and stdout.splitlines() == ["postgres: down", "sqs: down", "recovery: down"]
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(values["PG_DSN"], connect_timeout=3).close()
 

@@ -367,8 +367,9 @@ def test_recover_needs_a_reason_and_the_pii_admin_role(sample_job):
     no_reason = sample_job.run("recover", "--token", token, ok=False)
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
     blank = sample_job.run("recover", "--token", token, "--reason", "  ", ok=False)
-    assert blank.returncode == 1 and blank.stderr.startswith("error: a reason is required")
-    for role in (config.ANALYST_ROLE, config.TRANSFORMER_ROLE, config.LOADER_ROLE, config.AUDITOR_ROLE):
+    assert blank.returncode == 2 and blank.stderr.startswith("error: --reason: a reason must say why")
+    others = (config.ANALYST_ROLE, config.TRANSFORMER_ROLE, config.LOADER_ROLE, config.AUDITOR_ROLE)
+    for role in (*others, config.RECOVERY_SERVICE_ROLE):
         login = config.WORKLOADS[role].local_login
         env = {**sample_job.env, "LOGINVAULT_PII_ADMIN_DSN": role_dsn(sample_job.dsn, role)}
         refused = sample_job.run("recover", "--token", token, "--reason", "curious", ok=False, env=env)
@@ -378,7 +379,9 @@ def test_recover_needs_a_reason_and_the_pii_admin_role(sample_job):
         # Straight to the function, past the command's check: the database refuses too.
         with psycopg.connect(role_dsn(sample_job.dsn, role), autocommit=True) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT * FROM pii.recover_value(%s, 'curious')", (token,))
+                conn.execute("SELECT * FROM pii.request_value(%s, 'curious')", (token,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT * FROM pii.lookup_value(%s)", (token,))
     assert query(sample_job.dsn, "SELECT count(*) FROM pii.recovery_audit")[0][0] == before
     officer = role_dsn(sample_job.dsn, config.PII_ADMIN_ROLE)
     with psycopg.connect(officer, autocommit=True) as conn:  # the audit is the functions' to write
@@ -473,9 +476,9 @@ def test_a_build_without_keys_fails_clearly(job, tmp_path):
     env = {k: v for k, v in job.env.items() if k != config.HMAC_KEY_ENV}
     out = job.run("transform", ok=False, env=env)
     assert out.returncode == 1
-    assert (
-        out.stderr.strip()
-        == 'error: LOGINVAULT_HMAC_KEY is not set: run `eval "$(make -s env)"` or set a random key of at least 32 bytes'
+    assert out.stderr.strip() == (
+        "error: LOGINVAULT_HMAC_KEY is not set: this command holds the PII keys (on the local stack they come from"
+        " LOGINVAULT_KEYS_FILE, which `make -s env` sets); elsewhere set a random key of at least 32 bytes"
     )
     short = job.run("transform", ok=False, env={**job.env, config.ENCRYPTION_KEY_ENV: "short"})
     assert short.returncode == 1 and "LOGINVAULT_ENCRYPTION_KEY is too short" in short.stderr

@@ -39,9 +39,10 @@ LANGUAGE sql IMMUTABLE AS $fn$
 $fn$;
 
 -- Files a request as the session's login (internal: the three functions below call it).
--- A request that cannot be served (bad reason, token, kind or value) is recorded as refused,
--- with the refusal as its outcome and without the offending text, and nothing is asked of the
--- service. Returns the request's id, its state and, when refused, why.
+-- A request that cannot be served (a bad reason, token, kind or value, or 20 of the login's
+-- requests waiting already) is recorded as refused, with the refusal as its outcome and without
+-- the offending text, and nothing is asked of the service. Returns the request's id, its state
+-- and, when refused, why.
 CREATE OR REPLACE FUNCTION pii.file_request(
     request_kind text, token text, value_kind text, value text, dry_run boolean, reason text
 ) RETURNS TABLE (request_id bigint, request_state text, refusal text)
@@ -57,6 +58,10 @@ BEGIN
             THEN 'kind must be ip or device_id'
         WHEN request_kind IN ('recover_token', 'erase') AND (value IS NULL OR value = '' OR char_length(value) > 1024)
             THEN 'the value must be 1 to 1024 characters'
+        -- One login cannot fill the service's queue for everyone else.
+        WHEN (SELECT count(*) FROM pii.recovery_requests AS q
+              WHERE q.login_user = session_user AND q.state IN ('pending', 'awaiting_approval', 'approved')) >= 20
+            THEN 'this login has 20 requests waiting already: wait for their answers (`loginvault recover pending`)'
     END;
     INSERT INTO pii.recovery_requests (
         login_user, client_addr, application_name, kind, token, value_kind, dry_run, reason, state, outcome, finished_at
