@@ -4,8 +4,8 @@ that never reached one (refused when filed, cancelled, expired, still waiting), 
 pii.audit_events, oldest first.
 
 No field can forge a line: in the default text format every control character (and the
-backslash) is escaped as `\\t`, `\\n`, `\\xNN`, `\\uNNNN`; `--format csv` quotes as RFC 4180 does,
-`--format json` prints one JSON object per line.
+backslash) is escaped as `\\t`, `\\n`, `\\xNN`, `\\uNNNN`; `--format csv` quotes as RFC 4180 does (and
+defuses what a spreadsheet would run as a formula), `--format json` prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -68,6 +68,15 @@ def escape(cell: object) -> str:
     return _UNSAFE.sub(lambda m: _ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
 
 
+def _cell(value: object) -> object:
+    """A CSV cell: a text that a spreadsheet would run as a formula (= + - @, or a tab or a
+    carriage return first) starts with a quote, as OWASP's CSV injection advice has it."""
+    value = "" if value is None else _plain(value)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _plain(value: object) -> object:
     if value is None or isinstance(value, (int, str)):
         return value
@@ -82,7 +91,7 @@ def render(events: Iterable[tuple], fmt: str) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
-        writer.writerows(["" if v is None else _plain(v) for v in event] for event in events)
+        writer.writerows([_cell(v) for v in event] for event in events)
         return buffer.getvalue()
     lines = ["\t".join(COLUMNS), *("\t".join(escape(cell) for cell in event) for event in events)]
     return "\n".join(lines) + "\n"

@@ -75,7 +75,9 @@ def ensure_login(conn, role: str, dsn: str) -> None:
     row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
     if row and row[0]:
         raise LoginvaultError(f"{workload.dsn_env} logs in as {login}, a superuser: give {workload.who} its own login")
-    attributes = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT")
+    attributes = sql.SQL(
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {}"
+    ).format(sql.Literal(workload.connection_limit))
     if password:
         verifier = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256").decode()
         attributes += sql.SQL(" PASSWORD {}").format(sql.Literal(verifier))

@@ -40,6 +40,8 @@ class Workload:
     role: str
     local_login: str  # the login the local stack and the tests create for it
     who: str  # for messages
+    # People's logins get a connection limit, so that no one can take every connection slot.
+    connection_limit: int = -1
 
     @property
     def dsn_env(self) -> str:
@@ -56,9 +58,9 @@ WORKLOADS = {
     for w in (
         Workload(LOADER_ROLE, "loginvault_ingest", "the ingest"),
         Workload(TRANSFORMER_ROLE, "loginvault_dbt", "the transform (dbt)"),
-        Workload(ANALYST_ROLE, "loginvault_analyst_1", "an analyst"),
-        Workload(PII_ADMIN_ROLE, "loginvault_privacy_officer_1", "a privacy officer"),
-        Workload(AUDITOR_ROLE, "loginvault_auditor_1", "an auditor"),
+        Workload(ANALYST_ROLE, "loginvault_analyst_1", "an analyst", connection_limit=30),
+        Workload(PII_ADMIN_ROLE, "loginvault_privacy_officer_1", "a privacy officer", connection_limit=25),
+        Workload(AUDITOR_ROLE, "loginvault_auditor_1", "an auditor", connection_limit=10),
         Workload(RECOVERY_SERVICE_ROLE, "loginvault_recovery_svc", "the recovery service"),
     )
 }

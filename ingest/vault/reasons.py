@@ -4,9 +4,10 @@ same rule (loginvault.reason_problem, sql/bootstrap/65_requests.sql) to whatever
 records a refusal; a test holds the two equal, code point by code point.
 
 A reason is audited and printed by `loginvault audit`: it must say something (not blank once
-Unicode white space, format characters and invisible fillers are removed), be at most
-MAX_LENGTH characters, and hold no control character that could forge or hide a line (C0, C1,
-line and paragraph separators, bidirectional controls).
+Unicode white space, format characters and invisible fillers are removed, and at least one
+letter or digit of a common script: combining marks, unassigned or private code points alone
+print as nothing), be at most MAX_LENGTH characters, and hold no control character that could
+forge or hide a line (C0, C1, line and paragraph separators, bidirectional controls).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ INVISIBLE = (
 )  # fmt: skip
 
 
+# Letters and digits of common scripts: Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari, kana, CJK, Hangul.
+LETTERS = (
+    (0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A), (0xC0, 0xD6), (0xD8, 0xF6), (0xF8, 0x24F), (0x386, 0x3CE),
+    (0x400, 0x4FF), (0x5D0, 0x5EA), (0x620, 0x64A), (0x660, 0x669), (0x904, 0x939), (0x3041, 0x30FA),
+    (0x4E00, 0x9FFF), (0xAC00, 0xD7A3),
+)  # fmt: skip
+
+
 def _within(ranges: tuple[tuple[int, int], ...], char: str) -> bool:
     code = ord(char)
     return any(low <= code <= high for low, high in ranges)
@@ -41,4 +50,6 @@ def problem(reason: str | None) -> str | None:
         return "a reason may not contain control characters (tabs, line breaks, bidirectional controls)"
     if all(_within(INVISIBLE, c) for c in reason):
         return "a reason must say why: this one is blank"
+    if not any(_within(LETTERS, c) for c in reason):
+        return "a reason must say why: it holds no letter or digit"
     return None

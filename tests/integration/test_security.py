@@ -356,6 +356,9 @@ def test_no_audit_row_no_answer(fresh):
     assert query(fresh.dsn, "SELECT count(*) FROM pii.recovery_answers") == [(0,)]
     assert query(fresh.dsn, "SELECT DISTINCT state FROM pii.recovery_requests") == [("cancelled",)]
     assert "permission denied for table recovery_audit" in fresh.service.stderr
+    # The service survived the failed requests: it serves once the audit can be written again.
+    execute(fresh.dsn, f"GRANT INSERT ON pii.recovery_audit TO {config.RECOVERY_ROLE}")
+    assert fresh.run("recover", "--token", token, "--reason", "INC-2b").stdout == f"ip\t{ip}\n"
 
 
 def test_a_service_with_unregistered_keys_does_not_start(fresh):

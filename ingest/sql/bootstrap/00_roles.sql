@@ -59,3 +59,30 @@ END
 $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
+
+-- Advisory locks coordinate the project's work: the bootstrap's, and the transform lock that a
+-- build, a key rotation, a retention run and an erasure take so as never to run together. A login
+-- that could take them could hold them and stop the pipeline (or the recovery service). Only the
+-- roles that take them keep them: the transformer (its commands' lock) and the recovery
+-- functions' owner (an erasure's). Changing a pg_catalog function's privileges needs a superuser;
+-- where the admin is none (RDS's master user), nothing changes here: docs/operations.md says what
+-- that leaves open and how to see it.
+DO $$
+DECLARE
+    f text;
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE NOTICE 'not a superuser: the advisory lock functions stay executable by every login';
+        RETURN;
+    END IF;
+    FOREACH f IN ARRAY ARRAY[
+        'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared',
+        'pg_advisory_xact_lock', 'pg_advisory_xact_lock_shared', 'pg_try_advisory_xact_lock',
+        'pg_try_advisory_xact_lock_shared'
+    ] LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%I(bigint), pg_catalog.%I(integer, integer) FROM PUBLIC', f, f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%I(bigint), pg_catalog.%I(integer, integer)'
+                       ' TO loginvault_transformer, loginvault_recovery', f, f);
+    END LOOP;
+END
+$$;

@@ -120,7 +120,8 @@ CREATE TABLE IF NOT EXISTS pii.recovery_answers (
 );
 ALTER TABLE pii.recovery_answers OWNER TO CURRENT_USER;
 REVOKE ALL ON pii.recovery_answers FROM PUBLIC;
-GRANT SELECT, INSERT, DELETE ON pii.recovery_answers TO loginvault_recovery;
+-- UPDATE: only to lock an expired answer before deleting it (one its asker holds is left).
+GRANT SELECT, INSERT, UPDATE, DELETE ON pii.recovery_answers TO loginvault_recovery;
 
 -- Four eyes (the service's LOGINVAULT_RECOVERY_APPROVALS=1): each approval or rejection.
 CREATE TABLE IF NOT EXISTS pii.recovery_approvals (
@@ -138,6 +139,16 @@ REVOKE ALL ON pii.recovery_approvals FROM PUBLIC;
 GRANT SELECT, INSERT ON pii.recovery_approvals TO loginvault_recovery;
 GRANT SELECT ON pii.recovery_approvals TO loginvault_auditor;
 COMMENT ON TABLE pii.recovery_approvals IS 'Four eyes: who approved or rejected which recovery or erasure request, and why.';
+
+-- One row per login that asked: the recovery service locks it (FOR UPDATE) while it counts and
+-- uses the login's budget, so that concurrent requests are counted one at a time. A table, not
+-- an advisory lock: no other role can take (and hold) this lock.
+CREATE TABLE IF NOT EXISTS pii.recovery_budget_locks (
+    login text PRIMARY KEY
+);
+ALTER TABLE pii.recovery_budget_locks OWNER TO CURRENT_USER;
+REVOKE ALL ON pii.recovery_budget_locks FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON pii.recovery_budget_locks TO loginvault_recovery;
 
 -- Which request a lookup's audit row answered (NULL on rows from before requests).
 ALTER TABLE pii.recovery_audit ADD COLUMN IF NOT EXISTS request_id bigint;

@@ -190,7 +190,7 @@ BEGIN
         erased_at, login_user, client_addr, application_name, subject_token, dry_run,
         raw_rows, staged_rows, logins, rejections, vault_values, reason, request_id
     ) VALUES (
-        now(), request.login_user, request.client_addr, request.application_name, subject, dry_run,
+        clock_timestamp(), request.login_user, request.client_addr, request.application_name, subject, dry_run,
         raw_rows, staged_rows, logins, rejections, vault_values, reason, request.id
     );
     RETURN NEXT;

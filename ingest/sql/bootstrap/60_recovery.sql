@@ -16,8 +16,9 @@ DROP FUNCTION IF EXISTS pii.recovery_write_audit(text, text, text, text, text);
 DROP FUNCTION IF EXISTS pii.recovery_admit();
 
 -- The budget of `login` today (UTC): (admitted, the daily limit, lookups used, when it resets).
--- The caller holds the login's budget lock (pii.serve_next_request takes it in the service's
--- transaction before calling this, and keeps it until the audit row commits), so concurrent
+-- The caller holds the login's budget lock (pii.serve_next_request locks the login's row of
+-- pii.recovery_budget_locks in the service's transaction before calling this, and keeps it
+-- until the audit row commits), so concurrent
 -- requests of one login, through any number of service replicas, are counted one at a time.
 CREATE OR REPLACE FUNCTION pii.recovery_admit(login text)
 RETURNS TABLE (admitted boolean, daily_limit integer, used bigint, resets_at timestamptz)
@@ -47,7 +48,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
         recovered_at, login_user, acting_role, client_addr, application_name,
         direction, kind, token, found, outcome, reason, request_id
     ) VALUES (
-        now(), request.login_user, request.login_user, request.client_addr, request.application_name,
+        clock_timestamp(), request.login_user, request.login_user, request.client_addr, request.application_name,
         direction, kind, token, outcome LIKE 'found%', outcome, request.reason, request.id
     )
 $fn$;

@@ -18,9 +18,11 @@
 
 -- Why a reason cannot be audited, or NULL when it can: required, at most 500 characters, no
 -- control characters (C0, C1, line and paragraph separators, bidirectional controls: each
--- could forge or hide a line of `loginvault audit`), and not blank once Unicode white space,
--- format characters and other invisible fillers are removed. ingest/vault/reasons.py is the
--- same rule in Python (tests/integration/test_recovery_service.py holds them equal).
+-- could forge or hide a line of `loginvault audit`), not blank once Unicode white space,
+-- format characters and other invisible fillers are removed, and holding at least one letter
+-- or digit of a common script (a reason of combining marks, unassigned or private code points
+-- alone would print as nothing). ingest/vault/reasons.py is the same rule in Python
+-- (tests/integration/test_recovery_service.py holds them equal, code point by code point).
 CREATE OR REPLACE FUNCTION loginvault.reason_problem(reason text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $fn$
     SELECT CASE
@@ -35,6 +37,9 @@ LANGUAGE sql IMMUTABLE AS $fn$
                 '\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000e0100-\U000e01ef]',
                 '', 'g') = ''
             THEN 'a reason must say why: this one is blank'
+        WHEN reason !~ ('[0-9A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0386-\u03ce\u0400-\u04ff'
+                        '\u05d0-\u05ea\u0620-\u064a\u0660-\u0669\u0904-\u0939\u3041-\u30fa\u4e00-\u9fff\uac00-\ud7a3]')
+            THEN 'a reason must say why: it holds no letter or digit'
     END
 $fn$;
 
@@ -63,17 +68,19 @@ BEGIN
               WHERE q.login_user = session_user AND q.state IN ('pending', 'awaiting_approval', 'approved')) >= 20
             THEN 'this login has 20 requests waiting already: wait for their answers (`loginvault recover pending`)'
     END;
+    -- clock_timestamp(), not now(): the time of the request, not of the start of the asker's transaction.
     INSERT INTO pii.recovery_requests (
-        login_user, client_addr, application_name, kind, token, value_kind, dry_run, reason, state, outcome, finished_at
+        requested_at, login_user, client_addr, application_name, kind, token, value_kind, dry_run, reason, state,
+        outcome, finished_at
     ) VALUES (
-        session_user, inet_client_addr(), current_setting('application_name'), request_kind,
+        clock_timestamp(), session_user, inet_client_addr(), current_setting('application_name'), request_kind,
         CASE WHEN refusal IS NULL THEN token END,
         CASE WHEN value_kind IN ('ip', 'device_id') THEN value_kind END,
         coalesce(dry_run, false),
         CASE WHEN problem IS NULL THEN reason ELSE '(refused: ' || problem || ')' END,
         CASE WHEN refusal IS NULL THEN 'pending' ELSE 'refused' END,
         CASE WHEN problem IS NOT NULL THEN 'invalid_reason' WHEN refusal IS NOT NULL THEN 'invalid_request' END,
-        CASE WHEN refusal IS NOT NULL THEN now() END
+        CASE WHEN refusal IS NOT NULL THEN clock_timestamp() END
     ) RETURNING pii.recovery_requests.id INTO request_id;
     IF refusal IS NULL THEN
         IF request_kind <> 'recover_value' THEN
@@ -142,7 +149,7 @@ DECLARE
     after text;
 BEGIN
     -- Waits for a service that holds the row (serving it) and then sees what it made of it.
-    UPDATE pii.recovery_requests AS q SET state = 'cancelled', finished_at = now()
+    UPDATE pii.recovery_requests AS q SET state = 'cancelled', finished_at = clock_timestamp()
     WHERE q.id = cancel_request.request_id AND q.login_user = session_user
       AND q.state IN ('pending', 'awaiting_approval', 'approved');
     DELETE FROM pii.recovery_inputs AS i
@@ -154,8 +161,10 @@ BEGIN
 END
 $fn$;
 
--- Four eyes: another officer approves or rejects a waiting request (audited, with a reason).
--- Returns the new state, or why not: not_found, own_request, not_waiting, or a reason problem.
+-- Four eyes: another officer approves or rejects a request the service set aside for approval
+-- (only the service does that, with LOGINVAULT_RECOVERY_APPROVALS=1: without four eyes there is
+-- nothing to decide on). Audited, with a reason. Returns the new state, or why not: not_found,
+-- own_request, not_waiting, or a reason problem.
 CREATE OR REPLACE FUNCTION pii.decide_request(request_id bigint, approve boolean, reason text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -168,17 +177,21 @@ BEGIN
         RETURN problem;
     END IF;
     SELECT q.login_user, q.state INTO asker, waiting FROM pii.recovery_requests AS q
-    WHERE q.id = decide_request.request_id FOR UPDATE;
+    WHERE q.id = decide_request.request_id AND q.state = 'awaiting_approval' FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT q.login_user, q.state INTO asker, waiting FROM pii.recovery_requests AS q WHERE q.id = decide_request.request_id;
+    END IF;
     IF NOT FOUND THEN
         RETURN 'not_found';
     ELSIF asker = session_user THEN
         RETURN 'own_request';
-    ELSIF waiting NOT IN ('pending', 'awaiting_approval') THEN
+    ELSIF waiting <> 'awaiting_approval' THEN
         RETURN 'not_waiting';
     END IF;
-    INSERT INTO pii.recovery_approvals (request_id, login_user, client_addr, application_name, decision, reason)
-    VALUES (decide_request.request_id, session_user, inet_client_addr(), current_setting('application_name'), decision, reason);
-    UPDATE pii.recovery_requests AS q SET state = decision, finished_at = CASE WHEN approve THEN NULL ELSE now() END
+    INSERT INTO pii.recovery_approvals (decided_at, request_id, login_user, client_addr, application_name, decision, reason)
+    VALUES (clock_timestamp(), decide_request.request_id, session_user, inet_client_addr(),
+            current_setting('application_name'), decision, reason);
+    UPDATE pii.recovery_requests AS q SET state = decision, finished_at = CASE WHEN approve THEN NULL ELSE clock_timestamp() END
     WHERE q.id = decide_request.request_id;
     IF NOT approve THEN
         DELETE FROM pii.recovery_inputs AS i WHERE i.request_id = decide_request.request_id;
@@ -267,7 +280,8 @@ BEGIN
             answer := jsonb_build_object('outcome', 'refused', 'error', split_part(SQLERRM, E'\n', 1));
         END;
         IF verdict IS NULL THEN
-            PERFORM pg_advisory_xact_lock(hashtext('loginvault.recovery_budget'), hashtext(req.login_user));
+            INSERT INTO pii.recovery_budget_locks (login) VALUES (req.login_user) ON CONFLICT DO NOTHING;
+            PERFORM FROM pii.recovery_budget_locks AS b WHERE b.login = req.login_user FOR UPDATE;
             SELECT * INTO budget FROM pii.recovery_admit(req.login_user);
             IF NOT budget.admitted THEN
                 verdict := 'over_budget';
@@ -317,7 +331,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     n bigint;
 BEGIN
-    DELETE FROM pii.recovery_answers AS a WHERE a.expires_at < clock_timestamp();
+    -- An answer its asker holds (reading it in an open transaction) is left for the next round.
+    DELETE FROM pii.recovery_answers AS a WHERE a.request_id IN (
+        SELECT x.request_id FROM pii.recovery_answers AS x WHERE x.expires_at < clock_timestamp() FOR UPDATE SKIP LOCKED
+    );
     UPDATE pii.recovery_requests AS q SET state = 'expired', finished_at = clock_timestamp()
     WHERE q.id IN (
         SELECT w.id FROM pii.recovery_requests AS w
