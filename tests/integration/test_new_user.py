@@ -1,0 +1,80 @@
+"""Integration: a new user's path, as written in the README, on a local stack of the test's own.
+
+`eval "$(make -s env)"`, then `make ingest && dbt run` verbatim in a fresh shell, and dbt from
+anywhere in the checkout; the stack lives in a tmp dir on free ports (LOGINVAULT_LOCAL_DIR,
+LOGINVAULT_PG_PORT, LOGINVAULT_SQS_PORT), never in the checkout's .local/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from test_stack_cli import eval_env, local_stack_env  # noqa: F401 (a fixture)
+
+from conftest import REPO_ROOT, query
+from ingest import config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def fresh_shell(script: str, env: dict[str, str], tmp_path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`bash -c script` from the checkout's root as a new user's shell: no venv on PATH, a HOME
+    without ~/.dbt; dbt's target/ and logs/ under tmp_path (tests run beside each other)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    shell_env = {
+        **env,
+        "PATH": SYSTEM_PATH,
+        "HOME": str(home),
+        "DBT_TARGET_PATH": str(tmp_path / "target"),
+        "DBT_LOG_PATH": str(tmp_path / "logs"),
+    }
+    for name in ("VIRTUAL_ENV", "DBT_PROJECT_DIR", "DBT_PROFILES_DIR", "MAKEFLAGS", "MAKELEVEL"):
+        shell_env.pop(name, None)
+    return subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", script],
+        cwd=REPO_ROOT,
+        env=shell_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_make_ingest_and_dbt_run_verbatim_then_dbt_from_anywhere(local_stack_env, tmp_path):  # noqa: F811
+    env, _, _, _ = local_stack_env
+    script = "\n".join(
+        [
+            "set -e",
+            'eval "$(make -s env)"',
+            "make ingest && dbt run",
+            # Anywhere in the checkout, and with no key in the shell: `dbt` brings its own.
+            "cd ingest/cli",
+            "env -u PGOPTIONS -u LOGINVAULT_HMAC_KEY -u LOGINVAULT_ENCRYPTION_KEY dbt test",
+            "dbt docs generate",
+        ]
+    )
+    out = fresh_shell(script, env, tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "ingest: received 100, landed 100" in out.stderr
+    assert "Completed successfully" in out.stdout
+    assert (tmp_path / "target" / "catalog.json").is_file(), "dbt docs generate wrote the catalog"
+    admin = eval_env(env)["PG_DSN"]
+    ((logins,),) = query(admin, "SELECT count(*) FROM public.user_logins")
+    ((rejected,),) = query(admin, "SELECT count(*) FROM public.rejected_login_events")
+    assert logins + rejected == 100 and logins > 0
+    ((passes,),) = query(admin, f"SELECT count(*) FROM {config.RAW_SCHEMA}.login_events")
+    assert passes == 100
+
+
+def test_dbt_without_the_shell_setup_names_it(local_stack_env, tmp_path):  # noqa: F811
+    """Before the setup line, `dbt` is not the project's: the README's line is what makes it so."""
+    env, _, _, _ = local_stack_env
+    out = fresh_shell("command -v dbt || echo no-dbt", env, tmp_path, timeout=60)
+    assert out.stdout.strip() == "no-dbt"
+    out = fresh_shell('eval "$(make -s env)" && command -v dbt', env, tmp_path, timeout=120)
+    assert out.stdout.strip() == str(REPO_ROOT / "bin" / "dbt"), out.stderr
