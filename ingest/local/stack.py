@@ -19,7 +19,6 @@ from ingest.local.network import HOST
 from ingest.local.pg_cluster import PgCluster, ensure_database, postgres_can_reach
 from ingest.settings import LocalStackSettings, SqsSettings
 
-
 # The checkout's `dbt` (bin/dbt: `loginvault stack dbt`, the keys for dbt only), then the venv's.
 SHELL_BIN = config.REPO_ROOT / "bin"
 
