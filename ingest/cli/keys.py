@@ -66,3 +66,9 @@ def print_key_status(mart_schema: str) -> None:
         rows.append((v.kind, v.version, v.state, v.fingerprint, tokens, row.vault_rows, row.mart_rows, v.created_at,
                      v.activated_at, v.retired_at))  # fmt: skip
     print_rows(STATUS_COLUMNS, rows)
+    if not rows:
+        print(
+            "keys: no key is registered yet: the first build (`make transform`, or `loginvault transform build`)"
+            " registers the keys in its environment as version 1 of each kind",
+            file=sys.stderr,
+        )

@@ -18,7 +18,7 @@ class StackCommand(Command):
     name = "stack"
     help = (
         "the local PostgreSQL + moto SQS stack: up, down, status (exit 3 when a part is down), env, rotate-keys;"
-        " dbt ARGS: dbt as the transformer with the keys (what `dbt` runs after `eval \"$(make -s env)\"`)"
+        ' dbt ARGS: dbt as the transformer with the keys (what `dbt` runs after `eval "$(make -s env)"`)'
     )
 
     def configure_parser(self, parser: argparse.ArgumentParser) -> None:

@@ -368,15 +368,15 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
 
     report = run_ingest("dlq", env=env)
     assert report.returncode == 0, report.stderr
-    assert re.search(r"^dlq: \S+: 1 messages waiting, 0 in flight$", report.stderr, re.M), report.stderr
+    assert re.search(r"^dlq: \S+: 1 message waiting, 0 in flight$", report.stderr, re.M), report.stderr
     assert [line.split("\t")[0] for line in report.stdout.splitlines()] == [refused_id]
     # moto counts the report's own look (a receive) too.
-    assert int(re.search(r"\treceived (\d+) times\t", report.stdout)[1]) >= config.DLQ_MAX_RECEIVE_COUNT
+    assert int(re.search(r"\treceived (\d+) times?\t", report.stdout)[1]) >= config.DLQ_MAX_RECEIVE_COUNT
 
     execute(pg_dsn, f"ALTER TABLE {RAW} DROP CONSTRAINT no_marker")
     redrive = run_ingest("dlq", "--redrive", env=env)
     assert redrive.returncode == 0, redrive.stderr
-    assert "dlq: moved 1 messages back" in redrive.stderr
+    assert "dlq: moved 1 message back" in redrive.stderr
     assert sqs_queue.depth() == (1, 0)
     counts = assert_ok(run_ingest(*RUN, env=env))
     assert counts["landed"] == counts["deleted"] == 1

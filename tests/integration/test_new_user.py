@@ -7,6 +7,7 @@ LOGINVAULT_PG_PORT, LOGINVAULT_SQS_PORT), never in the checkout's .local/.
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -78,3 +79,26 @@ def test_dbt_without_the_shell_setup_names_it(local_stack_env, tmp_path):  # noq
     assert out.stdout.strip() == "no-dbt"
     out = fresh_shell('eval "$(make -s env)" && command -v dbt', env, tmp_path, timeout=120)
     assert out.stdout.strip() == str(REPO_ROOT / "bin" / "dbt"), out.stderr
+
+
+# ---------------------------------------------------------------- output people use
+
+
+def test_keys_status_on_a_fresh_database_says_when_a_key_is_registered(job):
+    out = job.run("keys", "status")
+    assert out.stdout.splitlines()[0].startswith("kind\tversion\tstate")
+    assert len(out.stdout.splitlines()) == 1
+    assert "no key is registered yet" in out.stderr and "first build" in out.stderr
+
+
+def test_summary_prints_whole_tokens_that_recover_takes(job):
+    job.run("seed", "--count", "20")
+    job.run("run", "--wait-time", "1")
+    job.transform()
+    out = job.run("summary")
+    assert re.search(r"^user_logins: \d+ rows \(as loginvault_analyst\)$", out.stdout, re.M)
+    tokens = re.findall(r"\b[0-9a-f]{64}\b", out.stdout)
+    assert tokens, out.stdout
+    assert "…" not in out.stdout
+    recovered = job.run("recover", "--token", tokens[0], "--reason", "test: a token as summary prints it")
+    assert recovered.stdout.strip(), recovered.stderr
