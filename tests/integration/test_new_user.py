@@ -8,16 +8,21 @@ LOGINVAULT_PG_PORT, LOGINVAULT_SQS_PORT), never in the checkout's .local/.
 from __future__ import annotations
 
 import re
+import secrets
+import shlex
 import subprocess
 
 import pytest
 from test_stack_cli import eval_env, local_stack_env  # noqa: F401 (a fixture)
 
-from conftest import REPO_ROOT, query
+from conftest import REPO_ROOT, query, run_ingest
 from ingest import config
+from ingest.local.keys_file import KeysFile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+HMAC, ENCRYPTION = config.HMAC_KEY_ENV, config.ENCRYPTION_KEY_ENV
+HMAC_PREVIOUS, ENCRYPTION_PREVIOUS = f"{HMAC}_PREVIOUS", f"{ENCRYPTION}_PREVIOUS"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -102,3 +107,78 @@ def test_summary_prints_whole_tokens_that_recover_takes(job):
     assert "…" not in out.stdout
     recovered = job.run("recover", "--token", tokens[0], "--reason", "test: a token as summary prints it")
     assert recovered.stdout.strip(), recovered.stderr
+
+
+# ---------------------------------------------------------------- local keys in step
+
+
+def stack_env(env: dict[str, str]) -> dict[str, str]:
+    """What `eval "$(loginvault stack env)"` exports, as a dict."""
+    out = run_ingest("stack", "env", env=env)
+    assert out.returncode == 0, out.stderr
+    return dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.stdout.splitlines())
+
+
+def ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_keys_rotated_by_hand_keep_the_local_keys_file_in_step(local_stack_env, tmp_path):  # noqa: F811
+    env, local_dir, _, _ = local_stack_env
+    env = {**env, "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
+    keys_file = KeysFile(local_dir / "keys.env")
+    ok(run_ingest("stack", "up", "--seed-if-new", "20", env=env))
+    shell = {**env, **stack_env(env)}
+    ok(run_ingest("run", "--wait-time", "1", env=shell))
+    ok(run_ingest("transform", "build", env=shell, timeout=300))
+
+    # By hand, as the README says: the new key, the active one as …_PREVIOUS.
+    old, new = shell[HMAC], secrets.token_hex(32)
+    out = ok(run_ingest("keys", "rotate", "hmac", env={**shell, HMAC: new, HMAC_PREVIOUS: old}, timeout=300))
+    assert "now holds the new hmac key" in out.stderr and 'eval "$(make -s env)"' in out.stderr
+    assert (keys_file.read(create=False)[HMAC], keys_file.read(create=False)[HMAC_PREVIOUS]) == (new, old)
+    # A new shell (and `make transform`) builds with it; the shell left with the old key is told why and how.
+    ok(run_ingest("transform", "build", env={**env, **stack_env(env)}, timeout=300))
+    stale = run_ingest("transform", "build", env=shell, timeout=300)
+    assert stale.returncode == 1
+    (line,) = stale.error_lines()
+    assert "hmac key version 1 (previous), not the active version 2" in line
+    assert "this shell still has the key from before a rotation" in line and 'eval "$(make -s env)"' in line
+
+    out = ok(run_ingest("keys", "retire", "hmac", env={**env, **stack_env(env)}))
+    assert HMAC_PREVIOUS not in keys_file.read(create=False)
+    assert f"{HMAC_PREVIOUS} removed from" in out.stderr
+
+    # make rotate-keys after all that: whole, both kinds.
+    before = keys_file.read(create=False)
+    out = ok(run_ingest("stack", "rotate-keys", env=env, timeout=300))
+    after = keys_file.read(create=False)
+    assert after[HMAC] != before[HMAC] and after[HMAC_PREVIOUS] == before[HMAC]
+    assert after[ENCRYPTION] != before[ENCRYPTION] and after[ENCRYPTION_PREVIOUS] == before[ENCRYPTION]
+    ok(run_ingest("transform", "build", env={**env, **stack_env(env)}, timeout=300))
+
+
+def test_make_rotate_keys_checks_everything_before_it_changes_anything(local_stack_env, tmp_path):  # noqa: F811
+    env, local_dir, _, _ = local_stack_env
+    env = {**env, "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
+    keys_file = KeysFile(local_dir / "keys.env")
+    ok(run_ingest("stack", "up", "--seed-if-new", "20", env=env))
+    shell = {**env, **stack_env(env)}
+    ok(run_ingest("run", "--wait-time", "1", env=shell))
+    ok(run_ingest("transform", "build", env=shell, timeout=300))
+    ok(run_ingest("stack", "rotate-keys", env=env, timeout=300))  # version 2 of each; version 1 previous
+    # The HMAC key in the file is not the registered one (changed by other means).
+    values = keys_file.read(create=False)
+    values[HMAC] = secrets.token_hex(32)
+    keys_file.write(values)
+    text = keys_file.path.read_text()
+    status = ok(run_ingest("keys", "status", env={**env, **stack_env(env)})).stdout
+
+    refused = run_ingest("stack", "rotate-keys", env=env, timeout=300)
+    assert refused.returncode == 1
+    (line,) = refused.error_lines()
+    assert f"{HMAC} in {keys_file.path}" in line and "nothing was changed" in line
+    # Nothing changed: the file, and the registry (the encryption version 1 was not retired).
+    assert keys_file.path.read_text() == text
+    assert ok(run_ingest("keys", "status", env={**env, **stack_env(env)})).stdout == status
