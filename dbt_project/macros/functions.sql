@@ -23,7 +23,12 @@
     login. -#}
 {% macro loginvault_on_run_start() %}
     {% if target.role %}set role {{ adapter.quote(target.role) }};{% endif %}
+    {#- `source freshness` reads raw's load times only: it runs without the keys (its CronJob has none). #}
+    {%- if flags.WHICH == 'freshness' %}
+    select {{ loginvault_function('assert_transform_inputs') }}();
+    {%- else %}
     {{ loginvault_assert_inputs() }};
+    {%- endif %}
     {{ loginvault_create_watermarks() }}
     {{ loginvault_make_partitions() }}
 {% endmacro %}
