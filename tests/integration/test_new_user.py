@@ -182,3 +182,16 @@ def test_make_rotate_keys_checks_everything_before_it_changes_anything(local_sta
     # Nothing changed: the file, and the registry (the encryption version 1 was not retired).
     assert keys_file.path.read_text() == text
     assert ok(run_ingest("keys", "status", env={**env, **stack_env(env)})).stdout == status
+
+
+def test_source_freshness_runs_without_the_pii_keys_and_a_build_names_the_missing_one(job):
+    """The freshness CronJob mounts no key: `transform source freshness` needs none."""
+    job.run("seed", "--count", "5")
+    job.run("run", "--wait-time", "1")
+    keyless = {name: value for name, value in job.env.items() if name not in config.KEY_ENVS}
+    fresh = job.run("transform", "source", "freshness", env=keyless)
+    assert "PASS" in fresh.stdout
+    build = job.run("transform", "build", env=keyless, ok=False)
+    assert build.returncode == 1
+    (line,) = build.error_lines()
+    assert line.startswith(f"error: {config.HMAC_KEY_ENV} is not set")
