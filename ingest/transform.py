@@ -91,7 +91,9 @@ class Build:
 
 
 class UsageError(LoginvaultError):
-    """dbt refused the command line: no later cycle can do better."""
+    """dbt refused the command line: no later cycle can do better. A bad value: exit 2."""
+
+    exit_code = 2
 
 
 class Transformer:

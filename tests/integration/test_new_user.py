@@ -195,3 +195,10 @@ def test_source_freshness_runs_without_the_pii_keys_and_a_build_names_the_missin
     assert build.returncode == 1
     (line,) = build.error_lines()
     assert line.startswith(f"error: {config.HMAC_KEY_ENV} is not set")
+
+
+def test_a_dbt_command_line_dbt_refuses_exits_2_in_one_line(job):
+    out = job.run("transform", "bogus", ok=False)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.error_lines()
+    assert line.startswith("error: dbt bogus:")
