@@ -18,11 +18,13 @@ from test_stack_cli import eval_env, local_stack_env  # noqa: F401 (a fixture)
 from conftest import REPO_ROOT, query, run_ingest
 from ingest import config
 from ingest.local.keys_file import KeysFile
+from ingest.local.network import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HMAC, ENCRYPTION = config.HMAC_KEY_ENV, config.ENCRYPTION_KEY_ENV
 HMAC_PREVIOUS, ENCRYPTION_PREVIOUS = f"{HMAC}_PREVIOUS", f"{ENCRYPTION}_PREVIOUS"
+FETCH = "import sys, urllib.request as r; open(sys.argv[2], \"wb\").write(r.urlopen(sys.argv[1]).read())"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -53,6 +55,7 @@ def fresh_shell(script: str, env: dict[str, str], tmp_path, timeout: float = 600
 
 def test_make_ingest_and_dbt_run_verbatim_then_dbt_from_anywhere(local_stack_env, tmp_path):  # noqa: F811
     env, _, _, _ = local_stack_env
+    port = free_port()
     script = "\n".join(
         [
             "set -e",
@@ -62,6 +65,11 @@ def test_make_ingest_and_dbt_run_verbatim_then_dbt_from_anywhere(local_stack_env
             "cd ingest/cli",
             "env -u PGOPTIONS -u LOGINVAULT_HMAC_KEY -u LOGINVAULT_ENCRYPTION_KEY dbt test",
             "dbt docs generate",
+            # dbt docs serve, until it has served the catalog once (fetched by the venv's python).
+            f"dbt docs serve --port {port} --no-browser & server=$!",
+            f"fetch() {{ python -c '{FETCH}' http://127.0.0.1:{port}/catalog.json {tmp_path}/served-catalog.json; }}",
+            "for _ in $(seq 300); do fetch 2>/dev/null && break; sleep 0.2; done",
+            "fetch; status=$?; kill $server; exit $status",
         ]
     )
     out = fresh_shell(script, env, tmp_path)
@@ -69,6 +77,7 @@ def test_make_ingest_and_dbt_run_verbatim_then_dbt_from_anywhere(local_stack_env
     assert "ingest: received 100, landed 100" in out.stderr
     assert "Completed successfully" in out.stdout
     assert (tmp_path / "target" / "catalog.json").is_file(), "dbt docs generate wrote the catalog"
+    assert (tmp_path / "served-catalog.json").read_bytes() == (tmp_path / "target" / "catalog.json").read_bytes()
     admin = eval_env(env)["PG_DSN"]
     ((logins,),) = query(admin, "SELECT count(*) FROM public.user_logins")
     ((rejected,),) = query(admin, "SELECT count(*) FROM public.rejected_login_events")
@@ -84,6 +93,9 @@ def test_dbt_without_the_shell_setup_names_it(local_stack_env, tmp_path):  # noq
     assert out.stdout.strip() == "no-dbt"
     out = fresh_shell('eval "$(make -s env)" && command -v dbt', env, tmp_path, timeout=120)
     assert out.stdout.strip() == str(REPO_ROOT / "bin" / "dbt"), out.stderr
+    # direnv's .envrc is the same line.
+    out = fresh_shell("source .envrc && command -v dbt && echo $DBT_PROFILES_DIR", env, tmp_path, timeout=120)
+    assert out.stdout.split() == [str(REPO_ROOT / "bin" / "dbt"), str(REPO_ROOT / "dbt_project")], out.stderr
 
 
 # ---------------------------------------------------------------- output people use
@@ -124,14 +136,21 @@ def ok(result):
     return result
 
 
-def test_keys_rotated_by_hand_keep_the_local_keys_file_in_step(local_stack_env, tmp_path):  # noqa: F811
+@pytest.fixture
+def built_stack(local_stack_env, tmp_path):  # noqa: F811
+    """A local stack of the test's own, 20 events ingested and built: (env, its keys file, the env
+    of a shell after `eval "$(make -s env)"`)."""
     env, local_dir, _, _ = local_stack_env
     env = {**env, "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
-    keys_file = KeysFile(local_dir / "keys.env")
     ok(run_ingest("stack", "up", "--seed-if-new", "20", env=env))
     shell = {**env, **stack_env(env)}
     ok(run_ingest("run", "--wait-time", "1", env=shell))
     ok(run_ingest("transform", "build", env=shell, timeout=300))
+    return env, KeysFile(local_dir / "keys.env"), shell
+
+
+def test_keys_rotated_by_hand_keep_the_local_keys_file_in_step(built_stack):
+    env, keys_file, shell = built_stack
 
     # By hand, as the README says: the new key, the active one as …_PREVIOUS.
     old, new = shell[HMAC], secrets.token_hex(32)
@@ -159,14 +178,8 @@ def test_keys_rotated_by_hand_keep_the_local_keys_file_in_step(local_stack_env, 
     ok(run_ingest("transform", "build", env={**env, **stack_env(env)}, timeout=300))
 
 
-def test_make_rotate_keys_checks_everything_before_it_changes_anything(local_stack_env, tmp_path):  # noqa: F811
-    env, local_dir, _, _ = local_stack_env
-    env = {**env, "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")}
-    keys_file = KeysFile(local_dir / "keys.env")
-    ok(run_ingest("stack", "up", "--seed-if-new", "20", env=env))
-    shell = {**env, **stack_env(env)}
-    ok(run_ingest("run", "--wait-time", "1", env=shell))
-    ok(run_ingest("transform", "build", env=shell, timeout=300))
+def test_make_rotate_keys_checks_everything_before_it_changes_anything(built_stack):
+    env, keys_file, _ = built_stack
     ok(run_ingest("stack", "rotate-keys", env=env, timeout=300))  # version 2 of each; version 1 previous
     # The HMAC key in the file is not the registered one (changed by other means).
     values = keys_file.read(create=False)
