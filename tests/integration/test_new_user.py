@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HMAC, ENCRYPTION = config.HMAC_KEY_ENV, config.ENCRYPTION_KEY_ENV
 HMAC_PREVIOUS, ENCRYPTION_PREVIOUS = f"{HMAC}_PREVIOUS", f"{ENCRYPTION}_PREVIOUS"
-FETCH = "import sys, urllib.request as r; open(sys.argv[2], \"wb\").write(r.urlopen(sys.argv[1]).read())"
+FETCH = 'import sys, urllib.request as r; open(sys.argv[2], "wb").write(r.urlopen(sys.argv[1]).read())'
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
