@@ -99,8 +99,8 @@ def mismatch(
     if older is not None and older.version < registered.version:
         return LoginvaultError(
             f"{name} is {kind} key version {older.version} ({older.state}), not the {registered.state} version"
-            f" {registered.version}: this shell still has the key from before a rotation; reload it with"
-            ' `eval "$(make -s env)"` (the local stack), or set the current key'
+            f" {registered.version}: this environment has the key from before a rotation (a shell: reload it"
+            ' with `eval "$(make -s env)"` on the local stack; a service: give it the active key)'
         )
     return LoginvaultError(
         f"{name} is not the {registered.state} {kind} key: its fingerprint is"

@@ -163,7 +163,7 @@ def test_keys_rotated_by_hand_keep_the_local_keys_file_in_step(built_stack):
     assert stale.returncode == 1
     (line,) = stale.error_lines()
     assert "hmac key version 1 (previous), not the active version 2" in line
-    assert "this shell still has the key from before a rotation" in line and 'eval "$(make -s env)"' in line
+    assert "this environment has the key from before a rotation" in line and 'eval "$(make -s env)"' in line
 
     out = ok(run_ingest("keys", "retire", "hmac", env={**env, **stack_env(env)}))
     assert HMAC_PREVIOUS not in keys_file.read(create=False)
