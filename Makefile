@@ -35,7 +35,7 @@ stack-down: ## stop the local stack (data in .local/ is kept); without a venv no
 stack-status: $(STAMP) ## say whether local PostgreSQL and moto are up
 	@$(LV) stack status
 
-env: $(STAMP) ## print `export …` lines for the local stack: eval "$(make -s env)"
+env: $(STAMP) ## print `export …` lines for the local stack (PATH with bin/ and .venv/bin, DBT_PROJECT_DIR, DBT_PROFILES_DIR, logins, queue): eval "$(make -s env)"
 	@$(LV) stack env
 
 bootstrap: $(STAMP) ## the bootstrap SQL (ingest/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
