@@ -29,13 +29,13 @@ venv: $(STAMP) ## create the virtualenv with all Python dependencies
 stack-up: $(STAMP) ## start local PostgreSQL (.local/pg), moto SQS (127.0.0.1:4566) and the recovery service; create queue + roles
 	@$(LV) stack up
 
-stack-down: $(STAMP) ## stop the local stack: PostgreSQL, moto, the recovery service (data in .local/ is kept)
-	@$(LV) stack down
+stack-down: ## stop the local stack: PostgreSQL, moto, the recovery service (data in .local/ is kept); without a venv nothing was started
+	@if [ -x $(LV) ]; then $(LV) stack down; else echo "stack: no $(VENV): nothing of the stack was started" >&2; fi
 
 stack-status: $(STAMP) ## say whether local PostgreSQL, moto and the recovery service are up
 	@$(LV) stack status
 
-env: $(STAMP) ## print `export …` lines for the local stack: eval "$(make -s env)"
+env: $(STAMP) ## print `export …` lines for the local stack (PATH with bin/ and .venv/bin, DBT_PROJECT_DIR, DBT_PROFILES_DIR, logins, queue): eval "$(make -s env)"
 	@$(LV) stack env
 
 bootstrap: $(STAMP) ## the bootstrap SQL (ingest/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
@@ -92,6 +92,7 @@ test-unit: $(STAMP) ## the unit tests only: no service, seconds
 bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, memory, rss, recovery; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)
 
-clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, and the venv
+clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, the venv, egg-info and caches
 	@if [ -x $(LV) ]; then $(LV) stack down; fi
-	rm -rf .local $(VENV) dbt_project/target dbt_project/logs
+	rm -rf .local $(VENV) dbt_project/target dbt_project/logs *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -9,3 +9,8 @@ class LoginvaultError(Exception):
     """
 
     exit_code = 1
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and the noun in its number: "1 row", "2 rows", "0 rows" (`plural` when not noun + "s")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -120,10 +120,21 @@ def in_state(all_versions: list[Version], kind: str, state: str) -> Version | No
     return next((v for v in all_versions if v.kind == kind and v.state == state), None)
 
 
-def mismatch(kind: str, key: str, registered: Version, env_name: str | None = None) -> LoginvaultError:
-    """The one sentence for a key that is not the registered one."""
+def mismatch(
+    kind: str, key: str, registered: Version, env_name: str | None = None, known: list[Version] = ()
+) -> LoginvaultError:
+    """The one sentence for a key that is not the registered one; when it is an older version of
+    `known`, the sentence says so and how a shell left with it reloads."""
+    name = env_name or ENV[kind]
+    older = next((v for v in known if v.kind == kind and v.fingerprint == fingerprint(kind, key)), None)
+    if older is not None and older.version < registered.version:
+        return LoginvaultError(
+            f"{name} is {kind} key version {older.version} ({older.state}), not the {registered.state} version"
+            f" {registered.version}: this environment has the key from before a rotation (a shell: reload it"
+            ' with `eval "$(make -s env)"` on the local stack; a service: give it the active key)'
+        )
     return LoginvaultError(
-        f"{env_name or ENV[kind]} is not the {registered.state} {kind} key: its fingerprint is"
+        f"{name} is not the {registered.state} {kind} key: its fingerprint is"
         f" {fingerprint(kind, key)}, the {registered.state} key (version {registered.version}) has"
         f" {registered.fingerprint}"
     )
@@ -137,7 +148,7 @@ def check_environment(conn, kinds: tuple[str, ...] = KINDS) -> None:
         key = check_key(ENV[kind])
         active = in_state(registered, kind, "active")
         if active and active.fingerprint != fingerprint(kind, key):
-            raise mismatch(kind, key, active)
+            raise mismatch(kind, key, active, known=registered)
     pending = in_state(registered, HMAC, "pending")
     if pending:
         raise LoginvaultError(

@@ -1,5 +1,7 @@
 """The small HTTP server behind every `--metrics-port` (the ingest's and the transform service's):
-/metrics renders a Prometheus registry, /healthz asks a health function, on a thread of its own.
+/metrics renders a Prometheus registry, /healthz asks a health function (readiness: it follows
+SQS and the database), /livez answers while the process serves (liveness: an outage of SQS must
+not restart every pod), on a thread of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class MetricsEndpoint:
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 if self.path.startswith("/metrics"):
                     self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif self.path.startswith("/livez"):
+                    self._reply(200, b"ok\n")
                 elif self.path.startswith("/healthz"):
                     healthy, reason = health()
                     if healthy:
@@ -31,7 +35,7 @@ class MetricsEndpoint:
                     else:
                         self._reply(503, f"{reason}\n".encode())
                 else:
-                    self._reply(404, b"not found: /metrics or /healthz\n")
+                    self._reply(404, b"not found: /metrics, /healthz or /livez\n")
 
             def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
                 self.send_response(status)

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from ingest import LoginvaultError, config, db
+from ingest import LoginvaultError, config, count, db
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,11 @@ class Report:
         for table in ("raw", "staging"):
             removed = self.removed(table)
             out.append(
-                f"retention: {verb} {len([d for d in removed if d.day])} {table} day partitions"
-                f" ({sum(d.rows for d in removed)} rows) received before {self.cutoff:%Y-%m-%dT%H:%M:%SZ}"
+                f"retention: {verb} {count(len([d for d in removed if d.day]), f'{table} day partition')}"
+                f" ({count(sum(d.rows for d in removed), 'row')}) received before {self.cutoff:%Y-%m-%dT%H:%M:%SZ}"
             )
         for d in self.kept():
-            out.append(f"retention: kept {d.table} {d.day} ({d.rows} rows): {d.kept_because}")
+            out.append(f"retention: kept {d.table} {d.day} ({count(d.rows, 'row')}): {d.kept_because}")
         if self.oldest_left is None:
             out.append("retention: no cleartext left in raw or staging")
         else:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from ingest import LoginvaultError, config, db, keys, settings
+from ingest import LoginvaultError, config, count, db, keys, settings
 from ingest.faults import pause_at
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,13 @@ class Rotated:
     seconds: float
 
     def line(self) -> str:
-        what = "tokens re-made" if self.kind == keys.HMAC else "vault rows re-encrypted"
+        if self.kind == keys.HMAC:
+            what = f"{count(self.rows, 'token')} re-made"
+        else:
+            what = f"{count(self.rows, 'vault row')} re-encrypted"
         return (
             f"keys: {self.kind} rotated from version {self.from_version} to {self.to_version}:"
-            f" {self.rows} {what} in {self.seconds:.1f} s"
+            f" {what} in {self.seconds:.1f} s"
         )
 
 
@@ -202,7 +205,7 @@ def _check_mart(conn, mart: str) -> str:
         ).fetchone()
         if orphans:
             raise LoginvaultError(
-                f"{orphans} {column} tokens of {mart}.user_logins have no vault entry: the mart and the vault"
+                f"{count(orphans, column + ' token')} of {mart}.user_logins have no vault entry: the mart and the vault"
                 " disagree; nothing was changed (`loginvault transform build --vars '{loginvault_test_scope: all}'`"
                 " shows which)"
             )

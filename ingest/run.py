@@ -28,7 +28,12 @@ def run(options: RunSettings, sqs: SqsSettings) -> Stats:
     try:
         loaders[0].check()
         ingest = Consumer(queue, loaders, options)
-        stop_on_signals(ingest.stopping, "finishing the batch in hand, releasing the rest", held=ingest.held)
+        stop_on_signals(
+            ingest.stopping,
+            "finishing the batch in hand, releasing the rest, letting the open long polls return",
+            held=ingest.held,
+            abandoning=ingest.abandoning,
+        )
         if not options.metrics_port:
             return ingest.run()
         from ingest.metrics import MetricsServer

@@ -1,11 +1,12 @@
 """What an analyst sees (`loginvault summary`, as an analyst's login): mart size, rejections by
-reason, IPs and devices shared by several users, and a few sample rows with shortened tokens."""
+reason, IPs and devices shared by several users, and a few sample rows, their tokens whole (as
+`recover --token` takes them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest import LoginvaultError, config, db
+from ingest import LoginvaultError, config, count, db
 
 SAMPLE_COLUMNS = "user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date"
 
@@ -20,8 +21,8 @@ class Summary:
 
     def lines(self) -> list[str]:
         out = [
-            f"user_logins: {self.logins} rows (as {config.ANALYST_ROLE})",
-            f"rejected_login_events: {sum(n for _, n in self.reasons)} rows",
+            f"user_logins: {count(self.logins, 'row')} (as {config.ANALYST_ROLE})",
+            f"rejected_login_events: {count(sum(n for _, n in self.reasons), 'row')}",
             *(f"  {reason}: {n}" for reason, n in self.reasons),
             f"IPs shared by more than one user: {self.shared_ips}",
             f"devices shared by more than one user: {self.shared_devices}",
@@ -50,7 +51,7 @@ def summary(mart: str) -> Summary:
             shared_ips = conn.execute(_shared(mart, "masked_ip")).fetchone()[0]
             shared_devices = conn.execute(_shared(mart, "masked_device_id")).fetchone()[0]
             sample = conn.execute(
-                f"SELECT user_id, device_type, left(masked_ip, 12) || '…', left(masked_device_id, 12) || '…',"  # noqa: S608
+                f"SELECT user_id, device_type, masked_ip, masked_device_id,"  # noqa: S608
                 f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"
             ).fetchall()
         except psycopg.errors.UndefinedTable:

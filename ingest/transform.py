@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ingest import LoginvaultError, config, db, dbt_results
+from ingest import LoginvaultError, config, db, dbt_results, settings
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,20 @@ DEFAULT_ARGS = ("build",)
 
 
 def dbt_env() -> dict[str, str]:
-    """The environment dbt runs in: the transformer's connection, the keys, no telemetry."""
+    """The environment dbt runs in: the transformer's connection, the keys, no telemetry.
+
+    Without any key set, no key setting: a command that uses none (`source freshness`, `docs
+    generate`) runs so; a writing one is refused by the pre-flight check, naming the missing key."""
     from ingest import keys
 
-    return {
+    env = {
         **db.libpq_env(db.role_dsn(config.TRANSFORMER_ROLE)),
-        "PGOPTIONS": keys.key_options(),
         "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+    if any(settings.env(name) for name in config.KEY_ENVS):
+        env["PGOPTIONS"] = keys.key_options()
+    return env
 
 
 def dbt_environment() -> None:
@@ -86,7 +91,9 @@ class Build:
 
 
 class UsageError(LoginvaultError):
-    """dbt refused the command line: no later cycle can do better."""
+    """dbt refused the command line: no later cycle can do better. A bad value: exit 2."""
+
+    exit_code = 2
 
 
 class Transformer:

@@ -12,9 +12,10 @@
     registered active versions (registered on the first build), no HMAC rotation is
     unfinished. A failed on-run-start hook does not stop dbt's nodes, so the staging model (the
     root of every model, and the only one reading raw) runs both again as its pre-hook: it
-    fails before reading, and every model after it is skipped. -#}
-{% macro loginvault_assert_inputs() -%}
-    select {{ loginvault_function('assert_transform_inputs') }}(), pii.check_keys(true)
+    fails before reading, and every model after it is skipped. `source freshness` reads raw's
+    load times only: its hook checks the inputs without the keys (its CronJob has none). -#}
+{% macro loginvault_assert_inputs(keys=true) -%}
+    select {{ loginvault_function('assert_transform_inputs') }}(){% if keys %}, pii.check_keys(true){% endif %}
 {%- endmacro %}
 
 {#- Everything a run needs before its models: inputs checked, keys checked, bookkeeping
@@ -23,7 +24,7 @@
     login. -#}
 {% macro loginvault_on_run_start() %}
     {% if target.role %}set role {{ adapter.quote(target.role) }};{% endif %}
-    {{ loginvault_assert_inputs() }};
+    {{ loginvault_assert_inputs(keys=flags.WHICH != 'freshness') }};
     {{ loginvault_create_watermarks() }}
     {{ loginvault_make_partitions() }}
 {% endmacro %}

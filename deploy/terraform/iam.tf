@@ -3,7 +3,9 @@
 # (which also authorizes DeleteMessageBatch), ChangeMessageVisibility (also authorizes
 # ChangeMessageVisibilityBatch: the visibility keeper and the release at a stop), GetQueueAttributes
 # (the pre-flight check and the queue depth gauge), GetQueueUrl; kms:Decrypt to read SSE-KMS
-# messages. Not SendMessage, not the DLQ: redriving is an operator's action (docs/operations.md).
+# messages. On the dead-letter queue only GetQueueUrl and GetQueueAttributes: the depth gauge
+# (loginvault_dlq_messages) that the DLQ alert watches; no message. Not SendMessage: redriving is an
+# operator's action (docs/operations.md).
 
 locals {
   # oidc.eks.<region>.amazonaws.com/id/<ID>, the prefix of the OIDC claims in the trust policy.
@@ -52,6 +54,15 @@ data "aws_iam_policy_document" "ingest" {
       "sqs:GetQueueUrl",
     ]
     resources = [aws_sqs_queue.login.arn]
+  }
+
+  statement {
+    sid = "ReadDeadLetterQueueDepth"
+    actions = [
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+    ]
+    resources = [aws_sqs_queue.login_dlq.arn]
   }
 
   statement {

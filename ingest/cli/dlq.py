@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ingest import settings
+from ingest import count, settings
 from ingest.cli.command import Command
 from ingest.setting_values import argument_type, positive
 from ingest.settings import CommonSettings, SqsSettings
@@ -30,10 +30,13 @@ class DlqCommand(Command):
         queue = settings.load(SqsSettings)
         if args.redrive:
             moved = sqs.dlq_redrive(queue, max_messages=args.max_messages)
-            print(f"dlq: moved {moved} messages back to {queue.queue_url}", file=sys.stderr)
+            print(f"dlq: moved {count(moved, 'message')} back to {queue.queue_url}", file=sys.stderr)
             return 0
         report = sqs.dlq_report(queue)
-        print(f"dlq: {report.url}: {report.visible} messages waiting, {report.in_flight} in flight", file=sys.stderr)
+        print(
+            f"dlq: {report.url}: {count(report.visible, 'message')} waiting, {report.in_flight} in flight",
+            file=sys.stderr,
+        )
         for message_id, receive_count, sent_at in report.sample:
-            print(f"{message_id}\treceived {receive_count} times\tsent {sent_at:%Y-%m-%dT%H:%M:%SZ}")
+            print(f"{message_id}\treceived {count(receive_count, 'time')}\tsent {sent_at:%Y-%m-%dT%H:%M:%SZ}")
         return 0

@@ -38,6 +38,7 @@ class KeysCommand(Command):
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         from ingest import keys, rotation
+        from ingest.local import keys_in_step
 
         if args.action in ("rotate", "retire") and args.kind is None:
             raise SettingError(f"keys {args.action} needs a kind: hmac or encryption")
@@ -48,9 +49,13 @@ class KeysCommand(Command):
                 rotated = rotation.rotate_encryption(args.batch or rotation.REWRAP_BATCH)
             done = f"keys: the {args.kind} key is rotated already: nothing to do"
             print(rotated.line() if rotated else done, file=sys.stderr)
+            in_step = keys_in_step.after_rotate(args.kind, common.mart_schema)
         elif args.action == "retire":
             retired = keys.retire(args.kind)
             print(f"keys: {args.kind} key version {retired.version} retired", file=sys.stderr)
+            in_step = keys_in_step.after_retire(args.kind, common.mart_schema)
+        if args.action != "status" and in_step:
+            print(in_step, file=sys.stderr)
         print_key_status(common.mart_schema)
         return 0
 
@@ -66,3 +71,9 @@ def print_key_status(mart_schema: str) -> None:
         rows.append((v.kind, v.version, v.state, v.fingerprint, tokens, row.vault_rows, row.mart_rows, v.created_at,
                      v.activated_at, v.retired_at))  # fmt: skip
     print_rows(STATUS_COLUMNS, rows)
+    if not rows:
+        print(
+            "keys: no key is registered yet: the first build (`make transform`, or `loginvault transform build`)"
+            " registers the keys in its environment as version 1 of each kind",
+            file=sys.stderr,
+        )

@@ -9,7 +9,7 @@ import logging
 import sys
 import threading
 
-from ingest import LoginvaultError, settings
+from ingest import LoginvaultError, count, settings
 from ingest.cli import logs
 from ingest.cli.command import Command
 from ingest.settings import CommonSettings, RequestSettings, RetentionSettings, SettingError
@@ -65,7 +65,7 @@ class RawCommand(Command):
         if moved < 0:
             print("raw: raw.login_events is partitioned already: nothing to do", file=sys.stderr)
         else:
-            print(f"raw: raw.login_events partitioned by day, {moved} rows kept", file=sys.stderr)
+            print(f"raw: raw.login_events partitioned by day, {count(moved, 'row')} kept", file=sys.stderr)
         return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ingest import settings
+from ingest import count, settings
 from ingest.cli.command import Command
 from ingest.setting_values import argument_type, positive
 from ingest.settings import CommonSettings, SqsSettings
@@ -41,5 +41,5 @@ class SeedCommand(Command):
         else:
             events = sample.synthetic_events(args.count, args.random_seed)
         sent = sample.send_events(queue, events)
-        print(f"seed: sent {sent} messages to {queue.queue_url}", file=sys.stderr)
+        print(f"seed: sent {count(sent, 'message')} to {queue.queue_url}", file=sys.stderr)
         return 0

@@ -60,6 +60,7 @@ class Receivers:
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._running = options.receivers
+        self._polling = 0  # long polls under way
         self._threads = [
             threading.Thread(target=self._receive_loop, name=f"receiver-{i}", daemon=True)
             for i in range(options.receivers)
@@ -75,6 +76,11 @@ class Receivers:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def open_polls(self) -> int:
+        """How many long polls are under way (their messages are released as they return)."""
+        with self._lock:
+            return self._polling
 
     def raise_error(self) -> None:
         """Re-raise the first error a receiver met (it stopped the run)."""
@@ -99,7 +105,13 @@ class Receivers:
         want = self.budget.reserve(MAX_BATCH)
         if want == 0:
             return False
-        messages = self.queue.receive(want, self.options.wait_seconds, self.options.visibility_timeout)
+        with self._lock:
+            self._polling += 1
+        try:
+            messages = self.queue.receive(want, self.options.wait_seconds, self.options.visibility_timeout)
+        finally:
+            with self._lock:
+                self._polling -= 1
         self.budget.give_back(want - len(messages))
         self._received(messages)
         if self.stopping.is_set():

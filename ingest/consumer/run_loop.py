@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ingest import count
 from ingest.consumer.acknowledging import Acknowledger
 from ingest.consumer.batching import BatchBuilder, Inbox
 from ingest.consumer.loading import LoadDispatcher, Loader
@@ -19,9 +20,8 @@ from ingest.sqs import Queue
 
 log = logging.getLogger(__name__)
 
-# How long a stop that released messages waits for the receivers still in a long poll. SQS
-# answers a pending poll as soon as messages become visible; moto looks again every second.
-STOP_GRACE_SECONDS = 1.5
+# Beyond its wait time, how long a stop waits for a long poll to come back (the network's share).
+POLL_GRACE_SECONDS = 5.0
 
 
 class Consumer:
@@ -84,11 +84,11 @@ class Consumer:
                 return
 
     def _stop(self) -> None:
-        """The batches in hand land and their deletes end, then everything else held is released.
+        """The batches in hand land and their deletes end, everything else held is released, and
+        the long polls under way are let return (their wait time at most), their messages released.
 
-        Receivers blocked in a long poll are not waited out: what a pending poll receives after
-        the stop is released as it arrives while the process lives, or else comes back after
-        its visibility timeout (redelivered, never lost).
+        No new poll starts after the stop. A poll abandoned (the process ended meanwhile) would
+        keep what SQS hands it invisible for the visibility timeout: that is what the wait avoids.
         """
         self.stopping.set()
         try:
@@ -97,12 +97,38 @@ class Consumer:
             try:
                 self.acknowledger.finish()
             finally:
-                if self.acknowledger.release_held():
-                    # A pending long poll may be answered by that very release: let it come
-                    # back and release its messages in turn, then sweep once more.
-                    self.receivers.join(STOP_GRACE_SECONDS)
-                    self.acknowledger.release_held()
+                self.acknowledger.release_held()
+                self._let_polls_return()
                 self.keeper.stop()
+
+    def _let_polls_return(self) -> None:
+        polls = self.receivers.open_polls()
+        if not polls:
+            return
+        wait = self.options.wait_seconds
+        log.info(
+            "stopping: waiting up to %d s for %s to return, to release what %s (a second signal abandons %s)",
+            wait, count(polls, "open long poll"), "it receives" if polls == 1 else "they receive",
+            "it" if polls == 1 else "them",
+        )  # fmt: skip
+        self.receivers.join(wait + POLL_GRACE_SECONDS)
+        self.acknowledger.release_held()  # what came back while a receiver was handing it on
+        left = self.receivers.open_polls()
+        if left:
+            log.warning(
+                "stopping: %s did not return: what SQS hands %s comes back after the visibility timeout (%d s)",
+                count(left, "long poll"), "it" if left == 1 else "them", self.options.visibility_timeout,
+            )  # fmt: skip
+
+    def abandoning(self) -> str:
+        """For a second signal: the long polls it abandons, and when their messages come back."""
+        polls = self.receivers.open_polls()
+        if not polls:
+            return ""
+        return (
+            f"; {count(polls, 'open long poll')} abandoned: what SQS hands {'it' if polls == 1 else 'them'}"
+            f" comes back after the visibility timeout ({self.options.visibility_timeout} s)"
+        )
 
 
 Ingest = Consumer  # the name the consumer had before it was split into units

@@ -20,6 +20,20 @@ from ingest.local.pg_cluster import PgCluster, ensure_database, postgres_can_rea
 from ingest.local.recovery_process import RecoveryProcess
 from ingest.settings import LocalStackSettings, SqsSettings
 
+# The checkout's `dbt` (bin/dbt: `loginvault stack dbt`, the keys for dbt only), then the venv's.
+SHELL_BIN = config.REPO_ROOT / "bin"
+
+
+def shell_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """PATH with bin/ and the venv's bin/ first, and dbt's project and profiles directories, so that
+    `dbt run`, `loginvault …` and `make …` work from anywhere in the checkout (user settings kept)."""
+    first = [str(SHELL_BIN), str(Path(sys.executable).parent)]
+    rest = [entry for entry in environ.get("PATH", os.defpath).split(os.pathsep) if entry and entry not in first]
+    values = {"PATH": os.pathsep.join([*first, *rest])}
+    for name in ("DBT_PROJECT_DIR", "DBT_PROFILES_DIR"):
+        values[name] = settings.env(name, environ=environ) or str(config.DBT_PROJECT_DIR)
+    return values
+
 
 class LocalStack:
     """The local PostgreSQL cluster and moto server under `local_dir`, and their secrets (`keys`).
@@ -111,6 +125,7 @@ class LocalStack:
         dbt_dsn = values.get(config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env)
         if dbt_dsn:
             values.update(db.libpq_env(dbt_dsn))
+        values.update(shell_values(self.environ))
         return values
 
     # ------------------------------------------------------------ up, down, status
@@ -170,3 +185,13 @@ class LocalStack:
             "sqs": self.moto().running(),
             "recovery": self.recovery().running(),
         }
+
+
+def dbt_env(stack: LocalStack) -> dict[str, str]:
+    """What `dbt` on the shell's PATH runs with (`stack dbt`): the shell's environment plus the
+    transformer's PII keys as session settings, for that dbt process only."""
+    values = stack.env()
+    secret = stack.keys.read()
+    mine = {name: settings.env(name, environ=stack.environ) or secret[name] for name in config.KEY_ENVS}
+    values["PGOPTIONS"] = keys.key_options(mine)
+    return values

@@ -265,7 +265,8 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
         fresh.run("seed", "--count", "20", "--random-seed", "7")
         rotate(fresh, "hmac")
         fresh.run("seed", "--count", "20", "--random-seed", "8")
-        wait_until(lambda: "is not the active hmac key" in service.stderr, 120, "the service to refuse the stale key")
+        refusal = "is hmac key version 1 (previous), not the active version 2"
+        wait_until(lambda: refusal in service.stderr, 120, "the service to refuse the stale key")
     finally:
         stop.set()
         loop.join(30)

@@ -1,6 +1,6 @@
 """Unit: the consumer's units wired together by its run loop, over an in-memory queue and a fake
 loader: what lands is deleted, what is refused stays, a failed load deletes nothing, a stop lands
-the batch in hand and releases the rest without waiting out a long poll. No services."""
+the batch in hand, releases the rest and lets the open long polls return. No services."""
 
 from __future__ import annotations
 
@@ -88,3 +88,28 @@ def test_a_stop_lands_the_batch_in_hand_and_releases_the_rest_without_waiting_ou
     assert queue.depth() == (15, 0)
     assert consumer.stats.released >= 15
     assert consumer.held() == 0
+
+
+def test_a_stop_lets_the_open_long_polls_return_and_releases_what_they_bring():
+    # GIVEN a following run whose two receivers wait in 20 s long polls of an empty queue
+    queue = MemoryQueue()
+    consumer = Consumer(queue, [FakeLoader()], RunSettings(follow=True, wait_seconds=20, receivers=2, loaders=1))
+    running = threading.Thread(target=consumer.run)
+    running.start()
+    deadline = time.monotonic() + 5
+    while consumer.receivers.open_polls() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert consumer.receivers.open_polls() == 2
+    assert "2 open long polls abandoned" in consumer.abandoning()
+    # WHEN the run is stopped, and messages arrive while it stops
+    consumer.stopping.set()
+    running.join(timeout=0.5)  # a run that did not wait for its polls would have ended by now
+    polls_at_the_end = None if running.is_alive() else consumer.receivers.open_polls()
+    queue.send(*BODIES[:5])
+    running.join(timeout=30)
+    # THEN the run ended only once its polls had returned, and what they brought is visible again
+    assert not running.is_alive()
+    assert polls_at_the_end is None, f"the run ended with {polls_at_the_end} polls open"
+    assert consumer.receivers.open_polls() == 0 and consumer.abandoning() == ""
+    assert queue.depth() == (5, 0)
+    assert consumer.stats.released == consumer.stats.received >= 5

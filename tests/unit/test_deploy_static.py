@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 import hcl2
+import kustomize
 import pytest
 import recovery_interface as recovery
 import yaml
@@ -65,12 +66,8 @@ INGEST_SQS_ACTIONS = {
 KEY_NAMES = {*config.KEY_ENVS, *keys.PREVIOUS_ENV.values()}
 KEY_WORKLOADS = {"loginvault-transform", "loginvault-recovery"}
 KEY_SERVICES = {"transform", "recovery"}
-# Workloads that mount the keys without using them, known and to be fixed elsewhere: the source
-# freshness CronJob runs `dbt source freshness`, which reads no key (issue 19 removes them). Once
-# it no longer mounts them, delete its line here: the custody test fails until then, and after.
-KEYS_MOUNTED_BUT_UNUSED = {
-    "loginvault-source-freshness",
-}
+# Workloads that mount the keys without using them: none (the custody test fails on any).
+KEYS_MOUNTED_BUT_UNUSED: set[str] = set()
 # The Secret of the keys before a rotation: created by hand for the rotation (docs/operations.md,
 # "Rotate keys"), optional where referenced, never synced by the External Secrets Operator.
 ROTATION_SECRET = "loginvault-keys-previous"
@@ -501,8 +498,10 @@ def test_ingest_deployment():
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": port}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    # Liveness does not follow SQS (an outage must not restart every pod); readiness does.
+    for probe in ("livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": "/livez", "port": "metrics"}, probe
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert spec["serviceAccountName"] == "loginvault-ingest"
 
 
@@ -559,9 +558,8 @@ def test_each_workload_gets_only_its_own_secrets():
     assert secret_env("loginvault-ingest", "Deployment") == {f"{config.LOADER_ROLE.upper()}_DSN"}
     transformer = {f"{config.TRANSFORMER_ROLE.upper()}_DSN", *config.KEY_ENVS}
     assert secret_env("loginvault-transform", "CronJob") == transformer
-    freshness_keys = "loginvault-source-freshness" in KEYS_MOUNTED_BUT_UNUSED
-    freshness = transformer if freshness_keys else {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
-    assert secret_env("loginvault-source-freshness", "CronJob") == freshness
+    # Freshness reads raw's load times: no key (keys are mounted only where a command uses them).
+    assert secret_env("loginvault-source-freshness", "CronJob") == {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
     # Retention drops whole days as dbt's login: it reads no payload, so it gets no key.
     assert secret_env("loginvault-retention", "CronJob") == {f"{config.TRANSFORMER_ROLE.upper()}_DSN"}
     # The recovery service: its login, the keys, and the keys before a rotation (optional).
@@ -718,46 +716,111 @@ def test_only_the_transform_and_the_recovery_service_mount_the_keys():
     assert not fixed, f"{sorted(fixed)} no longer mount the keys: delete them from KEYS_MOUNTED_BUT_UNUSED"
 
 
+def pod_labels(obj: dict) -> dict[str, str]:
+    template = obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob" else obj["spec"]["template"]
+    return template["metadata"]["labels"]
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "matchLabels only: what these tests can evaluate"
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+def test_network_policies_allow_only_the_database_aws_dns_and_metrics():
+    policies = [obj for obj in deployed_objects() if obj["kind"] == "NetworkPolicy"]
+    deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].keys() & {"ingress", "egress"}]
+    assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}, "everything denied first"
+    allowed_egress = {("UDP", 53), ("TCP", 53), ("TCP", 5432), ("TCP", 443)}
+    for obj in workloads():
+        where, labels = obj["metadata"]["name"], pod_labels(obj)
+        mine = [p for p in policies if selects(p["spec"]["podSelector"], labels)]
+        egress = [rule for p in mine for rule in p["spec"].get("egress", [])]
+        assert all(rule.get("to") and rule.get("ports") for rule in egress), f"{where}: an egress rule to anywhere"
+        ports = {(port["protocol"], port["port"]) for rule in egress for port in rule["ports"]}
+        assert ports <= allowed_egress, f"{where}: egress to {sorted(ports - allowed_egress)}"
+        assert {("UDP", 53), ("TCP", 5432)} <= ports, f"{where}: DNS and the database"
+        # AWS (443) for the workload with an AWS role (IRSA) only: the ingest.
+        irsa = pod_spec(obj)["serviceAccountName"] == "loginvault-ingest"
+        assert (("TCP", 443) in ports) == irsa, f"{where}: AWS endpoints {'missing' if irsa else 'allowed'}"
+        ingress = {port["port"] for p in mine for rule in p["spec"].get("ingress", []) for port in rule["ports"]}
+        served = {port["name"] for c in pod_spec(obj)["containers"] for port in c.get("ports", [])}
+        assert ingress == ({"metrics"} & served), f"{where}: ingress to {sorted(ingress)}, serves {sorted(served)}"
+        for p in mine:
+            for rule in p["spec"].get("ingress", []):
+                assert all("namespaceSelector" in peer for peer in rule["from"]), f"{where}: ingress from anywhere"
+
+
+def test_pod_disruption_budgets_cover_every_deployment_and_the_builds():
+    budgets = [obj for obj in deployed_objects() if obj["kind"] == "PodDisruptionBudget"]
+    for obj in workloads():
+        covering = [b for b in budgets if selects(b["spec"]["selector"], pod_labels(obj))]
+        if obj["kind"] == "Deployment":
+            (budget,) = covering
+            # At most one pod down at a time, and never a budget that would block every drain.
+            assert budget["spec"]["maxUnavailable"] == 1, obj["metadata"]["name"]
+        elif obj["metadata"]["name"] in {"loginvault-transform", "loginvault-retention"}:
+            (budget,) = covering
+            assert budget["spec"]["minAvailable"] == 1, "a running build is not evicted mid-way"
+
+
 def test_k8s_commands_are_valid_cli_invocations():
     for obj in workloads():
         for container in pod_spec(obj)["containers"]:
             parse_cli(container["args"])
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not on PATH")
 def test_kustomize_renders_the_manifests():
-    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    rendered = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    """The kustomization rendered (tests/kustomize.py: kustomize's rules for the fields it uses)."""
+    rendered = kustomize.render(K8S)
     kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in rendered}
     generated = {("ConfigMap", gen["name"]) for gen in kustomization().get("configMapGenerator", [])}
     assert kinds == {(obj["kind"], obj["metadata"]["name"]) for obj in deployed_objects()} | generated
     image = kustomization()["images"][0]
+    configmap = next(doc for doc in rendered if doc["metadata"]["name"] == "loginvault-config")["data"]
     for doc in rendered:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "loginvault"
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "loginvault"
         if doc["kind"] in {"Deployment", "Job", "CronJob"}:
             for container in pod_spec(doc)["containers"]:
                 assert container["image"] == f"{image['newName']}:{image['newTag']}"
+        if doc["kind"] == "ScaledObject":
+            (trigger,) = doc["spec"]["triggers"]
+            assert trigger["metadata"]["queueURL"] == configmap["SQS_QUEUE_URL"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not on PATH")
+def test_kustomize_rendering_is_kubectls():
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    by_key = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
+    assert by_key == {(d["kind"], d["metadata"]["name"]): d for d in kustomize.render(K8S)}
+
+
+# The custom resources' API groups: KEDA, the prometheus-operator, External Secrets. No schema of
+# theirs is at hand offline (kubernetes-validate carries Kubernetes' own); the tests above and
+# tests/unit/test_monitoring.py check those objects field by field.
+CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/", "external-secrets.io/")
 
 
 def test_k8s_objects_match_the_kubernetes_schemas():
-    """kubernetes-validate (PyPI) carries the Kubernetes JSON schemas: strict validation, offline.
-    KEDA's, External Secrets' and the prometheus-operator's CRDs have no schema there; the tests
-    above (and tests/test_monitoring.py) check those."""
+    """Every object the kustomization renders (the ConfigMap it generates included) and the
+    examples, against the Kubernetes JSON schemas that kubernetes-validate (PyPI) carries: strict
+    validation, offline, for the oldest and the newest Kubernetes versions supported."""
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
-    checked = 0
-    for obj in k8s_objects().values():
-        if obj["apiVersion"].startswith(("keda.sh/", "external-secrets.io/", "monitoring.coreos.com/")):
+    examples = [obj for obj in k8s_objects().values() if "example" in obj["_file"]]
+    checked = set()
+    for obj in [*kustomize.render(K8S), *examples]:
+        if obj["apiVersion"].startswith(CRD_GROUPS):
             continue
         manifest = {key: value for key, value in obj.items() if key != "_file"}
         for version in ("1.29.0", "1.37.0"):
             try:
                 kubernetes_validate.validate(manifest, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{obj['_file']}: {obj['kind']} {obj['metadata']['name']} (Kubernetes {version}): {exc}")
-        checked += 1
-    assert checked >= 9
+                pytest.fail(f"{obj['kind']} {obj['metadata']['name']} (Kubernetes {version}): {exc}")
+        checked.add(obj["kind"])
+    assert checked >= {"Deployment", "CronJob", "Job", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "Secret"}
 
 
 # ---------------------------------------------------------------- Terraform
@@ -921,16 +984,33 @@ def ingest_sqs_client_calls() -> set[str]:
     return operations
 
 
+def dlq_depth_client_calls() -> set[str]:
+    """The SQS operations behind the ingest's DLQ gauge: sqs.dead_letter_queue and Queue.depth."""
+    tree = ast.parse(Path(sqs.__file__).read_text())
+    wanted = {"dead_letter_queue", "depth", "attributes"}
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    return {
+        call.func.attr
+        for function in functions
+        for call in ast.walk(function)
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in SQS_IAM_ACTIONS
+    }
+
+
 def test_terraform_ingest_policy_is_least_privilege_and_enough():
     tf = terraform()
     policy = tf["resource.aws_iam_policy.ingest"]
     document = tf[policy["policy"].removeprefix("${").removesuffix(".json}")]
     statements = document["statement"]
     sqs_statements = [s for s in statements if any(a.startswith("sqs:") for a in s["actions"])]
-    (consume,) = sqs_statements
+    (consume,) = [s for s in sqs_statements if s["resources"] != ["${aws_sqs_queue.login_dlq.arn}"]]
     assert set(consume["actions"]) == INGEST_SQS_ACTIONS
-    assert consume["resources"] == ["${aws_sqs_queue.login.arn}"], "this queue only (not the DLQ, not *)"
-    (decrypt,) = [s for s in statements if s is not consume]
+    assert consume["resources"] == ["${aws_sqs_queue.login.arn}"], "this queue only (not *)"
+    # The DLQ: its depth only (the gauge behind the DLQ alert), never a message.
+    (dlq,) = [s for s in sqs_statements if s is not consume]
+    assert set(dlq["actions"]) == {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    assert set(dlq["actions"]) >= {SQS_IAM_ACTIONS[call] for call in dlq_depth_client_calls()}
+    (decrypt,) = [s for s in statements if s not in sqs_statements]
     assert decrypt["actions"] == ["kms:Decrypt"] and decrypt["resources"] == ["${aws_kms_key.sqs.arn}"]
     assert all(s.get("effect", "Allow") == "Allow" and "*" not in "".join(s["actions"]) for s in statements)
     # Enough for what the code does.

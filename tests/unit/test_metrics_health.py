@@ -33,6 +33,8 @@ def test_healthz_fails_when_no_poll_succeeded_recently():
         stats.last_poll_at = time.time() - 31
         code, body = scrape(port, "/healthz")
         assert code == 503 and body.startswith("no successful poll for 31 s")
+        # Liveness does not follow SQS: an outage makes the pod unready, it does not restart it.
+        assert scrape(port, "/livez") == (200, "ok\n")
         stats.received, stats.refused = 7, 2
         _, text = scrape(port)
         assert metric(text, "loginvault_messages_received_total") == 7
