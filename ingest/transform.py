@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ingest import LoginvaultError, config, db, dbt_results, settings
+from ingest import LoginvaultError, config, db, dbt_results
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def dbt_env() -> dict[str, str]:
         "DBT_PROFILES_DIR": str(config.DBT_PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    if any(settings.env(name) for name in config.KEY_ENVS):
+    if any(keys.key_value(name) for name in config.KEY_ENVS):  # the environment's, or LOGINVAULT_KEYS_FILE's
         env["PGOPTIONS"] = keys.key_options()
     return env
 

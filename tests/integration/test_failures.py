@@ -24,9 +24,9 @@ pytestmark = [pytest.mark.integration]
 RUN = ("run", "--wait-time", "1")
 
 
-def assert_clean_error(result: Result, *secrets: str, contains: str = "") -> str:
-    """Exit 1, exactly one `error:` line (the last one), no traceback, no secret; returns the line."""
-    assert result.returncode == 1, result.stderr
+def assert_clean_error(result: Result, *secrets: str, contains: str = "", code: int = 1) -> str:
+    """Exit `code`, exactly one `error:` line (the last one), no traceback, no secret; returns the line."""
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = result.error_lines()
     assert len(errors) == 1, result.stderr
@@ -220,9 +220,9 @@ def test_bad_dsn_is_one_sentence_and_loses_nothing(case, pg_dsn, sqs_queue, env_
 
 def test_bad_dbt_command_is_one_sentence(pg_dsn, env_for):
     result = run_ingest("transform", "nosuch", env=env_for(pg_dsn))
-    assert_clean_error(result, contains="dbt nosuch: No such command 'nosuch'")
+    assert_clean_error(result, contains="dbt nosuch: No such command 'nosuch'", code=2)
     service = run_ingest("transform", "--every", "1", "nosuch", env=env_for(pg_dsn))
-    assert_clean_error(service, contains="dbt nosuch: No such command")  # not retried every cycle
+    assert_clean_error(service, contains="dbt nosuch: No such command", code=2)  # not retried every cycle
 
 
 def test_seed_missing_file_is_one_sentence(sqs_queue, env_for, tmp_path):

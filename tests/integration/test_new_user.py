@@ -153,13 +153,14 @@ def test_keys_rotated_by_hand_keep_the_local_keys_file_in_step(built_stack):
     env, keys_file, shell = built_stack
 
     # By hand, as the README says: the new key, the active one as …_PREVIOUS.
-    old, new = shell[HMAC], secrets.token_hex(32)
+    old, new = keys_file.read(create=False)[HMAC], secrets.token_hex(32)
     out = ok(run_ingest("keys", "rotate", "hmac", env={**shell, HMAC: new, HMAC_PREVIOUS: old}, timeout=300))
     assert "now holds the new hmac key" in out.stderr and 'eval "$(make -s env)"' in out.stderr
     assert (keys_file.read(create=False)[HMAC], keys_file.read(create=False)[HMAC_PREVIOUS]) == (new, old)
-    # A new shell (and `make transform`) builds with it; the shell left with the old key is told why and how.
+    # A new shell (and `make transform`) builds with it (the keys file's); a shell that exported the old
+    # key by hand is told why and how.
     ok(run_ingest("transform", "build", env={**env, **stack_env(env)}, timeout=300))
-    stale = run_ingest("transform", "build", env=shell, timeout=300)
+    stale = run_ingest("transform", "build", env={**shell, HMAC: old}, timeout=300)
     assert stale.returncode == 1
     (line,) = stale.error_lines()
     assert "hmac key version 1 (previous), not the active version 2" in line
