@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from test_lifecycle import day_partitions, land, marts
 
 from conftest import Job, drop_test_database, new_job, query, role_dsn
 from ingest import config, masking, sample
-from test_lifecycle import day_partitions, land, marts
 
 
 @pytest.fixture
