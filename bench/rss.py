@@ -167,7 +167,7 @@ def run(dsn: str, endpoint_url: str, n: int) -> list[Result]:
 LARGE_BODY_BYTES = 1024 * 1024 - 1024  # SQS's largest body (1 MiB), less room for the JSON around it
 
 
-def large_bodies(dsn: str, endpoint_url: str, n: int) -> list[Result]:
+def large_bodies(dsn: str, endpoint_url: str, n: int, extra_env: dict[str, str] | None = None) -> list[Result]:
     """N bodies of 1 MiB (a valid login event with a 1 MiB device id), all queued before the
     ingest starts, landed by `loginvault run --follow` at its defaults: its peak RSS against the
     Deployment's limit (the byte bound of a batch, --batch-bytes, is what holds it)."""
@@ -183,6 +183,7 @@ def large_bodies(dsn: str, endpoint_url: str, n: int) -> list[Result]:
         "SQS_QUEUE_URL": url,
         "SQS_ENDPOINT_URL": endpoint_url,
         "AWS_REGION": region,
+        **(extra_env or {}),
     }
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
