@@ -205,3 +205,12 @@ def test_only_raws_owner_may_ask_which_rows_the_marts_lack(job):
         with psycopg.connect(role_dsn(job.dsn, role), autocommit=True) as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("SELECT * FROM raw.rows_outside_marts('raw.login_events_default', '-infinity', NULL)")
+
+
+def test_a_row_received_in_the_future_keeps_no_source_fresh_nor_stops_retention(job):
+    land(job, list(sample.synthetic_events(2, seed=6)), days_ago=2)
+    plant(job, [(str(uuid.uuid4()), body("from-the-future"), "infinity"), (str(uuid.uuid4()), "{}", "-infinity")])
+    stale = job.run("transform", "source", "freshness", ok=False)
+    assert stale.returncode == 1 and "ERROR STALE" in stale.stdout
+    dry = job.run("retention", "apply", "--days", "1", "--dry-run")  # reads the oldest cleartext: a finite one
+    assert "oldest cleartext left received" in dry.stderr

@@ -167,8 +167,9 @@ END
 $fn$;
 
 -- The start of the oldest cleartext in `parent`: the oldest received_at in its default
--- partition, or else the start of its oldest day partition that holds a row (a probe of one
--- page each, oldest first); the exact time for a table that is not partitioned. NULL: empty.
+-- partition (a finite one: `-infinity` is a hostile row, rejected), or else the start of its
+-- oldest day partition that holds a row (a probe of one page each, oldest first); the exact time
+-- for a table that is not partitioned. NULL: empty.
 CREATE OR REPLACE FUNCTION loginvault.oldest_received(parent regclass) RETURNS timestamptz
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -177,14 +178,14 @@ DECLARE
     oldest timestamptz;
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = parent) <> 'p' THEN
-        EXECUTE format('SELECT min(received_at) FROM %s', parent) INTO oldest;
+        EXECUTE format('SELECT min(received_at) FROM %s WHERE isfinite(received_at)', parent) INTO oldest;
         RETURN oldest;
     END IF;
     FOR p IN
         SELECT i.inhrelid::regclass AS rel FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
         WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
     LOOP
-        EXECUTE format('SELECT min(received_at) FROM %s', p.rel) INTO oldest;
+        EXECUTE format('SELECT min(received_at) FROM %s WHERE isfinite(received_at)', p.rel) INTO oldest;
     END LOOP;
     FOR p IN SELECT d.partition, d.day FROM loginvault.day_partitions(parent) AS d ORDER BY d.day LOOP
         EXECUTE format('SELECT EXISTS (SELECT FROM %s)', p.partition) INTO held;
