@@ -242,9 +242,9 @@ class RunSettings:
         parse=positive,
         metavar="N",
     )
-    # In flight: 2 batches loading, 1 being built, 2 in the inbox: 1 MiB bodies stay under 480Mi.
+    # bench rss_large_bodies: 1 MiB bodies peak at 339 MiB (2 MiB), 441 (4 MiB), 722 (16 MiB).
     batch_bytes: int = setting(
-        16 << 20, "bytes of bodies per load at most", env="INGEST_BATCH_BYTES", flag="--batch-bytes", parse=positive
+        2 << 20, "bytes of bodies per load at most", env="INGEST_BATCH_BYTES", flag="--batch-bytes", parse=positive
     )
     # While no load runs a batch goes at once, so batches grow with traffic and load time.
     batch_seconds: float = setting(
