@@ -84,6 +84,7 @@ def _load(dsn: str, n: int) -> None:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
         for mart in ("user_logins", "rejected_login_events"):
             conn.execute(f"CREATE TABLE public.{mart} (message_id text PRIMARY KEY)")
+            conn.execute(f"GRANT SELECT ON public.{mart} TO loginvault_eraser")  # as dbt's grants do
         conn.execute("INSERT INTO public.user_logins SELECT DISTINCT message_id FROM raw.login_events")
         conn.execute("ANALYZE public.user_logins")
     execute(dsn, "VACUUM (ANALYZE) raw.login_events")
@@ -111,7 +112,8 @@ def _measure(retention_dsn: str, delete_dsn: str, n: int) -> list[Result]:
         with timed() as check_s:
             conn.execute(
                 "SELECT count(*) FROM loginvault.day_partitions('raw.login_events') AS d,"
-                " raw.rows_outside_marts(d.partition, '-infinity', NULL) AS o WHERE d.day < %s",
+                " raw.rows_outside_marts(d.partition, d.day::timestamp AT TIME ZONE 'UTC',"
+                " (d.day + 1)::timestamp AT TIME ZONE 'UTC') AS o WHERE d.day < %s",
                 (kept_from.date(),),
             )
         with timed() as delete_s:

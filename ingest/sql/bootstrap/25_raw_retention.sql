@@ -32,7 +32,7 @@ END
 $fn$;
 
 -- The rows (their ctid) of raw.login_events's partition `part` received in [lo, hi) (hi NULL:
--- no end) whose message is in neither user_logins nor rejected_login_events (the mart schema of
+-- no end; the range prunes the scan to the partitions it covers) whose message is in neither user_logins nor rejected_login_events (the mart schema of
 -- pii.settings); every such row before the marts are built. Owned by loginvault_eraser (the
 -- NOLOGIN role that reads both raw and the marts); only raw's owner may call it, from
 -- raw.apply_retention, which so checks the marts themselves, not staging's bookkeeping alone.
@@ -109,7 +109,8 @@ BEGIN
                        waiting, cardinality(loads), coalesce(watermark::text, 'no build yet'));
             CONTINUE;
         END IF;
-        SELECT count(*) INTO waiting FROM raw.rows_outside_marts(p.partition, '-infinity', NULL);
+        SELECT count(*) INTO waiting FROM raw.rows_outside_marts(
+            p.partition, p.day::timestamp AT TIME ZONE 'UTC', (p.day + 1)::timestamp AT TIME ZONE 'UTC');
         IF waiting > 0 THEN
             RETURN QUERY SELECT p.day, p.partition::text, rows, false,
                 format('%s of its rows are in neither user_logins nor rejected_login_events: run a transform first', waiting);
