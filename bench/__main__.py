@@ -59,6 +59,9 @@ def main() -> int:
             elif name == "rss":  # the deployed command at its defaults: no --batch-size
                 with harness.moto(fast_clock=True) as server:
                     results += rss.run(dsn, server.endpoint_url, 100_000 // scale)
+                harness.execute(dsn, "TRUNCATE raw.login_events, raw._dlt_loads")
+                with harness.moto(fast_clock=True) as server:
+                    results += rss.large_bodies(dsn, server.endpoint_url, 1_000 // scale)
             print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)
     harness.record(results)
     print(f"bench: all done in {time.monotonic() - started:.0f} s")

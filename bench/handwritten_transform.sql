@@ -56,6 +56,7 @@ select
         when ip is not null and ip_canonical is null then 'ip_invalid'
         when device_id_type not in ('string', 'null') then 'device_id_not_string'
         when device_id is not null and btrim(device_id) = '' then 'device_id_empty'
+        when char_length(device_id) > 256 then 'device_id_too_long'
     end as reason
 from canonical;
 

@@ -160,3 +160,49 @@ def run(dsn: str, endpoint_url: str, n: int) -> list[Result]:
         "manifest_limit_mib": manifest["limits"],
     }
     return [Result("rss", ratio, "peak <= 0.5 x the Deployment's limit", ratio <= 0.5, figures)]
+
+
+# ---------------------------------------------------------------- large bodies
+
+LARGE_BODY_BYTES = 1024 * 1024 - 1024  # SQS's largest body (1 MiB), less room for the JSON around it
+
+
+def large_bodies(dsn: str, endpoint_url: str, n: int, extra_env: dict[str, str] | None = None) -> list[Result]:
+    """N bodies of 1 MiB (a valid login event with a 1 MiB device id), all queued before the
+    ingest starts, landed by `loginvault run --follow` at its defaults: its peak RSS against the
+    Deployment's limit (the byte bound of a batch, --batch-bytes, is what holds it)."""
+    region = SqsSettings(None).region
+    url, _ = sqs.ensure_queues(endpoint_url, region, name=f"bench-large-{uuid.uuid4().hex[:6]}")
+    queue = Queue(SqsSettings(url, endpoint_url, region))
+    filler = "d" * (LARGE_BODY_BYTES - 64)
+    for i in range(n):
+        queue.client.send_message(QueueUrl=url, MessageBody=f'{{"user_id": "large-{i}", "device_id": "{filler}"}}')
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "SQS_", "INGEST_", "LOGINVAULT_"))},
+        "LOGINVAULT_LOADER_DSN": harness.role_dsn(dsn, config.LOADER_ROLE),
+        "SQS_QUEUE_URL": url,
+        "SQS_ENDPOINT_URL": endpoint_url,
+        "AWS_REGION": region,
+        **(extra_env or {}),
+    }
+    with tempfile.TemporaryFile() as log:
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "ingest", "run", "--follow"], env=env, stdout=log, stderr=log)
+        while execute(dsn, "SELECT count(DISTINCT message_id) FROM raw.login_events")[0][0] < n:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"the ingest exited ({proc.returncode}):\n{log.read().decode()[-3000:]}")
+            time.sleep(0.5)
+        seconds = time.monotonic() - started
+        peak_mib = high_water_kib(proc.pid) / 1024
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    limit = manifest_memory()["limits"]
+    figures = {
+        "messages": n,
+        "body_bytes": LARGE_BODY_BYTES,
+        "peak_rss_mib": round(peak_mib, 1),
+        "manifest_limit_mib": limit,
+        "seconds": round(seconds, 1),
+    }
+    return [Result("rss_large_bodies", peak_mib / limit, "peak < the Deployment's limit", peak_mib < limit, figures)]

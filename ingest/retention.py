@@ -121,7 +121,20 @@ def _staging(conn, cutoff: datetime, dry_run: bool) -> list[Day]:
         if not dry_run:
             conn.execute(f"DROP TABLE {partition}")
         days.append(Day("staging", day, partition, rows, True))
-    return days
+    return days + _staging_default(conn, cutoff, dry_run, watermark)
+
+
+def _staging_default(conn, cutoff: datetime, dry_run: bool, watermark: datetime | None) -> list[Day]:
+    """Staging's default partition: the rows received before the cutoff or after now + 1 day
+    (rejected: received_at_out_of_range) that the marts have taken."""
+    default = f"{STAGED}_default"
+    if watermark is None or conn.execute("SELECT to_regclass(%s) IS NULL", (default,)).fetchone()[0]:
+        return []
+    where = "(received_at < %s OR received_at >= now() + interval '1 day') AND _transformed_at <= %s"
+    verb = "SELECT count(*) FROM" if dry_run else "WITH gone AS (DELETE FROM"
+    tail = "" if dry_run else " RETURNING 1) SELECT count(*) FROM gone"
+    (rows,) = conn.execute(f"{verb} {default} WHERE {where}{tail}", (cutoff, watermark)).fetchone()  # noqa: S608
+    return [Day("staging", None, default, rows, True)] if rows else []
 
 
 def _oldest(conn) -> datetime | None:

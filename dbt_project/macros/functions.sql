@@ -35,3 +35,10 @@ select raw.ensure_partitions(
     ((now() at time zone 'UTC')::date - 1), ((now() at time zone 'UTC')::date + 7)
 );
 {% endmacro %}
+
+{#- Whether a received_at is one the pipeline takes: finite, within [now - 400 days, now + 1 day].
+    Any other (a hostile raw row) makes no day partition and is rejected:
+    received_at_out_of_range. -#}
+{% macro loginvault_received_in_window(column) -%}
+    coalesce({{ column }} >= now() - interval '400 days' and {{ column }} < now() + interval '1 day', false)
+{%- endmacro %}

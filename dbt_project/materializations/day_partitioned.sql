@@ -2,7 +2,8 @@
     timestamptz column), so that a day of it can be dropped whole (retention). Created on the
     first run (with a default partition, and the configured indexes on the parent), appended to
     on every run, the day partitions of the new rows made first
-    (loginvault.ensure_day_partitions). A full refresh empties it and keeps its partitions.
+    (loginvault.ensure_day_partitions), for rows received in the accepted window only
+    (loginvault_received_in_window): any other goes to the default partition. A full refresh empties it and keeps its partitions.
     The model tells first runs from later ones with loginvault_incremental(), not
     is_incremental(), which answers for the `incremental` materialization only. -#}
 {% materialization loginvault_day_partitioned, adapter='postgres' -%}
@@ -35,6 +36,7 @@
             max(({{ column }} at time zone 'UTC')::date)
         )
         from {{ temp_relation }}
+        where {{ loginvault_received_in_window(column) }}
         having count({{ column }}) > 0
     {% endcall %}
     {% call statement('main') %}

@@ -1,5 +1,6 @@
 """Batching: the inbox the receivers fill, and the adaptive batch builder that empties it into
-micro-batches of at most batch_size messages."""
+micro-batches of at most batch_size messages and batch_bytes bytes of bodies (a batch holds at
+least one message): the ingest's memory is bounded by bytes, whatever size the bodies are."""
 
 from __future__ import annotations
 
@@ -19,32 +20,56 @@ IDLE_POLL_SECONDS = 0.2
 BACKLOG_RECEIVES = 10
 
 
+def body_bytes(messages: list[Message]) -> int:
+    """The size of the messages' bodies (characters: a body is mostly ASCII JSON)."""
+    return sum(len(m.body) for m in messages)
+
+
 class Inbox:
     """The hand-over from the receivers to the batch builder: chunks of one ReceiveMessage each."""
 
-    def __init__(self, batch_size: int) -> None:
-        # Bounded: receivers wait rather than hold more than two batches' worth of messages.
+    def __init__(self, batch_size: int, batch_bytes: int | None = None) -> None:
+        # Bounded: receivers wait rather than hold more than two batches' worth of messages, or
+        # of bytes (a chunk is always taken into an empty inbox).
         self._chunks: queue_module.Queue[list[Message]] = queue_module.Queue(
             maxsize=max(2, 2 * batch_size // MAX_BATCH)
         )
+        self._max_bytes = 2 * batch_bytes if batch_bytes else None
+        self._bytes = 0
+        self._room = threading.Condition()
         self._closed = threading.Event()
 
     def put(self, messages: list[Message], stopping: threading.Event) -> bool:
         """Hand over a chunk, waiting while the inbox is full; False when stopped before it was taken."""
+        size = body_bytes(messages)
+        with self._room:
+            while self._max_bytes and self._bytes and self._bytes + size > self._max_bytes:
+                if stopping.is_set():
+                    return False
+                self._room.wait(0.5)
+            self._bytes += size
         while True:
             try:
                 self._chunks.put(messages, timeout=0.5)
                 return True
             except queue_module.Full:
                 if stopping.is_set():
+                    self._taken(size)
                     return False
 
     def get(self, timeout: float) -> list[Message] | None:
         """The oldest chunk, or None when none came within `timeout` seconds."""
         try:
-            return self._chunks.get(timeout=timeout)
+            chunk = self._chunks.get(timeout=timeout)
         except queue_module.Empty:
             return None
+        self._taken(body_bytes(chunk))
+        return chunk
+
+    def _taken(self, size: int) -> None:
+        with self._room:
+            self._bytes -= size
+            self._room.notify_all()
 
     def empty(self) -> bool:
         return self._chunks.empty()
@@ -77,6 +102,7 @@ class BatchBuilder:
     ) -> None:
         self.inbox = inbox
         self.batch_size = options.batch_size
+        self.batch_bytes = options.batch_bytes
         self.window = min(options.batch_seconds, options.visibility_timeout / 4)
         self.stopping = stopping
         self.loading = loading  # whether a load is running
@@ -84,10 +110,12 @@ class BatchBuilder:
         self._full_in_a_row = 0  # receives of MAX_BATCH messages since the last smaller one
 
     def next_batch(self) -> list[Message]:
-        """Up to batch_size messages; empty when stopped or the inbox is drained with nothing carried."""
-        batch, self._carry = self._carry[: self.batch_size], self._carry[self.batch_size :]
+        """Up to batch_size messages and batch_bytes bytes (at least one message); empty when
+        stopped or the inbox is drained with nothing carried."""
+        carried, self._carry = self._carry, []
+        batch, size = self._fill([], 0, carried)
         first_at = time.monotonic() if batch else None
-        while len(batch) < self.batch_size:
+        while len(batch) < self.batch_size and size < self.batch_bytes and not self._carry:
             if first_at is not None and self._ready(first_at):
                 break
             chunk = self.inbox.get(self._timeout(first_at))
@@ -96,11 +124,20 @@ class BatchBuilder:
                     break
                 continue
             self._full_in_a_row = self._full_in_a_row + 1 if len(chunk) >= MAX_BATCH else 0
-            room = self.batch_size - len(batch)
-            batch += chunk[:room]
-            self._carry += chunk[room:]
+            batch, size = self._fill(batch, size, chunk)
             first_at = first_at or time.monotonic()
         return batch
+
+    def _fill(self, batch: list[Message], size: int, messages: list[Message]) -> tuple[list[Message], int]:
+        """`batch` (of `size` bytes) with as many of `messages` as fit; the rest carried over."""
+        for i, message in enumerate(messages):
+            fits = len(batch) < self.batch_size and (not batch or size + len(message.body) <= self.batch_bytes)
+            if not fits:
+                self._carry += messages[i:]
+                break
+            batch.append(message)
+            size += len(message.body)
+        return batch, size
 
     def drained(self) -> bool:
         """Nothing carried over, nothing in the inbox, and nothing more to come."""

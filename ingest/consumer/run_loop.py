@@ -45,7 +45,7 @@ class Consumer:
         queue_name = queue.url.rstrip("/").rsplit("/", 1)[-1]  # raw.login_events.queue
         loaders = [loaders] if hasattr(loaders, "load") else loaders
         self.loading = LoadDispatcher(loaders, queue_name, self.stopping, self.acknowledger.landed)
-        inbox = Inbox(options.batch_size)
+        inbox = Inbox(options.batch_size, options.batch_bytes)
         self.batches = BatchBuilder(inbox, options, self.stopping, self.loading.busy)
         self.receivers = Receivers(queue, options, inbox, self.in_flight, self.stats, self.stopping)
 

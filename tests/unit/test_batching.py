@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from doubles import chunks, messages
+from doubles import chunks, message, messages
 from ingest.consumer.batching import BatchBuilder, Inbox
 from ingest.settings import RunSettings
 
@@ -120,3 +120,44 @@ def test_a_receiver_is_not_kept_waiting_on_a_full_inbox_after_the_stop():
     stopping.set()
     # THEN the inbox refuses it (the receiver releases those messages) instead of blocking
     assert not inbox.put(messages(10), stopping)
+
+
+def large(count: int, size: int) -> list:
+    return [message(body="x" * size) for _ in range(count)]
+
+
+def test_a_batch_is_bounded_by_bytes_and_carries_the_rest():
+    # GIVEN 10 bodies of 1,000 bytes, batches of 100 messages but 3,500 bytes
+    arrived = large(10, 1000)
+    options = RunSettings(batch_size=100, batch_bytes=3500, batch_seconds=5.0)
+    inbox = Inbox(options.batch_size)
+    for chunk in chunks(arrived):
+        assert inbox.put(chunk, stopped)
+    inbox.close()
+    build = BatchBuilder(inbox, options, threading.Event(), loading=lambda: True)
+    # WHEN the batches are built
+    sizes = [len(build.next_batch()) for _ in range(4)]
+    # THEN each holds what fits in 3,500 bytes, in order, and nothing is lost
+    assert sizes == [3, 3, 3, 1]
+    assert build.drained()
+
+
+def test_a_body_larger_than_the_bound_goes_alone():
+    options = RunSettings(batch_size=100, batch_bytes=10, batch_seconds=5.0)
+    inbox = Inbox(options.batch_size)
+    arrived = large(2, 50)
+    assert inbox.put(arrived, stopped)
+    inbox.close()
+    build = BatchBuilder(inbox, options, threading.Event(), loading=lambda: True)
+    assert [build.next_batch(), build.next_batch()] == [arrived[:1], arrived[1:]]
+
+
+def test_the_inbox_holds_two_batches_of_bytes_at_most():
+    # GIVEN an inbox for batches of 1,000 bytes
+    inbox = Inbox(100, 1000)
+    # WHEN chunks of 600 bytes come (a put into a full inbox gives up: the run is stopping)
+    taken = [inbox.put(large(1, 600), stopped) for _ in range(4)]
+    # THEN it takes the first three (an empty inbox takes any chunk), not a fourth, until one is got
+    assert taken == [True, True, True, False]
+    assert inbox.get(0.1) is not None
+    assert inbox.put(large(1, 600), stopped)

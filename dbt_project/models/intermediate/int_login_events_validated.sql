@@ -33,6 +33,8 @@ checked as (
     select
         *,
         case
+            when parse_error = 'erased_subject' then parse_error
+            when not {{ loginvault_received_in_window('received_at') }} then 'received_at_out_of_range'
             when parse_error is not null then parse_error
             when payload_type <> 'object' then 'not_an_object'
             when user_id_type is null or user_id_type = 'null' then 'user_id_missing'
@@ -47,6 +49,7 @@ checked as (
             when ip is not null and {{ pii_canonical('ip', 'ip') }} is null then 'ip_invalid'
             when device_id_type not in ('string', 'null') then 'device_id_not_string'
             when device_id is not null and btrim(device_id) = '' then 'device_id_empty'
+            when char_length(device_id) > 256 then 'device_id_too_long'
         end as rejection_reason
     from fields
 

@@ -31,10 +31,42 @@ BEGIN
 END
 $fn$;
 
+-- The rows (their ctid) of raw.login_events's partition `part` received in [lo, hi) (hi NULL:
+-- no end; the range prunes the scan to the partitions it covers) whose message is in neither user_logins nor rejected_login_events (the mart schema of
+-- pii.settings); every such row before the marts are built. Owned by loginvault_eraser (the
+-- NOLOGIN role that reads both raw and the marts); only raw's owner may call it, from
+-- raw.apply_retention, which so checks the marts themselves, not staging's bookkeeping alone.
+CREATE OR REPLACE FUNCTION raw.rows_outside_marts(part regclass, lo timestamptz, hi timestamptz)
+RETURNS TABLE (row_id tid)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
+    logins_rel regclass := to_regclass(format('%I.user_logins', mart));
+    rejected_rel regclass := to_regclass(format('%I.rejected_login_events', mart));
+    bounds text := format('r.tableoid = %s AND r.received_at >= %L', part::oid, lo)
+        || CASE WHEN hi IS NULL THEN '' ELSE format(' AND r.received_at < %L', hi) END;
+BEGIN
+    PERFORM loginvault.assert_untampered('raw.login_events', 'loginvault_owner');
+    IF logins_rel IS NULL OR rejected_rel IS NULL THEN
+        RETURN QUERY EXECUTE format('SELECT r.ctid FROM raw.login_events AS r WHERE %s', bounds);
+        RETURN;
+    END IF;
+    PERFORM loginvault.assert_untampered(logins_rel, 'loginvault_transformer');
+    PERFORM loginvault.assert_untampered(rejected_rel, 'loginvault_transformer');
+    RETURN QUERY EXECUTE format(
+        'SELECT r.ctid FROM raw.login_events AS r WHERE %s'
+        ' AND NOT EXISTS (SELECT FROM %s AS u WHERE u.message_id = r.message_id)'
+        ' AND NOT EXISTS (SELECT FROM %s AS j WHERE j.message_id = r.message_id)', bounds, logins_rel, rejected_rel);
+END
+$fn$;
+
 -- Drops each day partition of raw.login_events that lies wholly before `cutoff` and whose
 -- every load reached the marts (or never completed: its messages were not deleted from the
--- queue, so they were delivered again); deletes such rows from the default partition. Keeps,
--- and says why, every other day before the cutoff. With `dry_run`, only says. One row per day
+-- queue, so they were delivered again) and every message is in user_logins or
+-- rejected_login_events (raw.rows_outside_marts); deletes such rows from the default
+-- partition, with those received after now + 1 day (rejected: received_at_out_of_range).
+-- Keeps, and says why, every other day before the cutoff. A cutoff later than now - 1 day is
+-- refused: no caller makes it drop the cleartext of the day being loaded. With `dry_run`, only says. One row per day
 -- looked at (and one for the default partition when it held such rows).
 CREATE OR REPLACE FUNCTION raw.apply_retention(cutoff timestamptz, dry_run boolean)
 RETURNS TABLE (day date, partition text, rows bigint, removed boolean, kept_because text)
@@ -48,6 +80,10 @@ DECLARE
     removed_rows bigint := 0;
     fallback regclass := to_regclass('raw.login_events_default');
 BEGIN
+    IF cutoff IS NULL OR NOT isfinite(cutoff) OR cutoff > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'a retention cutoff must be at least 1 day ago, got %', cutoff
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM set_config('lock_timeout', '60s', true);
     FOR p IN
         SELECT d.partition, d.day FROM loginvault.day_partitions('raw.login_events') AS d
@@ -73,6 +109,13 @@ BEGIN
                        waiting, cardinality(loads), coalesce(watermark::text, 'no build yet'));
             CONTINUE;
         END IF;
+        SELECT count(*) INTO waiting FROM raw.rows_outside_marts(
+            p.partition, p.day::timestamp AT TIME ZONE 'UTC', (p.day + 1)::timestamp AT TIME ZONE 'UTC');
+        IF waiting > 0 THEN
+            RETURN QUERY SELECT p.day, p.partition::text, rows, false,
+                format('%s of its rows are in neither user_logins nor rejected_login_events: run a transform first', waiting);
+            CONTINUE;
+        END IF;
         IF NOT dry_run THEN
             EXECUTE format('DROP TABLE %s', p.partition);
         END IF;
@@ -80,21 +123,25 @@ BEGIN
         removed_rows := removed_rows + rows;
         RETURN QUERY SELECT p.day, p.partition::text, rows, true, NULL::text;
     END LOOP;
-    -- Rows of old days in the default partition (a day without a partition when they landed).
+    -- Rows in the default partition of old days (a day without a partition when they landed)
+    -- or outside the accepted window (a hostile received_at: rejected), once in the marts.
     IF fallback IS NOT NULL AND watermark IS NOT NULL THEN
         EXECUTE format(
-            'SELECT count(*) FROM %s AS r WHERE r.received_at < $1 AND ('
-            ' NOT EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = r._dlt_load_id)'
-            ' OR EXISTS (SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = r._dlt_load_id AND s._transformed_at <= $2))',
-            fallback) INTO rows USING cutoff, watermark;
+            'WITH outside AS ('
+            '  SELECT o.row_id FROM raw.rows_outside_marts($3, ''-infinity'', $1) AS o'
+            '  UNION ALL SELECT o.row_id FROM raw.rows_outside_marts($3, now() + interval ''1 day'', NULL) AS o'
+            '), gone AS (DELETE FROM %s AS r WHERE NOT $4 AND (r.received_at < $1 OR r.received_at >= now() + interval ''1 day'')'
+            ' AND r.ctid NOT IN (SELECT row_id FROM outside) AND ('
+            '  NOT EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = r._dlt_load_id)'
+            '  OR EXISTS (SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = r._dlt_load_id AND s._transformed_at <= $2))'
+            ' RETURNING 1) '
+            'SELECT CASE WHEN $4 THEN (SELECT count(*) FROM %s AS r WHERE (r.received_at < $1 OR r.received_at >= now() + interval ''1 day'')'
+            ' AND r.ctid NOT IN (SELECT row_id FROM outside) AND ('
+            '  NOT EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = r._dlt_load_id)'
+            '  OR EXISTS (SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = r._dlt_load_id AND s._transformed_at <= $2)))'
+            ' ELSE (SELECT count(*) FROM gone) END',
+            fallback, fallback) INTO rows USING greatest(cutoff, now() - interval '400 days'), watermark, fallback, dry_run;
         IF rows > 0 THEN
-            IF NOT dry_run THEN
-                EXECUTE format(
-                    'DELETE FROM %s AS r WHERE r.received_at < $1 AND ('
-                    ' NOT EXISTS (SELECT FROM raw._dlt_loads AS d WHERE d.load_id = r._dlt_load_id)'
-                    ' OR EXISTS (SELECT FROM staging.stg_sqs__loads AS s WHERE s.load_id = r._dlt_load_id AND s._transformed_at <= $2))',
-                    fallback) USING cutoff, watermark;
-            END IF;
             removed_rows := removed_rows + rows;
             RETURN QUERY SELECT NULL::date, fallback::text, rows, true, NULL::text;
         END IF;
@@ -121,8 +168,9 @@ END
 $fn$;
 
 -- The start of the oldest cleartext in `parent`: the oldest received_at in its default
--- partition, or else the start of its oldest day partition that holds a row (a probe of one
--- page each, oldest first); the exact time for a table that is not partitioned. NULL: empty.
+-- partition (a finite one: `-infinity` is a hostile row, rejected), or else the start of its
+-- oldest day partition that holds a row (a probe of one page each, oldest first); the exact time
+-- for a table that is not partitioned. NULL: empty.
 CREATE OR REPLACE FUNCTION loginvault.oldest_received(parent regclass) RETURNS timestamptz
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -131,14 +179,14 @@ DECLARE
     oldest timestamptz;
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = parent) <> 'p' THEN
-        EXECUTE format('SELECT min(received_at) FROM %s', parent) INTO oldest;
+        EXECUTE format('SELECT min(received_at) FROM %s WHERE isfinite(received_at)', parent) INTO oldest;
         RETURN oldest;
     END IF;
     FOR p IN
         SELECT i.inhrelid::regclass AS rel FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
         WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
     LOOP
-        EXECUTE format('SELECT min(received_at) FROM %s', p.rel) INTO oldest;
+        EXECUTE format('SELECT min(received_at) FROM %s WHERE isfinite(received_at)', p.rel) INTO oldest;
     END LOOP;
     FOR p IN SELECT d.partition, d.day FROM loginvault.day_partitions(parent) AS d ORDER BY d.day LOOP
         EXECUTE format('SELECT EXISTS (SELECT FROM %s)', p.partition) INTO held;
@@ -163,6 +211,9 @@ ALTER FUNCTION raw.ensure_partitions(date, date) OWNER TO loginvault_owner;
 ALTER FUNCTION raw.oldest_cleartext() OWNER TO loginvault_owner;
 ALTER FUNCTION raw.marts_watermark() OWNER TO loginvault_owner;
 ALTER FUNCTION raw.apply_retention(timestamptz, boolean) OWNER TO loginvault_owner;
+ALTER FUNCTION raw.rows_outside_marts(regclass, timestamptz, timestamptz) OWNER TO loginvault_eraser;
+REVOKE ALL ON FUNCTION raw.rows_outside_marts(regclass, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION raw.rows_outside_marts(regclass, timestamptz, timestamptz) TO loginvault_owner;
 REVOKE ALL ON FUNCTION raw.ensure_partitions(date, date), raw.marts_watermark(),
     raw.apply_retention(timestamptz, boolean), raw.oldest_cleartext() FROM PUBLIC;
 -- The transformer: partitions ahead of each build; `retention apply` (as dbt's login).

@@ -59,10 +59,11 @@ GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvau
     pii.encryption_key_of(integer)
     TO loginvault_eraser;
 
--- Erases the subject `user_id`: every delivery of their messages from raw (a message is theirs
--- when the mart row, the staged payload or the raw body names them: rejected ones too), their
--- staged rows, mart rows and rejections, and the vault values no remaining login carries
--- (crypto-shred: shared IPs and devices of other subjects stay); adds them to
+-- Erases the subject `user_id`, per layer and by subject, never through a shared message id:
+-- their mart rows (user_id), the raw deliveries and staged payloads whose parsed body names
+-- them, the staged message ids and rejections of their staged or mart messages, and the vault
+-- values no login of another subject carries (crypto-shred: shared IPs and devices of other
+-- subjects stay); adds them to
 -- pii.erased_subjects; audits, with the asker of request `request_id`. With `dry_run`, counts
 -- and audits only. One transaction.
 DROP FUNCTION IF EXISTS pii.erase_subject(text, text, boolean);
@@ -110,9 +111,10 @@ BEGIN
     subject := loginvault.pii_token('user_id', user_id, current_setting('loginvault.hmac_key'),
         (SELECT k.kind_separated FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.state = 'active'));
 
-    -- The subject's messages. A raw body is parsed only when it contains the id as text (a
-    -- JSON escape of the id's characters would hide it from that filter: then every body is).
-    DROP TABLE IF EXISTS subject_messages, subject_tokens, shred;
+    -- The subject's messages: their mart rows (user_id) and their staged payloads (parsed: a
+    -- JSON escape names them too). Never a message id found only in raw: a loader can append a
+    -- body naming them under another subject's message id (raw's own rows go by their body).
+    DROP TABLE IF EXISTS subject_messages, subject_tokens, subject_deliveries, shred;
     CREATE TEMP TABLE subject_messages (message_id text PRIMARY KEY) ON COMMIT DROP;
     IF logins_rel IS NOT NULL THEN
         EXECUTE format('INSERT INTO subject_messages SELECT message_id FROM %s WHERE user_id = $1 ON CONFLICT DO NOTHING', logins_rel)
@@ -122,31 +124,37 @@ BEGIN
         INSERT INTO subject_messages SELECT s.message_id FROM staging.stg_sqs__login_events AS s
         WHERE s.payload ->> 'user_id' = user_id ON CONFLICT DO NOTHING;
     END IF;
-    INSERT INTO subject_messages SELECT r.message_id FROM raw.login_events AS r
-    WHERE (user_id !~ '^[A-Za-z0-9 ._@+:-]+$' OR strpos(r.body, user_id) > 0)
-      AND loginvault.try_jsonb(r.body) ->> 'user_id' = user_id
-    ON CONFLICT DO NOTHING;
 
-    -- Their tokens (ip and device id), to shred the values no other login carries.
+    -- Their tokens (ip and device id) from their own mart rows, to shred the values no login of
+    -- another subject carries.
     CREATE TEMP TABLE subject_tokens (token text, kind text) ON COMMIT DROP;
     IF logins_rel IS NOT NULL THEN
         EXECUTE format(
-            'INSERT INTO subject_tokens SELECT DISTINCT masked_ip, ''ip'' FROM %1$s WHERE message_id IN (SELECT message_id FROM subject_messages) AND masked_ip IS NOT NULL'
-            ' UNION SELECT DISTINCT masked_device_id, ''device_id'' FROM %1$s WHERE message_id IN (SELECT message_id FROM subject_messages) AND masked_device_id IS NOT NULL',
-            logins_rel);
+            'INSERT INTO subject_tokens SELECT DISTINCT masked_ip, ''ip'' FROM %1$s WHERE user_id = $1 AND masked_ip IS NOT NULL'
+            ' UNION SELECT DISTINCT masked_device_id, ''device_id'' FROM %1$s WHERE user_id = $1 AND masked_device_id IS NOT NULL',
+            logins_rel) USING user_id;
     END IF;
 
-    SELECT count(*) INTO raw_rows FROM raw.login_events AS r WHERE r.message_id IN (SELECT message_id FROM subject_messages);
-    FOREACH rel IN ARRAY ARRAY[to_regclass('staging.stg_sqs__messages'), to_regclass('staging.stg_sqs__login_events')] LOOP
-        CONTINUE WHEN rel IS NULL;
-        EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rel) INTO n;
+    -- raw: the deliveries whose parsed body names them. A body is parsed only when it contains
+    -- the id as text or holds a JSON escape (which could spell the id: `\u0061lice`), or when
+    -- the id has characters a body may escape otherwise.
+    CREATE TEMP TABLE subject_deliveries ON COMMIT DROP AS SELECT r.tableoid AS part, r.ctid AS row_id FROM raw.login_events AS r
+    WHERE (user_id !~ '^[A-Za-z0-9 ._@+:-]+$' OR strpos(r.body, user_id) > 0 OR strpos(r.body, '\u') > 0)
+      AND loginvault.try_jsonb(r.body) ->> 'user_id' = user_id;
+    SELECT count(*) INTO raw_rows FROM subject_deliveries;
+    IF to_regclass('staging.stg_sqs__messages') IS NOT NULL THEN
+        SELECT count(*) INTO n FROM staging.stg_sqs__messages AS m WHERE m.message_id IN (SELECT message_id FROM subject_messages);
         staged := staged + n;
-    END LOOP;
+    END IF;
+    IF to_regclass('staging.stg_sqs__login_events') IS NOT NULL THEN
+        SELECT count(*) INTO n FROM staging.stg_sqs__login_events AS s WHERE s.payload ->> 'user_id' = user_id;
+        staged := staged + n;
+    END IF;
     staged_rows := staged;
     logins := 0;
     rejections := 0;
     IF logins_rel IS NOT NULL THEN
-        EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', logins_rel) INTO logins;
+        EXECUTE format('SELECT count(*) FROM %s WHERE user_id = $1', logins_rel) INTO logins USING user_id;
     END IF;
     IF rejected_rel IS NOT NULL THEN
         EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rejected_rel) INTO rejections;
@@ -154,29 +162,33 @@ BEGIN
     -- Vault values only the subject's logins carry.
     IF to_regclass('pii.vault') IS NOT NULL AND logins_rel IS NOT NULL THEN
         EXECUTE format(
-            'SELECT count(*) FROM pii.vault AS v JOIN subject_tokens AS t ON t.token = v.token AND t.kind = v.kind'
-            ' WHERE NOT EXISTS (SELECT FROM %1$s AS u WHERE u.message_id NOT IN (SELECT message_id FROM subject_messages)'
+            'CREATE TEMP TABLE shred ON COMMIT DROP AS SELECT v.token, v.kind FROM pii.vault AS v'
+            ' JOIN subject_tokens AS t ON t.token = v.token AND t.kind = v.kind'
+            ' WHERE NOT EXISTS (SELECT FROM %1$s AS u WHERE u.user_id <> $1'
             '   AND CASE v.kind WHEN ''ip'' THEN u.masked_ip ELSE u.masked_device_id END = v.token)', logins_rel)
-            INTO shredded;
+            USING user_id;
+        SELECT count(*) INTO shredded FROM shred;
     END IF;
     vault_values := shredded;
 
     IF NOT dry_run THEN
         IF shredded > 0 THEN
-            EXECUTE format(
-                'CREATE TEMP TABLE shred ON COMMIT DROP AS SELECT v.token, v.kind FROM pii.vault AS v'
-                ' JOIN subject_tokens AS t ON t.token = v.token AND t.kind = v.kind'
-                ' WHERE NOT EXISTS (SELECT FROM %1$s AS u WHERE u.message_id NOT IN (SELECT message_id FROM subject_messages)'
-                '   AND CASE v.kind WHEN ''ip'' THEN u.masked_ip ELSE u.masked_device_id END = v.token)', logins_rel);
             DELETE FROM pii.vault AS v USING shred AS s WHERE v.token = s.token AND v.kind = s.kind;
             DELETE FROM pii.token_map AS m USING shred AS s WHERE m.new_token = s.token AND m.kind = s.kind;
         END IF;
-        DELETE FROM raw.login_events AS r WHERE r.message_id IN (SELECT message_id FROM subject_messages);
-        FOREACH rel IN ARRAY ARRAY[to_regclass('staging.stg_sqs__messages'), to_regclass('staging.stg_sqs__login_events'),
-                                   logins_rel, rejected_rel] LOOP
-            CONTINUE WHEN rel IS NULL;
-            EXECUTE format('DELETE FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rel);
-        END LOOP;
+        DELETE FROM raw.login_events AS r USING subject_deliveries AS d WHERE r.tableoid = d.part AND r.ctid = d.row_id;
+        IF to_regclass('staging.stg_sqs__messages') IS NOT NULL THEN
+            DELETE FROM staging.stg_sqs__messages AS m WHERE m.message_id IN (SELECT message_id FROM subject_messages);
+        END IF;
+        IF to_regclass('staging.stg_sqs__login_events') IS NOT NULL THEN
+            DELETE FROM staging.stg_sqs__login_events AS s WHERE s.payload ->> 'user_id' = user_id;
+        END IF;
+        IF logins_rel IS NOT NULL THEN
+            EXECUTE format('DELETE FROM %s WHERE user_id = $1', logins_rel) USING user_id;
+        END IF;
+        IF rejected_rel IS NOT NULL THEN
+            EXECUTE format('DELETE FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rejected_rel);
+        END IF;
         INSERT INTO pii.erased_subjects (subject_token, hmac_key_version, ciphertext, encryption_key_version)
         VALUES (
             subject,
