@@ -19,7 +19,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import Result, execute, make_tmp_dir, query, run_ingest, wait_until
+from conftest import Result, dbt_dirs, execute, query, run_ingest, wait_until
 from ingest import config, sample
 from ingest.settings import CommonSettings
 
@@ -53,14 +53,7 @@ def job_env(env_for):
     that database, with dbt's target/ and logs/ in a directory of this test's own."""
 
     def make(dsn: str, **extra: str) -> dict[str, str]:
-        dbt_dir = make_tmp_dir("loginvault-test-dbt-faults-")
-        return env_for(
-            dsn,
-            DBT_TARGET_PATH=str(dbt_dir / "target"),
-            DBT_LOG_PATH=str(dbt_dir / "logs"),
-            DBT_USE_COLORS="false",
-            **extra,
-        )
+        return env_for(dsn, **dbt_dirs("faults")[1], **extra)
 
     return make
 

@@ -17,7 +17,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import REPO_ROOT, Job, clone_job, drop_test_database, execute, new_job, query, role_dsn
+from conftest import (
+    REPO_ROOT,
+    Job,
+    database_name,
+    drop_test_database,
+    execute,
+    ip_token,
+    new_job,
+    query,
+    role_dsn,
+    seeded,
+)
 from ingest import config, transform
 from ingest.keys import key_options
 from ingest.local.pg_cluster import ADMIN_USER
@@ -60,11 +71,9 @@ def assert_refused(job: Job, role: str, *statements: str) -> None:
                 conn.execute(statement)
 
 
-def seeded(job: Job, count: int = 20) -> Job:
-    job.run("seed", "--count", str(count))
-    job.run("run", "--wait-time", "1")
-    job.transform()
-    return job
+# `origin` (conftest): 20 messages ingested and transformed, then 5 more ingested, not transformed;
+# `fresh`: a copy of it of the test's own, to tamper with.
+ORIGIN_MESSAGES, ORIGIN_PENDING = 20, 5
 
 
 @pytest.fixture(scope="module")
@@ -72,25 +81,7 @@ def built(pg_cluster, template_db, moto_server):
     """A database with 20 messages ingested and transformed (tests here must leave it as it is)."""
     job = seeded(new_job(pg_cluster, template_db, moto_server, "sec"))
     yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
-
-
-@pytest.fixture(scope="module")
-def origin(pg_cluster, template_db, moto_server):
-    """20 messages ingested and transformed, then 5 more ingested but not yet transformed."""
-    job = seeded(new_job(pg_cluster, template_db, moto_server, "origin"))
-    job.run("seed", "--count", "5")
-    job.run("run", "--wait-time", "1")
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
-
-
-@pytest.fixture
-def fresh(pg_cluster, origin):
-    """A copy of `origin` of this test's own, to tamper with."""
-    job = clone_job(pg_cluster, origin, "tamper")
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
 
 
 def snapshot(dsn: str) -> tuple:
@@ -282,15 +273,6 @@ def test_transformer_cannot_read_or_forge_the_audit(built):
     )
 
 
-def _token(job: Job) -> tuple[str, str]:
-    ((token, ip),) = query(
-        job.dsn,
-        "SELECT u.masked_ip, r.body::jsonb ->> 'ip' FROM user_logins u JOIN raw.login_events r USING (message_id)"
-        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
-    )
-    return token, ip
-
-
 def _audit(job: Job) -> list[tuple]:
     return query(job.dsn, "SELECT login_user, direction, outcome, found, reason FROM pii.recovery_audit ORDER BY id")
 
@@ -307,7 +289,7 @@ def _audit(job: Job) -> list[tuple]:
 def test_recovery_refuses_what_the_transformer_planted(fresh, plant):
     """The transformer owns the vault and the mart: code it attaches would run as the recovery
     functions' owner (which may write the audit). The functions refuse before reading."""
-    token, _ = _token(fresh)
+    token, _ = ip_token(fresh)
     execute(fresh.dsn, STOLEN)
     with login(fresh, config.TRANSFORMER_ROLE) as conn:  # dbt's own login
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
@@ -322,7 +304,7 @@ def test_recovery_refuses_what_the_transformer_planted(fresh, plant):
 
 
 def test_recovery_is_audited_with_the_real_login_and_time(built):
-    token, ip = _token(built)
+    token, ip = ip_token(built)
     out = built.run("recover", "--token", token, "--reason", "INC-1")
     assert out.stdout == f"ip\t{ip}\n"
     ((who, role, addr, recent),) = query(
@@ -334,7 +316,7 @@ def test_recovery_is_audited_with_the_real_login_and_time(built):
 
 
 def test_no_audit_row_no_answer(fresh):
-    token, ip = _token(fresh)
+    token, ip = ip_token(fresh)
     execute(fresh.dsn, f"REVOKE INSERT ON pii.recovery_audit FROM {config.RECOVERY_ROLE}")
     for args in (("--token", token), ("--ip", ip)):
         refused = fresh.run("recover", *args, "--reason", "INC-2", ok=False)
@@ -344,7 +326,7 @@ def test_no_audit_row_no_answer(fresh):
 
 
 def test_wrong_key_recovery_is_audited_as_failed(fresh):
-    token, ip = _token(fresh)
+    token, ip = ip_token(fresh)
     # A key the registry does not know is refused before any decrypt (the key registry), audited.
     env = {**fresh.env, config.ENCRYPTION_KEY_ENV: "f" * 64}
     refused = fresh.run("recover", "--token", token, "--reason", "INC-3", ok=False, env=env)
@@ -364,7 +346,7 @@ def test_wrong_key_recovery_is_audited_as_failed(fresh):
 
 
 def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
-    token, ip = _token(fresh)
+    token, ip = ip_token(fresh)
     execute(fresh.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 3)")
     fresh.run("recover", "--token", token, "--reason", "B-1")
     fresh.run("recover", "--ip", ip, "--reason", "B-2")
@@ -418,13 +400,13 @@ def test_auditor_reads_the_audit_and_nothing_else(built):
 
 def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
     keys = [fresh.env[name] for name in config.KEY_ENVS]
-    database = fresh.dsn.rsplit("/", 1)[1]
+    database = database_name(fresh.dsn)
     execute(fresh.dsn, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     log_start = pg_cluster.log.stat().st_size
     fresh.run("seed", "--count", "5")
     fresh.run("run", "--wait-time", "1")
     fresh.transform()
-    token, ip = _token(fresh)
+    token, ip = ip_token(fresh)
     fresh.run("recover", "--token", token, "--reason", "LOG-1")
     fresh.run("recover", "--ip", ip, "--reason", "LOG-2")
 
