@@ -99,7 +99,7 @@ def _service_build(service: transform.Transformer, args) -> float:
 def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]:
     load_raw(dsn, n, seed=17)
     with timed() as full:  # the service's first cycle: imports, parse, full build with unit tests
-        service = transform.Transformer()
+        service = transform.Transformer("incremental")  # as the service runs it
         service.warm(BUILD)
         _service_build(service, BUILD)
     full_s = full()

@@ -203,8 +203,7 @@ def _check_mart(conn, mart: str) -> str:
         if orphans:
             raise LoginvaultError(
                 f"{orphans} {column} tokens of {mart}.user_logins have no vault entry: the mart and the vault"
-                " disagree; nothing was changed (`loginvault transform build --vars '{loginvault_test_scope: all}'`"
-                " shows which)"
+                " disagree; nothing was changed (`loginvault transform build` shows which)"
             )
     return mart
 

@@ -333,6 +333,18 @@ class TransformSettings:
     cycles: int | None = setting(
         None, "with --every: stop after N builds", flag="--cycles", parse=positive, metavar="N"
     )
+    # A one-off build tests every row; the service, building every few minutes, opts into
+    # testing the rows staged since its last build whose every data test passed.
+    test_scope: str | None = setting(
+        None,
+        "which rows the data tests check: all, or incremental (those staged since the last build whose"
+        " every data test passed)",
+        env="TRANSFORM_TEST_SCOPE",
+        flag="--test-scope",
+        parse=choice("all", "incremental"),
+        metavar="SCOPE",
+        default_text="all; with --every, incremental",
+    )
     # The variable applies to the service only, so that one-off builds ignore a shared setting.
     metrics_port: int | None = metrics_port_setting("TRANSFORM_METRICS_PORT", "with --every: ")
     metrics_host: str = metrics_host_setting("TRANSFORM_METRICS_HOST")

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # dbt flags that change what parsing produces: a service's parse must use the same as its builds.
 _PARSE_FLAGS = ("--vars", "--target", "-t", "--profile", "--profiles-dir", "--project-dir", "--target-path")
 DEFAULT_ARGS = ("build",)
+# Read by the dbt project's loginvault_test_scope macro: all (the default) or incremental.
+TEST_SCOPE_ENV = "LOGINVAULT_TEST_SCOPE"
 
 
 def dbt_env() -> dict[str, str]:
@@ -41,9 +43,11 @@ def dbt_env() -> dict[str, str]:
     }
 
 
-def dbt_environment() -> None:
-    """dbt reads its connection, keys and project from the environment (profiles.yml)."""
+def dbt_environment(test_scope: str = "all") -> None:
+    """dbt reads its connection, keys and project from the environment (profiles.yml), and the
+    data tests' scope (macros/test_scope.sql) from LOGINVAULT_TEST_SCOPE."""
     os.environ.update(dbt_env())
+    os.environ[TEST_SCOPE_ENV] = test_scope
     os.environ.setdefault("DBT_PROJECT_DIR", str(config.DBT_PROJECT_DIR))
     if not sys.stdout.isatty():
         # A log file or a pipe gets plain text; the user's own DBT_USE_COLORS still wins.
@@ -92,8 +96,8 @@ class UsageError(LoginvaultError):
 class Transformer:
     """Runs dbt commands in this process. `warm()` parses once; later commands reuse it."""
 
-    def __init__(self) -> None:
-        dbt_environment()
+    def __init__(self, test_scope: str = "all") -> None:
+        dbt_environment(test_scope)
         try:
             from dbt.cli.main import dbtRunner
         except ImportError:
@@ -182,12 +186,12 @@ def guarded(args: Sequence[str]) -> Iterator[None]:
         yield
 
 
-def run_once(args: Sequence[str]) -> int:
+def run_once(args: Sequence[str], test_scope: str = "all") -> int:
     """One dbt command; a failed one is a LoginvaultError naming what failed first."""
     args = list(args or DEFAULT_ARGS)
     preflight(args)
     with guarded(args):
-        transformer = Transformer()
+        transformer = Transformer(test_scope)
         if transformer.invoke(args) != 0:
             raise LoginvaultError(f"dbt {args[0]} failed: {transformer.failure or 'see its output above'}")
     return 0
@@ -199,14 +203,16 @@ def run_every(
     stop: threading.Event,
     cycles: int | None = None,
     observer: Callable[[Build], None] | None = None,
+    test_scope: str = "incremental",
 ) -> int:
     """Build every `seconds` (measured start to start; a build that overruns is followed at
     once) until `stop` is set, or `cycles` builds. A failed build is logged and retried next
     cycle: the service keeps going. `observer` hears of each build. Returns 0, or 1 when the
-    last build failed."""
+    last build failed. The data tests check the rows of `test_scope` (incremental: those staged
+    since the last build whose every data test passed)."""
     args = list(args or DEFAULT_ARGS)
     preflight(args)
-    transformer = Transformer()
+    transformer = Transformer(test_scope)
     transformer.warm(args)
     code, done = 0, 0
     while not stop.is_set():
