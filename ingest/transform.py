@@ -176,14 +176,32 @@ def _refuse_partial_rebuild(conn, args: Sequence[str]) -> None:
 @contextlib.contextmanager
 def guarded(args: Sequence[str]) -> Iterator[None]:
     """A writing command holds the transform lock while dbt runs: no key rotation (and no
-    second transform) meanwhile; one that cannot have it refuses with one sentence."""
+    second transform) meanwhile; one that cannot have it refuses with one sentence. Under the
+    lock (no rotation's tables half-swapped), before dbt starts, the database's privileges must
+    be those of ingest/sql/acl.toml (`loginvault check`)."""
     from ingest import keys
 
     if args and args[0] in WRITING:
         with keys.exclusive("transform"):
+            check_privileges()
             yield
     else:
         yield
+
+
+def check_privileges() -> None:
+    """LoginvaultError naming the first difference from ingest/sql/acl.toml, if any."""
+    import psycopg
+
+    from ingest import acl, settings
+    from ingest.settings import CommonSettings
+
+    mart_schema = settings.load(CommonSettings, require=False).mart_schema
+    with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
+        try:
+            acl.refuse(acl.check(conn, mart_schema))
+        except psycopg.Error as exc:
+            raise LoginvaultError(db.first_line(exc)) from None
 
 
 def run_once(args: Sequence[str], test_scope: str = "all") -> int:
