@@ -179,11 +179,15 @@ def test_rotation_keeps_joins_and_old_tokens_resolve_until_retired(fresh):
 
 def test_rotation_needs_no_raw_row(fresh):
     events = values_by_message(fresh)
+    before = dict(query(fresh.dsn, "SELECT message_id, masked_ip FROM user_logins"))
     execute(fresh.dsn, "DELETE FROM raw.login_events; UPDATE staging.stg_sqs__login_events SET payload = NULL")
     rotate(fresh, "hmac")
-    for message_id, masked_ip in query(fresh.dsn, "SELECT message_id, masked_ip FROM user_logins"):
+    after = dict(query(fresh.dsn, "SELECT message_id, masked_ip FROM user_logins"))
+    assert after.keys() == before.keys() and sum(token is not None for token in after.values()) >= 20
+    for message_id, masked_ip in after.items():
         ip = events[message_id].get("ip")
         assert masked_ip == (masking.token(ip, "ip", fresh.env[HMAC_ENV]) if ip else None)
+        assert ip is None or masked_ip != before[message_id]  # re-tokenized, under the new key
 
 
 def test_an_ip_and_a_device_id_of_one_string_get_two_tokens_after_the_migration(fresh):
@@ -228,9 +232,10 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
     service = spawn("transform", "--every", "2", "build", env=fresh.env)
     wait_until(lambda: "ok in" in service.stderr, 120, "a first service build")
     mixed: list[str] = []
+    queries = [0]  # the analyst's completed queries
     stop = threading.Event()
 
-    def analyst() -> None:
+    def analyst() -> None:  # an exception here ends the loop and fails the test (pyproject's filterwarnings)
         with psycopg.connect(role_dsn(fresh.dsn, config.ANALYST_ROLE), autocommit=True) as conn:
             while not stop.is_set():
                 tokens = defaultdict(set)
@@ -238,12 +243,16 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
                     if ips.get(message_id) and token:
                         tokens[ips[message_id]].add(token)
                 mixed.extend(ip for ip, seen in tokens.items() if len(seen) > 1)
+                queries[0] += 1
 
     loop = threading.Thread(target=analyst)
     loop.start()
     try:
         fresh.run("seed", "--count", "20", "--random-seed", "7")
+        wait_until(lambda: queries[0] > 0, 30, "the analyst's first query")
+        before_rotation = queries[0]
         rotate(fresh, "hmac")
+        assert loop.is_alive() and queries[0] > before_rotation  # it queried through the rotation
         fresh.run("seed", "--count", "20", "--random-seed", "8")
         wait_until(lambda: "is not the active hmac key" in service.stderr, 120, "the service to refuse the stale key")
     finally:
@@ -251,6 +260,7 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
         loop.join(30)
         service.signal(2)
         ingest.signal(2)
+    assert not loop.is_alive()
     assert service.finish().returncode in (0, 1) and ingest.finish().returncode == 0
     fresh.run("run", "--wait-time", "1")
     fresh.transform()

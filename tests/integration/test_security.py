@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from conftest import (
     REPO_ROOT,
@@ -228,9 +229,19 @@ def test_plain_dbt_build_refuses_planted_code_too(fresh):
 def test_no_login_can_become_a_superuser_or_another_role(built, role):
     superusers = [r[0] for r in query(built.dsn, "SELECT rolname FROM pg_roles WHERE rolsuper")]
     assert ADMIN_USER in superusers
-    others = [r for r in (*config.WORKLOADS, config.RAW_OWNER_ROLE, config.RECOVERY_ROLE) if r != role]
+    owners = (config.RAW_OWNER_ROLE, config.RECOVERY_ROLE, "loginvault_eraser")
+    others = [r for r in (*config.WORKLOADS, *owners) if r != role]
+    logins = {r: conninfo_to_dict(role_dsn(built.dsn, r))["user"] for r in config.WORKLOADS}
+    others += [name for r, name in logins.items() if r != role]  # the other workloads' logins
     with login(built, role) as conn:
         assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = session_user").fetchone() == (False,)
+        # The catalog, not only SET ROLE: the login's memberships, followed through every level.
+        memberships = conn.execute(
+            "WITH RECURSIVE m (roleid, admin_option) AS (SELECT roleid, admin_option FROM pg_auth_members"
+            " WHERE member = session_user::regrole UNION SELECT a.roleid, a.admin_option FROM pg_auth_members a"
+            " JOIN m ON a.member = m.roleid) SELECT roleid::regrole::text, admin_option FROM m"
+        ).fetchall()
+        assert memberships == [(role, False)]
         for target in [*superusers, *others]:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(f'SET ROLE "{target}"')
@@ -424,6 +435,7 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
     # While a session holds the keys, no other workload's session can see them.
     holding = threading.Event()
     release = threading.Event()
+    holder_pid: list[int] = []
 
     def hold_keys() -> None:
         with psycopg.connect(
@@ -434,6 +446,7 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
             assert conn.execute("SELECT current_setting('loginvault.hmac_key')").fetchone() == (keys[0],)
             conn.execute("BEGIN")
             conn.execute("SELECT current_setting('loginvault.encryption_key')")
+            holder_pid.append(conn.info.backend_pid)
             holding.set()
             release.wait(30)
 
@@ -450,7 +463,11 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
                     " (SELECT string_agg(s::text, ',') FROM pg_db_role_setting AS s),"
                     " (SELECT string_agg(r::text, ',') FROM pg_roles AS r))"
                 ).fetchone()[0]
-                assert "loginvault-dbt" in seen or config.WORKLOADS[config.TRANSFORMER_ROLE].local_login in seen
+                # Not vacuous: the session holding the keys was live, and this login saw it.
+                (visible,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND state = 'idle in transaction'", holder_pid
+                ).fetchone()
+                assert visible == 1, f"{role} does not see the session holding the keys"
                 for key in keys:
                     assert key not in seen, f"{role} sees a key"
     finally:
