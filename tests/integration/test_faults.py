@@ -212,16 +212,19 @@ def test_kill9_loses_nothing_and_the_mart_stays_exactly_once(fault, pg_dsn, sqs_
 # ---------------------------------------------------------------- database outage
 
 
-def test_database_down_within_the_retry_budget_loses_nothing(own_cluster, sqs_queue, job_env, spawn):
-    """PostgreSQL stops mid-run (between receive and load) for ~3 s: the load is retried and the run completes."""
+def test_database_down_within_the_retry_budget_loses_nothing(own_cluster, sqs_queue, job_env, spawn, tmp_path):
+    """PostgreSQL stops mid-run (between receive and load), and starts again once a load has
+    failed: the load is retried and the run completes."""
     count = 20
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     dsn = own_cluster.dsn()
     env = job_env(dsn)
-    proc = spawn(*RUN, "--visibility-timeout", "5", "--retry-budget", "30", env=faulty(env, "in_load=2"))
+    release = tmp_path / "release"
+    proc = spawn(*RUN, "--visibility-timeout", "5", "--retry-budget", "30", env=faulty(env, f"in_load=until:{release}"))
     proc.wait_for("fault: paused at in_load")
-    own_cluster.stop()
-    time.sleep(3)
+    own_cluster.stop()  # stopped (pg_ctl -w) before the load goes on
+    release.touch()
+    proc.wait_for("retrying")
     own_cluster.start()
     result = proc.finish()
     counts = assert_ok(result)
@@ -232,16 +235,18 @@ def test_database_down_within_the_retry_budget_loses_nothing(own_cluster, sqs_qu
     assert sqs_queue.depth() == (0, 0)
 
 
-def test_database_down_beyond_the_retry_budget_deletes_nothing(own_cluster, sqs_queue, job_env, spawn):
+def test_database_down_beyond_the_retry_budget_deletes_nothing(own_cluster, sqs_queue, job_env, spawn, tmp_path):
     """PostgreSQL stays down past --retry-budget: exit 1 with one `error:` line, every message
     still in the queue; once it is back, a run lands them all."""
     count = 20
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     dsn = own_cluster.dsn()
     env = job_env(dsn)
-    proc = spawn(*RUN, "--visibility-timeout", "3", "--retry-budget", "3", env=faulty(env, "in_load=1"))
+    release = tmp_path / "release"
+    proc = spawn(*RUN, "--visibility-timeout", "3", "--retry-budget", "3", env=faulty(env, f"in_load=until:{release}"))
     proc.wait_for("fault: paused at in_load")
-    own_cluster.stop()
+    own_cluster.stop()  # stopped (pg_ctl -w) before the load goes on
+    release.touch()
     result = proc.finish(timeout=60)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -389,7 +394,7 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     ("signum", "loaders"), [(signal.SIGTERM, 1), (signal.SIGINT, 2)], ids=["SIGTERM-1-loader", "SIGINT-2-loaders"]
 )
 def test_signal_in_follow_lands_the_batches_in_hand_and_releases_the_rest(
-    signum, loaders, pg_dsn, sqs_queue, job_env, spawn
+    signum, loaders, pg_dsn, sqs_queue, job_env, spawn, tmp_path
 ):
     """SIGTERM/SIGINT while a load is under way: that load (one per loader at most) lands and is
     deleted, everything else received is made visible again at once, exit 0 well within 30 s."""
@@ -397,11 +402,15 @@ def test_signal_in_follow_lands_the_batches_in_hand_and_releases_the_rest(
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     env = job_env(pg_dsn)
     args = ("run", "--follow", "--wait-time", "1", "--batch-size", str(batch), "--loaders", str(loaders))
-    proc = spawn(*args, "--visibility-timeout", "60", env=faulty(env, "in_load=3"))
+    release = tmp_path / "release"  # the load in hand goes on once the signal was received
+    proc = spawn(*args, "--visibility-timeout", "60", env=faulty(env, f"in_load=until:{release}"))
     proc.wait_for("fault: paused at in_load")
     signalled = time.monotonic()
     proc.signal(signum)
-    result = proc.finish(timeout=30)
+    proc.wait_for(f"received {signal.Signals(signum).name}")
+    release.touch()
+    result = proc.finish(timeout=120)
+    # Within half the 60 s visibility timeout: it released the messages, it did not wait for them.
     assert time.monotonic() - signalled < 30
     counts = assert_ok(result)
     # Right after the exit nothing is in flight: with a 60 s visibility timeout, only a release
@@ -424,29 +433,38 @@ def test_signal_in_follow_lands_the_batches_in_hand_and_releases_the_rest(
     assert sqs_queue.depth() == (0, 0)
 
 
+LONG_POLL = 20  # seconds: SQS's longest receive wait
+
+
 def long_polling_run_in_a_load(spawn, sqs_queue, env: dict[str, str], *args: str):
     """A `run --follow --wait-time 20` (batches of 10, one loader) paused in a load, once it has
     received every message: its receiver is in a 20 s long poll of an empty queue."""
-    proc = spawn("run", "--follow", "--wait-time", "20", "--batch-size", "10", "--loaders", "1", *args, env=env)
+    wait = ("--wait-time", str(LONG_POLL))
+    proc = spawn("run", "--follow", *wait, "--batch-size", "10", "--loaders", "1", *args, env=env)
     proc.wait_for("fault: paused at in_load")
     wait_until(lambda: sqs_queue.depth()[0] == 0, 10, "the receiver to take every message")
     return proc
 
 
-def test_sigint_does_not_wait_out_a_long_poll(pg_dsn, sqs_queue, job_env, spawn):
+def test_sigint_does_not_wait_out_a_long_poll(pg_dsn, sqs_queue, job_env, spawn, tmp_path):
     """SIGINT while the receiver waits in a 20 s long poll and a load is in hand: the load lands,
-    what else was received is released, exit 0 within ~3 s (not at the end of the poll), and a
+    what else was received is released, exit 0 well within the poll (not at its end), and a
     second run takes the rest: nothing lost."""
     count, batch = 30, 10
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     env = job_env(pg_dsn)
-    proc = long_polling_run_in_a_load(spawn, sqs_queue, faulty(env, "in_load=0.5"), "--visibility-timeout", "30")
+    release = tmp_path / "release"  # the load in hand goes on once the signal was received
+    proc = long_polling_run_in_a_load(
+        spawn, sqs_queue, faulty(env, f"in_load=until:{release}"), "--visibility-timeout", "30"
+    )
     signalled = time.monotonic()
     proc.signal(signal.SIGINT)
-    result = proc.finish(timeout=30)
+    proc.wait_for("received SIGINT")
+    release.touch()
+    result = proc.finish(timeout=60)
     stopped_in = time.monotonic() - signalled
     counts = assert_ok(result)
-    assert stopped_in < 3, f"the stop took {stopped_in:.1f} s:\n{result.stderr}"
+    assert stopped_in < LONG_POLL / 2, f"the stop took {stopped_in:.1f} s:\n{result.stderr}"
     loads = result.stderr.count("fault: paused at in_load")
     assert counts["landed"] == counts["deleted"] == batch * loads == raw_count(pg_dsn)
     assert counts["received"] > counts["landed"], "nothing was held beyond the batch in hand: no release tested"
@@ -474,8 +492,8 @@ def test_a_second_sigint_exits_at_once_and_says_what_it_leaves(pg_dsn, sqs_queue
     assert proc.popen.poll() is None, "the first SIGINT must wait for the load in hand"
     signalled = time.monotonic()
     proc.signal(signal.SIGINT)
-    result = proc.finish(timeout=30)
-    assert time.monotonic() - signalled < 2
+    result = proc.finish(timeout=60)
+    assert time.monotonic() - signalled < LONG_POLL / 2  # at once: neither the load nor the poll waited out
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     left = [line for line in result.stderr.splitlines() if "left for redelivery" in line]
@@ -495,19 +513,23 @@ def test_a_second_sigint_exits_at_once_and_says_what_it_leaves(pg_dsn, sqs_queue
 
 
 def test_slow_load_is_kept_invisible_not_redelivered(pg_dsn, sqs_queue, job_env, spawn):
-    """A load that takes 5 s with a 2 s visibility timeout: the keeper extends the held messages,
+    """A load that takes 10 s with a 2 s visibility timeout: the keeper extends the held messages,
     so neither this run's own receivers (two, following) nor anyone else receives them again."""
     count = 10
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     env = job_env(pg_dsn)
     args = ("run", "--follow", "--receivers", "2", "--wait-time", "1", "--batch-size", "10", *SHORT_VISIBILITY)
-    proc = spawn(*args, env=faulty(env, "in_load=5"))
+    proc = spawn(*args, env=faulty(env, "in_load=10"))
     proc.wait_for("fault: paused at in_load")
     paused = time.monotonic()
     samples = []
-    while time.monotonic() - paused < 4.5:  # well past 2 s: without extension they would be visible
+    # Two visibility timeouts and a half, all within the 10 s load (sampling ends by 5 s after the
+    # pause began, ~5 s before it ends even if a sample is slow): without extension they would
+    # be visible again.
+    while time.monotonic() - paused < 5:
         samples.append(sqs_queue.depth())
         time.sleep(0.25)
+    assert raw_count(pg_dsn) == 0, "the load ended during the sampling: it proves nothing"
     assert set(samples) == {(0, count)}, samples
     wait_until(lambda: raw_count(pg_dsn) == count and sqs_queue.depth() == (0, 0), 30, "the slow load to finish")
     proc.signal(signal.SIGTERM)
