@@ -13,16 +13,13 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from conftest import Job, query, role_dsn
+
+# `origin` (conftest): 20 messages ingested and built; `fresh`: a copy of it to tamper with.
 from ingest import acl, config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ANALYST_LOGIN = "loginvault_analyst_1"
-
-
-@pytest.fixture(scope="module")
-def built(origin: Job) -> Job:  # conftest's origin: 20 messages ingested and built
-    return origin
 
 
 def drift(job: Job, *plant: str) -> list[str]:
@@ -35,8 +32,8 @@ def drift(job: Job, *plant: str) -> list[str]:
     return found
 
 
-def test_a_bootstrapped_and_a_built_database_are_as_declared(job, built):
-    for database in (job, built):
+def test_a_bootstrapped_and_a_built_database_are_as_declared(job, origin):
+    for database in (job, origin):
         out = database.run("check")
         assert out.stdout == "check: every privilege, owner and membership is as ingest/sql/acl.toml declares\n"
 
@@ -114,7 +111,7 @@ def test_the_transformer_granting_staging_to_the_analyst_is_caught_and_stops_the
         ),
     ],
 )
-def test_each_kind_of_drift_is_named(built, plant, named):
-    assert drift(built) == []
-    database = conninfo_to_dict(built.dsn)["dbname"]
-    assert drift(built, plant.format(db=database)) == [named]
+def test_each_kind_of_drift_is_named(origin, plant, named):
+    assert drift(origin) == []
+    database = conninfo_to_dict(origin.dsn)["dbname"]
+    assert drift(origin, plant.format(db=database)) == [named]

@@ -111,7 +111,8 @@ def test_raw_partition_converts_an_unpartitioned_table_keeping_everything(job):
         " CREATE INDEX login_events_message_id_idx ON raw.login_events (message_id);"
         " CREATE INDEX login_events_dlt_load_id_idx ON raw.login_events (_dlt_load_id);"
         " ALTER TABLE raw.login_events OWNER TO loginvault_owner;"
-        " GRANT INSERT ON raw.login_events TO loginvault_loader; GRANT SELECT ON raw.login_events TO loginvault_transformer;",
+        " GRANT INSERT ON raw.login_events TO loginvault_loader; GRANT SELECT ON raw.login_events TO loginvault_transformer;"
+        " GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;",
     )
     before = query(job.dsn, "SELECT message_id, body FROM raw.login_events ORDER BY message_id")
     with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as loader:  # a loader holding the table
