@@ -483,9 +483,7 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
                     " (SELECT string_agg(r::text, ',') FROM pg_roles AS r))"
                 ).fetchone()[0]
                 # Not vacuous: the session holding the keys was live, and this login saw it.
-                (visible,) = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", holder_pid
-                ).fetchone()
+                (visible,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", holder_pid).fetchone()
                 assert visible == 1, f"{role} does not see the session holding the keys"
                 for key in keys:
                     assert key not in seen, f"{role} sees a key"
