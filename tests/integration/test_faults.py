@@ -498,7 +498,11 @@ def test_a_second_sigint_exits_at_once_and_says_what_it_leaves(pg_dsn, sqs_queue
     assert "Traceback" not in result.stderr
     left = [line for line in result.stderr.splitlines() if "left for redelivery" in line]
     assert len(left) == 1, result.stderr
-    assert f"exiting at once, {count} messages left for redelivery" in left[0]
+    # The batch in the load never ends, so it is left; the other batch too, unless the long poll
+    # that received it answered after the first SIGINT: then it was released as it arrived (moto
+    # counts messages in flight once it answers, before the process has them).
+    held = re.search(r"exiting at once, (\d+) messages left for redelivery", left[0])
+    assert held and 10 <= int(held.group(1)) <= count, left[0]
     assert raw_count(pg_dsn) == 0
 
     # Past their visibility timeout (no longer extended), a run lands them all.
