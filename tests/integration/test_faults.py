@@ -517,20 +517,22 @@ def test_a_second_sigint_exits_at_once_and_says_what_it_leaves(pg_dsn, sqs_queue
 
 
 def test_slow_load_is_kept_invisible_not_redelivered(pg_dsn, sqs_queue, job_env, spawn):
-    """A load that takes 10 s with a 2 s visibility timeout: the keeper extends the held messages,
-    so neither this run's own receivers (two, following) nor anyone else receives them again."""
+    """A load that takes 20 s with a 6 s visibility timeout: the keeper extends the held messages
+    (when half their timeout is left: 3 s of margin for a machine under load), so neither this
+    run's own receivers (two, following) nor anyone else receives them again."""
     count = 10
     bodies = seed(sqs_queue, list(sample.synthetic_events(count)))
     env = job_env(pg_dsn)
-    args = ("run", "--follow", "--receivers", "2", "--wait-time", "1", "--batch-size", "10", *SHORT_VISIBILITY)
-    proc = spawn(*args, env=faulty(env, "in_load=10"))
+    visibility = 6
+    args = ("run", "--follow", "--receivers", "2", "--wait-time", "1", "--batch-size", "10")
+    proc = spawn(*args, "--visibility-timeout", str(visibility), env=faulty(env, "in_load=20"))
     proc.wait_for("fault: paused at in_load")
     paused = time.monotonic()
     samples = []
-    # Two visibility timeouts and a half, all within the 10 s load (sampling ends by 5 s after the
-    # pause began, ~5 s before it ends even if a sample is slow): without extension they would
+    # Two visibility timeouts and a bit, all within the 20 s load (sampling ends 13 s after the
+    # pause began, ~7 s before it ends even if a sample is slow): without extension they would
     # be visible again.
-    while time.monotonic() - paused < 5:
+    while time.monotonic() - paused < 2 * visibility + 1:
         samples.append(sqs_queue.depth())
         time.sleep(0.25)
     assert raw_count(pg_dsn) == 0, "the load ended during the sampling: it proves nothing"
