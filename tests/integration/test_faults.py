@@ -505,10 +505,17 @@ def test_a_second_sigint_exits_at_once_and_says_what_it_leaves(pg_dsn, sqs_queue
     assert held and 10 <= int(held.group(1)) <= count, left[0]
     assert raw_count(pg_dsn) == 0
 
-    # Past their visibility timeout (no longer extended), a run lands them all.
+    # Past their visibility timeout (no longer extended), later runs land them all (a run ends at
+    # its first empty poll, which a moto slowed by a busy machine may answer before the last batch).
     assert sqs_queue.wait_until_visible(count, timeout=30) == (count, 0)
-    counts = assert_ok(run_ingest(*RUN, env=env))
-    assert counts["landed"] == counts["deleted"] == count
+    landed = 0
+    for _ in range(3):
+        counts = assert_ok(run_ingest(*RUN, env=env))
+        assert counts["landed"] == counts["deleted"]
+        landed += counts["landed"]
+        if landed == count:
+            break
+    assert landed == count
     assert_in_raw_at_least_once(pg_dsn, bodies)
     assert sqs_queue.depth() == (0, 0)
 
