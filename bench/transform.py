@@ -47,10 +47,11 @@ BUILD = ("build", "--warn-error", "--quiet")
 
 
 def cli_build() -> float:
-    """A one-shot `loginvault transform build` (as `python -m ingest`) in a new process, this one's environment."""
+    """A one-shot `loginvault transform build` (as `python -m ingest`) in a new process, this one's
+    environment, with the service's incremental test scope (the one-off default tests every row)."""
     with timed() as seconds:
         out = subprocess.run(
-            [sys.executable, "-m", "ingest", "transform", "build", "--warn-error"],
+            [sys.executable, "-m", "ingest", "transform", "--test-scope", "incremental", "build", "--warn-error"],
             capture_output=True,
             text=True,
             cwd=config.REPO_ROOT,
@@ -99,7 +100,7 @@ def _service_build(service: transform.Transformer, args) -> float:
 def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]:
     load_raw(dsn, n, seed=17)
     with timed() as full:  # the service's first cycle: imports, parse, full build with unit tests
-        service = transform.Transformer()
+        service = transform.Transformer("incremental")  # as the service runs it
         service.warm(BUILD)
         _service_build(service, BUILD)
     full_s = full()

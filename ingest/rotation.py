@@ -206,8 +206,7 @@ def _check_mart(conn, mart: str) -> str:
         if orphans:
             raise LoginvaultError(
                 f"{count(orphans, column + ' token')} of {mart}.user_logins have no vault entry: the mart and the vault"
-                " disagree; nothing was changed (`loginvault transform build --vars '{loginvault_test_scope: all}'`"
-                " shows which)"
+                " disagree; nothing was changed (`loginvault transform build` shows which)"
             )
     return mart
 

@@ -334,6 +334,18 @@ class TransformSettings:
     cycles: int | None = setting(
         None, "with --every: stop after N builds", flag="--cycles", parse=positive, metavar="N"
     )
+    # A one-off build tests every row; the service, building every few minutes, opts into
+    # testing the rows staged since its last build whose every data test passed.
+    test_scope: str | None = setting(
+        None,
+        "which rows the data tests check: all, or incremental (those staged since the last build whose"
+        " every data test passed)",
+        env="TRANSFORM_TEST_SCOPE",
+        flag="--test-scope",
+        parse=choice("all", "incremental"),
+        metavar="SCOPE",
+        default_text="all; with --every, incremental",
+    )
     # The variable applies to the service only, so that one-off builds ignore a shared setting.
     metrics_port: int | None = metrics_port_setting("TRANSFORM_METRICS_PORT", "with --every: ")
     metrics_host: str = metrics_host_setting("TRANSFORM_METRICS_HOST")
@@ -361,17 +373,16 @@ class RetentionSettings:
     )
 
 
+_SECONDS = {"flag": "--timeout", "parse": seconds(0.0, inclusive=False), "metavar": "S"}
+
+
 @dataclass(frozen=True)
 class RequestSettings:
     """`loginvault recover` and `loginvault erase`: how long the officer's command waits."""
 
+    # Then the request is cancelled (with four eyes, one waiting for approval is left waiting).
     timeout: float = setting(
-        30.0,
-        "seconds to wait for the recovery service's answer, then cancel (four eyes: waiting for approval, left)",
-        env="LOGINVAULT_RECOVERY_TIMEOUT",
-        flag="--timeout",
-        parse=seconds(0.0, inclusive=False),
-        metavar="S",
+        30.0, "seconds to wait for the recovery service's answer", env="LOGINVAULT_RECOVERY_TIMEOUT", **_SECONDS
     )
 
 
@@ -382,20 +393,12 @@ class RecoveryServiceSettings:
     answer_ttl: int = setting(
         300, "seconds an answer stays readable", env="LOGINVAULT_RECOVERY_ANSWER_TTL_SECONDS", parse=whole(1, 86_400)
     )
-    approvals: int = setting(
-        0,
-        "four eyes: 1 makes every recovery and erasure request wait for another officer's approval",
-        env="LOGINVAULT_RECOVERY_APPROVALS",
-        parse=whole(0, 1),
-    )
+    # 1: every recovery and erasure request waits for another officer's approval.
+    approvals: int = setting(0, "four eyes (0 or 1)", env="LOGINVAULT_RECOVERY_APPROVALS", parse=whole(0, 1))
     poll_seconds: float = setting(
-        1.0,
-        "how often the service looks for requests when no notification wakes it",
-        env="LOGINVAULT_RECOVERY_POLL_SECONDS",
-        flag="--poll-seconds",
-        parse=seconds(0.0, inclusive=False),
-        metavar="S",
-    )
+        1.0, "look for requests this often when no notification wakes the service", env="LOGINVAULT_RECOVERY_POLL_SECONDS",
+        **{**_SECONDS, "flag": "--poll-seconds"},
+    )  # fmt: skip
     metrics_port: int | None = metrics_port_setting("RECOVERY_METRICS_PORT")
     metrics_host: str = metrics_host_setting("RECOVERY_METRICS_HOST")
 
@@ -406,10 +409,7 @@ class BootstrapSettings:
 
     # Unset keeps the current default row of pii.recovery_budget (200 on a new database).
     recovery_daily_budget: int | None = setting(
-        None,
-        "recovery lookups per login per UTC day",
-        env="LOGINVAULT_RECOVERY_DAILY_BUDGET",
-        parse=whole(0),
+        None, "recovery lookups per login per UTC day", env="LOGINVAULT_RECOVERY_DAILY_BUDGET", parse=whole(0)
     )
 
 
@@ -418,11 +418,9 @@ class LocalStackSettings:
     """Where and on which ports the local stack runs (`loginvault stack`, `make stack-up`)."""
 
     local_dir: Path = setting(
-        config.REPO_ROOT / ".local",
-        "the local stack's directory (cluster, moto's log, keys.env)",
-        env="LOGINVAULT_LOCAL_DIR",
+        config.REPO_ROOT / ".local", "the local stack's directory (cluster, logs, keys.env)", env="LOGINVAULT_LOCAL_DIR",
         parse=path,
-    )
+    )  # fmt: skip
     pg_port: int = setting(54320, "the local PostgreSQL's port", env="LOGINVAULT_PG_PORT", parse=port)
     sqs_port: int = setting(4566, "the local moto server's port", env="LOGINVAULT_SQS_PORT", parse=port)
 

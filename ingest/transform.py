@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # dbt flags that change what parsing produces: a service's parse must use the same as its builds.
 _PARSE_FLAGS = ("--vars", "--target", "-t", "--profile", "--profiles-dir", "--project-dir", "--target-path")
 DEFAULT_ARGS = ("build",)
+# Read by the dbt project's loginvault_test_scope macro: all (the default) or incremental.
+TEST_SCOPE_ENV = "LOGINVAULT_TEST_SCOPE"
 
 
 def dbt_env() -> dict[str, str]:
@@ -46,9 +48,11 @@ def dbt_env() -> dict[str, str]:
     return env
 
 
-def dbt_environment() -> None:
-    """dbt reads its connection, keys and project from the environment (profiles.yml)."""
+def dbt_environment(test_scope: str = "all") -> None:
+    """dbt reads its connection, keys and project from the environment (profiles.yml), and the
+    data tests' scope (macros/test_scope.sql) from LOGINVAULT_TEST_SCOPE."""
     os.environ.update(dbt_env())
+    os.environ[TEST_SCOPE_ENV] = test_scope
     os.environ.setdefault("DBT_PROJECT_DIR", str(config.DBT_PROJECT_DIR))
     if not sys.stdout.isatty():
         # A log file or a pipe gets plain text; the user's own DBT_USE_COLORS still wins.
@@ -99,8 +103,8 @@ class UsageError(LoginvaultError):
 class Transformer:
     """Runs dbt commands in this process. `warm()` parses once; later commands reuse it."""
 
-    def __init__(self) -> None:
-        dbt_environment()
+    def __init__(self, test_scope: str = "all") -> None:
+        dbt_environment(test_scope)
         try:
             from dbt.cli.main import dbtRunner
         except ImportError:
@@ -179,22 +183,40 @@ def _refuse_partial_rebuild(conn, args: Sequence[str]) -> None:
 @contextlib.contextmanager
 def guarded(args: Sequence[str]) -> Iterator[None]:
     """A writing command holds the transform lock while dbt runs: no key rotation (and no
-    second transform) meanwhile; one that cannot have it refuses with one sentence."""
+    second transform) meanwhile; one that cannot have it refuses with one sentence. Under the
+    lock (no rotation's tables half-swapped), before dbt starts, the database's privileges must
+    be those of ingest/sql/acl.toml (`loginvault check`)."""
     from ingest import keys
 
     if args and args[0] in WRITING:
         with keys.exclusive("transform"):
+            check_privileges()
             yield
     else:
         yield
 
 
-def run_once(args: Sequence[str]) -> int:
+def check_privileges() -> None:
+    """LoginvaultError naming the first difference from ingest/sql/acl.toml, if any."""
+    import psycopg
+
+    from ingest import acl, settings
+    from ingest.settings import CommonSettings
+
+    mart_schema = settings.load(CommonSettings, require=False).mart_schema
+    with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
+        try:
+            acl.refuse(acl.check(conn, mart_schema))
+        except psycopg.Error as exc:
+            raise LoginvaultError(db.first_line(exc)) from None
+
+
+def run_once(args: Sequence[str], test_scope: str = "all") -> int:
     """One dbt command; a failed one is a LoginvaultError naming what failed first."""
     args = list(args or DEFAULT_ARGS)
     preflight(args)
     with guarded(args):
-        transformer = Transformer()
+        transformer = Transformer(test_scope)
         if transformer.invoke(args) != 0:
             raise LoginvaultError(f"dbt {args[0]} failed: {transformer.failure or 'see its output above'}")
     return 0
@@ -206,14 +228,16 @@ def run_every(
     stop: threading.Event,
     cycles: int | None = None,
     observer: Callable[[Build], None] | None = None,
+    test_scope: str = "incremental",
 ) -> int:
     """Build every `seconds` (measured start to start; a build that overruns is followed at
     once) until `stop` is set, or `cycles` builds. A failed build is logged and retried next
     cycle: the service keeps going. `observer` hears of each build. Returns 0, or 1 when the
-    last build failed."""
+    last build failed. The data tests check the rows of `test_scope` (incremental: those staged
+    since the last build whose every data test passed)."""
     args = list(args or DEFAULT_ARGS)
     preflight(args)
-    transformer = Transformer()
+    transformer = Transformer(test_scope)
     transformer.warm(args)
     code, done = 0, 0
     while not stop.is_set():

@@ -2,7 +2,7 @@
 settings, call the command, report an error the user can fix in one line.
 
 One module per command group, each command a class (command.py) whose `execute` imports the
-module that does the work: stack.py, bootstrap.py, seed.py, run.py, dlq.py, transform.py,
+module that does the work: stack.py, bootstrap.py, check.py, seed.py, run.py, dlq.py, transform.py,
 recover.py (recover, audit, recovery), summary.py, keys.py, lifecycle.py (retention, raw, erase).
 """
 
@@ -14,6 +14,7 @@ import sys
 from ingest import LoginvaultError, settings
 from ingest.cli import logs
 from ingest.cli.bootstrap import BootstrapCommand
+from ingest.cli.check import CheckCommand
 from ingest.cli.command import Command
 from ingest.cli.dlq import DlqCommand
 from ingest.cli.keys import KeysCommand
@@ -30,6 +31,7 @@ PROG = "loginvault"
 COMMANDS: tuple[Command, ...] = (
     StackCommand(),
     BootstrapCommand(),
+    CheckCommand(),
     SeedCommand(),
     RunCommand(),
     DlqCommand(),

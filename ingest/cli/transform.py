@@ -31,14 +31,15 @@ class TransformCommand(Command):
         if service.every is None:
             if args.metrics_port:
                 raise LoginvaultError("--metrics-port needs --every: a one-off build serves no metrics")
-            return transform.run_once(args.dbt_args)
+            return transform.run_once(args.dbt_args, service.test_scope or "all")
         stop = threading.Event()
         stop_on_signals(stop, "finishing the build in hand")
+        scope = service.test_scope or "incremental"
         if not service.metrics_port:
-            return transform.run_every(service.every, args.dbt_args, stop, cycles=service.cycles)
+            return transform.run_every(service.every, args.dbt_args, stop, cycles=service.cycles, test_scope=scope)
         from ingest.transform_metrics import serving
 
         with serving(service.every, service.metrics_port, service.metrics_host, common.mart_schema) as metrics:
             return transform.run_every(
-                service.every, args.dbt_args, stop, cycles=service.cycles, observer=metrics.observe
+                service.every, args.dbt_args, stop, cycles=service.cycles, observer=metrics.observe, test_scope=scope
             )

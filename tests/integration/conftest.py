@@ -14,8 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from running import IngestProcess, Result, run_ingest, wait_until  # noqa: F401 (the tests import them from here)
 from scraping import metric, scrape  # noqa: F401
 
 # Imported from here by the integration tests, with the fixtures.
@@ -146,9 +145,16 @@ def create_test_database(cluster: PgCluster, template: str) -> str:
     return name
 
 
+def database_name(dsn: str) -> str:
+    """The database a DSN of the test cluster names (its URL's last part)."""
+    return dsn.rsplit("/", 1)[1]
+
+
 def drop_test_database(cluster: PgCluster, name: str) -> None:
+    """Drop a test database, by name or by a DSN naming it (nothing when the cluster is down)."""
     if not cluster.running():
         return
+    name = database_name(name) if "/" in name else name
     with psycopg.connect(cluster.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -193,83 +199,6 @@ def ingest_env(
     return env
 
 
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __iter__(self):  # (returncode, stdout, stderr) = run_ingest(...)
-        return iter((self.returncode, self.stdout, self.stderr))
-
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
-
-
-def run_ingest(*args: str, env: dict[str, str], timeout: float = 120) -> Result:
-    """Run `python -m ingest ARGS` from the repo root, no stdin; fails the test when it hangs."""
-    out = subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return Result(out.returncode, out.stdout, out.stderr)
-
-
-# ---------------------------------------------------------------- ingest processes that keep running
-
-
-class IngestProcess:
-    """A `python -m ingest …` subprocess in its own process group; stdout and stderr go to files."""
-
-    def __init__(self, args: tuple[str, ...], env: dict[str, str], logs: Path) -> None:
-        logs.mkdir(parents=True, exist_ok=True)
-        self.out, self.err = logs / "stdout", logs / "stderr"
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "ingest", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-
-    @property
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        """Until `text` is on stderr; fails when the process ends first or time runs out."""
-        deadline = time.monotonic() + timeout
-        while text not in self.stderr:
-            if self.popen.poll() is not None:
-                pytest.fail(f"ingest exited ({self.popen.returncode}) before printing {text!r}:\n{self.stderr}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"ingest did not print {text!r} within {timeout} s:\n{self.stderr}")
-            time.sleep(0.05)
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.popen.pid, signum)
-
-    def kill9(self) -> None:
-        """SIGKILL to the whole process group: no handler, no finally, no release of what it holds."""
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def finish(self, timeout: float = 120) -> Result:
-        try:
-            code = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"ingest still running after {timeout} s:\n{self.stderr}")
-        return Result(code, self.out.read_text(errors="replace"), self.stderr)
-
-
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator:
     """spawn(*args, env=…) → a running IngestProcess; whatever is still running at the end is SIGKILLed."""
@@ -290,16 +219,6 @@ def spawn(tmp_path: Path) -> Iterator:
                 except ProcessLookupError:
                     pass
                 proc.popen.wait(timeout=10)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Until `predicate()` is truthy (returned); fails the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 # ---------------------------------------------------------------- queues
@@ -468,17 +387,22 @@ def new_job(pg_cluster, template_db, moto_server, name: str) -> Job:
 def clone_job(pg_cluster: PgCluster, job: Job, name: str) -> Job:
     """A copy of `job`'s database (CREATE DATABASE … TEMPLATE: a second, not a rebuild), with the
     same queue and keys and a dbt target of its own."""
-    dsn = pg_cluster.dsn(create_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1]))
+    dsn = pg_cluster.dsn(create_test_database(pg_cluster, database_name(job.dsn)))
     env = {**job.env, "PG_DSN": dsn, **role_dsns(dsn)}
     return _job(dsn, env, name)
 
 
-def _job(dsn: str, env: dict[str, str], name: str) -> Job:
+def dbt_dirs(name: str) -> tuple[Path, dict[str, str]]:
+    """A directory of a test's own for dbt's target/ and logs/, and the environment that puts
+    them there (out of dbt_project/, where they can be searched), without colour codes."""
     dbt_dir = make_tmp_dir(f"loginvault-test-dbt-{name}-")
-    # dbt's artifacts and logs of the tests stay out of dbt_project/ and can be searched.
-    env = {**env, "DBT_TARGET_PATH": str(dbt_dir / "target"), "DBT_LOG_PATH": str(dbt_dir / "logs")}
-    env["DBT_USE_COLORS"] = "false"
-    return Job(dsn, env, dbt_dir)
+    env = {"DBT_TARGET_PATH": str(dbt_dir / "target"), "DBT_LOG_PATH": str(dbt_dir / "logs"), "DBT_USE_COLORS": "false"}
+    return dbt_dir, env
+
+
+def _job(dsn: str, env: dict[str, str], name: str) -> Job:
+    dbt_dir, dbt = dbt_dirs(name)
+    return Job(dsn, {**env, **dbt}, dbt_dir)
 
 
 @pytest.fixture
@@ -486,4 +410,50 @@ def job(pg_cluster, template_db, moto_server) -> Iterator[Job]:
     """A database and queue of this test's own, to run whole jobs on."""
     job = new_job(pg_cluster, template_db, moto_server, "fn")
     yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
+
+
+def seeded(job: Job, count: int = 20, seed: int | None = None) -> Job:
+    """`job` after `seed --count N` (synthetic events; `seed`: their random seed), the ingest
+    and a build."""
+    job.run("seed", "--count", str(count), *(("--random-seed", str(seed)) if seed is not None else ()))
+    job.run("run", "--wait-time", "1")
+    job.transform()
+    return job
+
+
+def ip_token(job: Job) -> tuple[str, str]:
+    """(masked_ip, the ip as sent) of the first login (by message id) that carries an ip."""
+    ((token, ip),) = query(
+        job.dsn,
+        "SELECT u.masked_ip, r.body::jsonb ->> 'ip' FROM user_logins u JOIN raw.login_events r USING (message_id)"
+        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
+    )
+    return token, ip
+
+
+# ---------------------------------------------------------------- a built database to copy per test
+# A module sets ORIGIN_MESSAGES (default 20), ORIGIN_SEED (default: seed's own) and
+# ORIGIN_PENDING (messages ingested after the build, not transformed; default 0).
+
+
+@pytest.fixture(scope="module")
+def origin(request, pg_cluster, template_db, moto_server) -> Iterator[Job]:
+    """A database of the module's: ORIGIN_MESSAGES synthetic messages ingested and transformed,
+    then ORIGIN_PENDING more ingested but not yet transformed. Tests copy it (`fresh`)."""
+    module = request.module
+    job = new_job(pg_cluster, template_db, moto_server, f"origin-{module.__name__.rsplit('_', 1)[-1]}")
+    seeded(job, getattr(module, "ORIGIN_MESSAGES", 20), getattr(module, "ORIGIN_SEED", None))
+    if pending := getattr(module, "ORIGIN_PENDING", 0):
+        job.run("seed", "--count", str(pending))
+        job.run("run", "--wait-time", "1")
+    yield job
+    drop_test_database(pg_cluster, job.dsn)
+
+
+@pytest.fixture
+def fresh(pg_cluster, origin) -> Iterator[Job]:
+    """A copy of `origin` of this test's own, to tamper with."""
+    job = clone_job(pg_cluster, origin, "fresh")
+    yield job
+    drop_test_database(pg_cluster, job.dsn)

@@ -13,7 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from conftest import REPO_ROOT, create_test_database, drop_test_database, execute, ingest_env, query, role_dsns
+from conftest import (
+    REPO_ROOT,
+    create_test_database,
+    database_name,
+    drop_test_database,
+    execute,
+    ingest_env,
+    query,
+    role_dsns,
+)
 from ingest import bootstrap, config, sample
 from ingest.local.pg_cluster import ensure_database, throwaway_logins
 
@@ -169,7 +178,7 @@ def test_bootstrap_refuses_logins_that_would_hold_more_than_their_role(pg_cluste
 
 
 def test_login_passwords_never_reach_a_statement(pg_cluster, pg_dsn):
-    database = pg_dsn.rsplit("/", 1)[1]
+    database = database_name(pg_dsn)
     execute(pg_dsn, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     start = pg_cluster.log.stat().st_size
     bootstrap.bootstrap(pg_dsn, logins=throwaway_logins(pg_dsn))

@@ -7,14 +7,14 @@ without printing the DSN's password.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg.conninfo
 import psycopg2
+import psycopg2.errors
 import pytest
 
-from conftest import Result, execute, query, role_dsn, run_ingest
+from conftest import Result, execute, query, role_dsn, run_ingest, wait_until
 from ingest import config, raw_loader, sample
 from ingest.local.network import free_port
 from ingest.local.pg_cluster import ADMIN_USER
@@ -56,7 +56,7 @@ def test_revoked_insert_deletes_nothing_then_recovers(pg_dsn, sqs_queue, env_for
     execute(pg_dsn, f"REVOKE INSERT ON {table} FROM {config.LOADER_ROLE}")
     failed = run_ingest(*RUN, "--retry-budget", "2", "--visibility-timeout", "2", env=env_for(pg_dsn))
     assert_clean_error(failed, contains="may not insert")
-    assert sum(sqs_queue.wait_until_visible(10)) == 10
+    assert sqs_queue.wait_until_visible(10) == (10, 0)  # back in the queue, none deleted
     assert landed_ids(pg_dsn) == set()
 
     execute(pg_dsn, f"GRANT INSERT ON {table} TO {config.LOADER_ROLE}")
@@ -116,7 +116,8 @@ def test_concurrent_create_is_retried_not_taken_for_a_refused_row(pg_dsn):
         first.cursor().execute("CREATE TABLE public.race (x int)")  # uncommitted: the second waits
         with ThreadPoolExecutor(1) as pool:
             racing = pool.submit(second.cursor().execute, "CREATE TABLE public.race (x int)")
-            time.sleep(0.5)
+            waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s"
+            wait_until(lambda: query(pg_dsn, waiting, (second.get_backend_pid(),)) == [(True,)], 30, "the lock wait")
             first.commit()
             with pytest.raises(psycopg2.Error) as race:
                 racing.result(timeout=10)
@@ -128,6 +129,9 @@ def test_concurrent_create_is_retried_not_taken_for_a_refused_row(pg_dsn):
     finally:
         first.close()
         second.close()
+    # The race itself (a catalog unique violation), not the plain "already exists" of a second
+    # CREATE that came after the first had committed.
+    assert isinstance(race.value, psycopg2.errors.UniqueViolation), race.value
     assert raw_loader._retryable(race.value) and not raw_loader._refuses_rows(race.value), race.value
     assert raw_loader._refuses_rows(duplicate.value)
 
@@ -139,7 +143,7 @@ def test_stopped_database_deletes_nothing_then_recovers(own_cluster, sqs_queue, 
     own_cluster.stop()
     failed = run_ingest(*RUN, "--retry-budget", "2", "--visibility-timeout", "2", env=env_for(dsn))
     assert_clean_error(failed, own_cluster.password, contains="cannot connect to PostgreSQL")
-    assert sum(sqs_queue.wait_until_visible(10)) == 10
+    assert sqs_queue.wait_until_visible(10) == (10, 0)  # back in the queue, none deleted
 
     own_cluster.start()
     code, _, stderr = run_ingest(*RUN, env=env_for(dsn))

@@ -71,7 +71,7 @@ def hostile_job(pg_cluster, template_db, moto_server):
     job.run("run", "--wait-time", "1")
     job.transform()  # build --warn-error, exit 0: no body breaks the run
     yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from conftest import Job, clone_job, drop_test_database, execute, new_job, query, role_dsn, wait_until
+from conftest import Job, clone_job, drop_test_database, execute, ip_token, query, role_dsn, wait_until
 from ingest import config, keys, masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,11 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HMAC_ENV, ENC_ENV = config.HMAC_KEY_ENV, config.ENCRYPTION_KEY_ENV
 
 
-def seeded(job: Job, count: int = 30, seed: int = 42) -> Job:
-    job.run("seed", "--count", str(count), "--random-seed", str(seed))
-    job.run("run", "--wait-time", "1")
-    job.transform()
-    return job
+# `origin` (conftest): 30 synthetic messages (seed 42) ingested and transformed; `fresh`: a copy.
+ORIGIN_MESSAGES, ORIGIN_SEED = 30, 42
 
 
 def rotate(job: Job, kind: str, *extra: str, new_key: str | None = None):
@@ -95,20 +92,6 @@ def assert_tokens_under(job: Job, hmac_key: str) -> None:
         assert masked_device == expected, message_id
 
 
-@pytest.fixture(scope="module")
-def origin(pg_cluster, template_db, moto_server):
-    job = seeded(new_job(pg_cluster, template_db, moto_server, "keys-origin"))
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
-
-
-@pytest.fixture
-def fresh(pg_cluster, origin):
-    job = clone_job(pg_cluster, origin, "keys")
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
-
-
 # ---------------------------------------------------------------- the registry
 
 
@@ -167,11 +150,7 @@ def test_a_stale_key_is_refused_before_anything_is_written(fresh, kind):
 
 
 def test_rotation_keeps_joins_and_old_tokens_resolve_until_retired(fresh):
-    (old_token, ip) = query(
-        fresh.dsn,
-        "SELECT u.masked_ip, r.body::jsonb ->> 'ip' FROM user_logins u JOIN raw.login_events r USING (message_id)"
-        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
-    )[0]
+    (old_token, ip) = ip_token(fresh)
     rotated = rotate(fresh, "hmac")
     assert "keys: hmac rotated from version 1 to 2" in rotated.stderr
     assert_tokens_under(fresh, fresh.env[HMAC_ENV])
@@ -199,11 +178,15 @@ def test_rotation_keeps_joins_and_old_tokens_resolve_until_retired(fresh):
 
 def test_rotation_needs_no_raw_row(fresh):
     events = values_by_message(fresh)
+    before = dict(query(fresh.dsn, "SELECT message_id, masked_ip FROM user_logins"))
     execute(fresh.dsn, "DELETE FROM raw.login_events; UPDATE staging.stg_sqs__login_events SET payload = NULL")
     rotate(fresh, "hmac")
-    for message_id, masked_ip in query(fresh.dsn, "SELECT message_id, masked_ip FROM user_logins"):
+    after = dict(query(fresh.dsn, "SELECT message_id, masked_ip FROM user_logins"))
+    assert after.keys() == before.keys() and sum(token is not None for token in after.values()) >= 20
+    for message_id, masked_ip in after.items():
         ip = events[message_id].get("ip")
         assert masked_ip == (masking.token(ip, "ip", fresh.env[HMAC_ENV]) if ip else None)
+        assert ip is None or masked_ip != before[message_id]  # re-tokenized, under the new key
 
 
 def test_an_ip_and_a_device_id_of_one_string_get_two_tokens_after_the_migration(fresh):
@@ -248,9 +231,10 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
     service = spawn("transform", "--every", "2", "build", env=fresh.env)
     wait_until(lambda: "ok in" in service.stderr, 120, "a first service build")
     mixed: list[str] = []
+    queries = [0]  # the analyst's completed queries
     stop = threading.Event()
 
-    def analyst() -> None:
+    def analyst() -> None:  # an exception here ends the loop and fails the test (pyproject's filterwarnings)
         with psycopg.connect(role_dsn(fresh.dsn, config.ANALYST_ROLE), autocommit=True) as conn:
             while not stop.is_set():
                 tokens = defaultdict(set)
@@ -258,12 +242,16 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
                     if ips.get(message_id) and token:
                         tokens[ips[message_id]].add(token)
                 mixed.extend(ip for ip, seen in tokens.items() if len(seen) > 1)
+                queries[0] += 1
 
     loop = threading.Thread(target=analyst)
     loop.start()
     try:
         fresh.run("seed", "--count", "20", "--random-seed", "7")
+        wait_until(lambda: queries[0] > 0, 30, "the analyst's first query")
+        before_rotation = queries[0]
         rotate(fresh, "hmac")
+        assert loop.is_alive() and queries[0] > before_rotation  # it queried through the rotation
         fresh.run("seed", "--count", "20", "--random-seed", "8")
         refusal = "is hmac key version 1 (previous), not the active version 2"
         wait_until(lambda: refusal in service.stderr, 120, "the service to refuse the stale key")
@@ -272,6 +260,7 @@ def test_rotation_beside_a_running_ingest_and_transform_service(fresh, spawn):
         loop.join(30)
         service.signal(2)
         ingest.signal(2)
+    assert not loop.is_alive()
     assert service.finish().returncode in (0, 1) and ingest.finish().returncode == 0
     fresh.run("run", "--wait-time", "1")
     fresh.transform()
@@ -312,7 +301,7 @@ def reference(pg_cluster, origin):
     rotate(job, "hmac", "--batch", "7", new_key=new_hmac)
     rotate(job, "encryption", "--batch", "7", new_key=new_enc)
     yield job, new_hmac, new_enc, end_state(job)
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
 
 
 @pytest.mark.parametrize(
@@ -359,18 +348,14 @@ def test_kill_9_at_each_phase_then_a_rerun_ends_as_an_uninterrupted_rotation(
         assert [r[:4] for r in got["registry"]] == [r[:4] for r in expected["registry"]]
         assert got["leftovers"] == []
     finally:
-        drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+        drop_test_database(pg_cluster, job.dsn)
 
 
 # ---------------------------------------------------------------- encryption rotation
 
 
 def test_encryption_rewrap_keeps_recovery_working_and_retire_waits_for_the_last_row(fresh, spawn):
-    (token, ip) = query(
-        fresh.dsn,
-        "SELECT u.masked_ip, r.body::jsonb ->> 'ip' FROM user_logins u JOIN raw.login_events r USING (message_id)"
-        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
-    )[0]
+    (token, ip) = ip_token(fresh)
     old_key, new_key = fresh.env[ENC_ENV], secrets.token_hex(32)
     env = {
         **fresh.env,

@@ -80,7 +80,7 @@ def every_table_text(job: Job) -> str:
 def job(pg_cluster, template_db, moto_server):
     job = new_job(pg_cluster, template_db, moto_server, "life")
     yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
 
 
 # ---------------------------------------------------------------- partitions
@@ -111,7 +111,8 @@ def test_raw_partition_converts_an_unpartitioned_table_keeping_everything(job):
         " CREATE INDEX login_events_message_id_idx ON raw.login_events (message_id);"
         " CREATE INDEX login_events_dlt_load_id_idx ON raw.login_events (_dlt_load_id);"
         " ALTER TABLE raw.login_events OWNER TO loginvault_owner;"
-        " GRANT INSERT ON raw.login_events TO loginvault_loader; GRANT SELECT ON raw.login_events TO loginvault_transformer;",
+        " GRANT INSERT ON raw.login_events TO loginvault_loader; GRANT SELECT ON raw.login_events TO loginvault_transformer;"
+        " GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;",
     )
     before = query(job.dsn, "SELECT message_id, body FROM raw.login_events ORDER BY message_id")
     with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as loader:  # a loader holding the table
@@ -164,7 +165,7 @@ def aged(pg_cluster, template_db, moto_server):
     job.transform()
     job.env["_untransformed"] = ",".join(land(job, events[:3], days_ago=25.5))  # landed after the build
     yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
 
 
 def test_retention_drops_old_days_that_reached_the_marts_and_keeps_the_rest(pg_cluster, aged):
@@ -228,7 +229,7 @@ def test_retention_drops_old_days_that_reached_the_marts_and_keeps_the_rest(pg_c
         assert "a --full-refresh would rebuild" in line and "loginvault_rebuild_from_partial_raw" in line
         assert marts(job) == before
     finally:
-        drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+        drop_test_database(pg_cluster, job.dsn)
 
 
 def test_plain_dbt_full_refresh_is_refused_after_retention(pg_cluster, aged):
@@ -250,7 +251,7 @@ def test_plain_dbt_full_refresh_is_refused_after_retention(pg_cluster, aged):
             assert out.returncode == 1 and "a --full-refresh would rebuild" in out.stdout
         assert marts(job) == before
     finally:
-        drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+        drop_test_database(pg_cluster, job.dsn)
 
 
 def test_the_loader_keeps_loading_during_retention(pg_cluster, aged, spawn):
@@ -269,7 +270,7 @@ def test_the_loader_keeps_loading_during_retention(pg_cluster, aged, spawn):
         assert ingest.finish().returncode == 0
         assert sqs_depth(settings) == (0, 0)
     finally:
-        drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+        drop_test_database(pg_cluster, job.dsn)
 
 
 # ---------------------------------------------------------------- erasure

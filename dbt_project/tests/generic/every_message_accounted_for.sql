@@ -1,12 +1,35 @@
-{#- Catches lost or double-counted messages: every staged message must be in exactly one of
-    user_logins and rejected_login_events (checked per message for the messages staged since
-    the last build whose tests all passed), and count(user_logins) + count(rejected) must equal
-    the number of staged messages, i.e. of distinct raw message ids (checked on every build;
-    stg_sqs__messages keeps every message id, also after retention dropped the payloads).
-    Returns message ids and counts only. -#}
+{#- Catches lost, invented or double-counted messages, against raw's completed loads:
+    - load_not_taken: a completed dlt load (raw._dlt_loads, status 0) recorded more than ten
+      minutes before this run started is not in stg_sqs__loads (staging skipped it; the margin
+      covers the loader's clock and a load that commits while the run starts);
+    - raw_not_accounted: a message of a completed load that staging took is not in exactly one
+      of user_logins and rejected_login_events (a staging model that drops or doubles messages);
+    - staged_not_accounted: a staged message (stg_sqs__messages keeps every message id, also
+      after retention dropped the raw bodies) is not in exactly one of the two marts;
+    - not_staged: a mart row whose message was never staged.
+    Scope: every message (the default), or in the incremental scope the loads and messages
+    staged since the last build whose tests all passed (load_not_taken and not_staged always
+    read everything: _dlt_loads is small, the mart probes are index look-ups). Returns message
+    or load ids and counts only. -#}
 {% test every_message_accounted_for(model) %}
 
-with staged as (
+with taken as (
+
+    select l.load_id
+    from {{ ref('stg_sqs__loads') }} as l
+    where {{ loginvault_untested('l._transformed_at') }}
+
+),
+
+raw_messages as (
+
+    select distinct r.message_id
+    from {{ source('sqs', 'login_events') }} as r
+    inner join taken as t on t.load_id = r._dlt_load_id
+
+),
+
+staged as (
 
     select s.message_id
     from {{ ref('stg_sqs__messages') }} as s
@@ -14,38 +37,56 @@ with staged as (
 
 ),
 
-per_message as (
+outcomes as (
 
-    select
-        s.message_id,
-        (select count(*) from {{ ref('user_logins') }} as u where u.message_id = s.message_id)
-        + (select count(*) from {{ ref('rejected_login_events') }} as r where r.message_id = s.message_id)
-        as outcomes
-    from staged as s
+    select u.message_id from {{ ref('user_logins') }} as u
+    union all
+    select r.message_id from {{ ref('rejected_login_events') }} as r
 
 ),
 
-totals as (
+counted as (
 
     select
-        (select count(*) from {{ ref('user_logins') }})
-        + (select count(*) from {{ ref('rejected_login_events') }}) as outcomes,
-        (select count(*) from {{ ref('stg_sqs__messages') }}) as staged
+        m.message_id,
+        m.source,
+        (select count(*) from {{ ref('user_logins') }} as u where u.message_id = m.message_id)
+        + (select count(*) from {{ ref('rejected_login_events') }} as r where r.message_id = m.message_id)
+        as outcomes
+    from (
+        select rm.message_id, 'raw' as source from raw_messages as rm
+        union all
+        select st.message_id, 'staged' as source from staged as st
+    ) as m
 
 )
 
 select
-    p.message_id,
-    p.outcomes,
-    1 as staged
-from per_message as p
-where p.outcomes <> 1
+    'load_not_taken' as failure,
+    l.load_id as id,
+    0 as outcomes
+from {{ source('sqs', '_dlt_loads') }} as l
+where
+    l.status = 0
+    and l.inserted_at < '{{ run_started_at }}'::timestamptz - interval '10 minutes'
+    and not exists (select 1 from {{ ref('stg_sqs__loads') }} as t where t.load_id = l.load_id)
+
 union all
+
 select
-    null as message_id,
-    t.outcomes,
-    t.staged
-from totals as t
-where t.outcomes <> t.staged
+    c.source || '_not_accounted' as failure,
+    c.message_id as id,
+    c.outcomes
+from counted as c
+where c.outcomes <> 1
+
+union all
+
+select
+    'not_staged' as failure,
+    o.message_id as id,
+    1 as outcomes
+from outcomes as o
+where not exists (select 1 from {{ ref('stg_sqs__messages') }} as s where s.message_id = o.message_id)
 
 {% endtest %}

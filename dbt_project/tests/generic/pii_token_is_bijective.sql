@@ -5,8 +5,9 @@
     - orphan_row: a token without a value, or a value without a token;
     - not_in_vault / vault_orphan: the token is missing from pii.vault, or the vault holds a
       token of this kind that no row carries.
-    Scope: the messages staged since the last build whose tests all passed; vault_orphan,
-    which must read the whole vault, only with `--vars '{loginvault_test_scope: all}'`.
+    Scope: every row (loginvault_test_scope all, the default), or in the incremental scope the
+    messages staged since the last build whose tests all passed, without vault_orphan (which
+    must read the whole vault).
     Returns the failure kind, the token (never the cleartext) and a count. -#}
 {% test pii_token_is_bijective(model, column_name, kind) %}
 
@@ -62,7 +63,7 @@ failures as (
         )
     group by p.token
 
-    {% if var('loginvault_test_scope', 'untested') == 'all' %}
+    {% if loginvault_test_scope() == 'all' %}
     union all
 
     select 'vault_orphan', vt.token, 1

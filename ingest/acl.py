@@ -1,0 +1,241 @@
+"""`loginvault check`: the database's privileges against those declared in ingest/sql/acl.toml.
+
+The declaration (data, beside the bootstrap that grants them) lists, for every schema loginvault
+uses, the owner and the privileges of every role on the schema and on each table, view,
+sequence and function in it, the database's privileges, the default privileges, and the role
+memberships. The check reads the catalogs (any login may) and names each difference, in both
+directions: a privilege declared but missing, one held but not declared (e.g. a GRANT made by an
+owner: the transformer owns staging and could grant its cleartext to the analyst), an object
+nobody declared. Objects dbt builds (`built_by = "dbt"`) may be absent before the first build.
+
+Memberships are read from pg_auth_members for every `loginvault_%` role and every login that is a
+member of one: a group role is a member of what is declared only; a login of exactly one
+workload role, without ADMIN OPTION; the bootstrap's admin (who granted the roles) of none of
+the workload roles' logins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomllib
+
+from ingest import LoginvaultError
+
+DECLARATION = Path(__file__).parent / "sql" / "acl.toml"
+PRIVILEGE_KINDS = ("schemas", "relations", "functions")
+# The declaration's name for the analyst-facing schema, whatever LOGINVAULT_MART_SCHEMA says.
+MART = "$mart"
+ADMIN = "$admin"  # the bootstrap's admin: the owner of schema loginvault
+
+
+class Differences(LoginvaultError):
+    """The database's privileges differ from the declaration."""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    objects: dict[str, dict[str, dict]]  # kind → name (may hold * patterns) → owner, privileges
+    database: dict[str, list[str]]
+    default_privileges: list[str]
+    memberships: dict[str, list[str]]  # group role → the loginvault roles it is a member of
+    workload_roles: list[str]
+
+    @property
+    def schemas(self) -> list[str]:
+        return sorted(self.objects["schemas"])
+
+
+def load(path: Path = DECLARATION, mart_schema: str = "public") -> Declaration:
+    """The declaration, with the mart schema's real name in place of `$mart`."""
+    data = tomllib.loads(path.read_text())
+
+    def named(name: str) -> str:
+        return mart_schema + name[len(MART) :] if name.startswith(MART) else name
+
+    objects: dict[str, dict[str, dict]] = {kind: {} for kind in PRIVILEGE_KINDS}
+    for kind in PRIVILEGE_KINDS:
+        for name, spec in data.get(kind, {}).items():
+            if named(name) in objects[kind]:  # the mart schema is public: its grants add to public's
+                base = objects[kind][named(name)]
+                for privilege, grantees in spec.items():
+                    if privilege.isupper():
+                        base[privilege] = sorted({*base.get(privilege, []), *grantees})
+            else:
+                objects[kind][named(name)] = dict(spec)
+    roles = data["roles"]
+    return Declaration(
+        objects=objects,
+        database=data.get("database", {}),
+        default_privileges=[named(d) for d in data.get("default_privileges", [])],
+        memberships=roles.get("memberships", {}),
+        workload_roles=roles["workloads"],
+    )
+
+
+# ---------------------------------------------------------------- what the database holds
+
+_SCHEMAS = """
+SELECT n.nspname, n.nspowner::regrole::text, a.grantee, a.privilege_type
+FROM pg_namespace n
+LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a ON a.grantee <> n.nspowner
+WHERE n.nspname = ANY(%(schemas)s)
+"""
+# Tables, partitioned tables, views, materialized views, sequences; not indexes or TOAST, not what
+# an extension owns (pgcrypto in public), nor a session's temporary relations.
+_RELATIONS = """
+SELECT n.nspname || '.' || c.relname, c.relowner::regrole::text, a.grantee, a.privilege_type
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) a
+    ON a.grantee <> c.relowner
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+"""
+_FUNCTIONS = """
+SELECT p.oid::regprocedure::text, p.proowner::regrole::text, a.grantee, a.privilege_type
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+LEFT JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a ON a.grantee <> p.proowner
+WHERE n.nspname = ANY(%(schemas)s)
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+"""
+_DATABASE = """
+SELECT a.grantee, a.privilege_type
+FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+WHERE d.datname = current_database() AND a.grantee <> d.datdba
+"""
+_DEFAULT_PRIVILEGES = """
+SELECT d.defaclrole::regrole::text, coalesce(n.nspname, 'every schema'), d.defaclobjtype::text, a.privilege_type, a.grantee
+FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace, aclexplode(d.defaclacl) a
+"""
+# Every membership that involves a loginvault role, with whether the member logs in and
+# whether it was granted WITH ADMIN OPTION.
+_MEMBERSHIPS = """
+SELECT g.rolname, m.rolname, m.rolcanlogin, am.admin_option, m.rolsuper
+FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member
+WHERE g.rolname LIKE 'loginvault\\_%%' OR m.rolname LIKE 'loginvault\\_%%'
+"""
+
+
+def _role_names(conn) -> dict[int, str]:
+    return {oid: name for oid, name in conn.execute("SELECT oid::int, rolname FROM pg_roles")} | {0: "PUBLIC"}
+
+
+def facts(conn, declaration: Declaration) -> tuple[dict[str, set[tuple]], set[str]]:
+    """kind → {(object, owner, grantee, privilege)} (grantee None: the object without grants),
+    and the database's own privileges and default privileges as sentences."""
+    names = _role_names(conn)
+    params = {"schemas": declaration.schemas}
+    held: dict[str, set[tuple]] = {}
+    for kind, sql in zip(PRIVILEGE_KINDS, (_SCHEMAS, _RELATIONS, _FUNCTIONS), strict=True):
+        held[kind] = {
+            (name, owner, names.get(grantee) if grantee is not None else None, privilege)
+            for name, owner, grantee, privilege in conn.execute(sql, params)
+        }
+    other = {f"database: {privilege} to {names[grantee]}" for grantee, privilege in conn.execute(_DATABASE)}
+    for role, schema, on, privilege, grantee in conn.execute(_DEFAULT_PRIVILEGES):
+        other.add(f"default privileges of {role} in {schema} on {on}: {privilege} to {names[grantee]}")
+    return held, other
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def _declared_for(name: str, declared: dict[str, dict]) -> tuple[str, dict] | None:
+    if name in declared:
+        return name, declared[name]
+    for pattern, spec in declared.items():
+        if "*" in pattern and fnmatch.fnmatchcase(name, pattern):
+            return pattern, spec
+    return None
+
+
+def _grants(spec: dict) -> set[tuple[str, str]]:
+    return {(grantee, privilege) for privilege, grantees in spec.items() if privilege.isupper() for grantee in grantees}
+
+
+def compare_objects(kind: str, held: set[tuple], declared: dict[str, dict], admin: str) -> list[str]:
+    """Each difference between what the database holds of `kind` and the declaration (`admin`:
+    the role `$admin` stands for)."""
+    label = kind.rstrip("s")
+    by_object: dict[str, tuple[str, set]] = {}
+    for name, owner, grantee, privilege in held:
+        entry = by_object.setdefault(name, (owner, set()))
+        if grantee is not None:
+            entry[1].add((grantee, privilege))
+    out, seen = [], set()
+    for name, (owner, grants) in sorted(by_object.items()):
+        match = _declared_for(name, declared)
+        if match is None:
+            out.append(f"{label} {name}: exists, but is not declared")
+            continue
+        pattern, spec = match
+        seen.add(pattern)
+        if owner != (declared_owner := spec["owner"].replace(ADMIN, admin)):
+            out.append(f"{label} {name}: owned by {owner}, declared owner {declared_owner}")
+        expected = _grants(spec)
+        out += [f"{label} {name}: {p} to {g} is granted, but not declared" for g, p in sorted(grants - expected)]
+        out += [f"{label} {name}: {p} to {g} is declared, but not granted" for g, p in sorted(expected - grants)]
+    for pattern, spec in sorted(declared.items()):
+        if pattern not in seen and "*" not in pattern and spec.get("built_by") != "dbt":
+            out.append(f"{label} {pattern}: declared, but does not exist")
+    return out
+
+
+def compare_memberships(rows: Iterable[tuple], declaration: Declaration) -> list[str]:
+    """Group roles: a member of the declared roles only. Logins: of exactly one workload role,
+    without ADMIN OPTION. A superuser (the bootstrap's admin) is not checked: it holds everything."""
+    out: list[str] = []
+    workloads = set(declaration.workload_roles)
+    groups = set(declaration.memberships) | workloads
+    of_login: dict[str, list[str]] = {}
+    held: set[tuple[str, str]] = set()
+    for group, member, can_login, admin_option, superuser in rows:
+        if superuser:
+            continue
+        if member in groups:
+            held.add((member, group))
+        elif can_login:
+            of_login.setdefault(member, []).append(group)
+            if admin_option:
+                out.append(f"login {member}: a member of {group} WITH ADMIN OPTION")
+        else:
+            out.append(f"role {member}: a member of {group}, but not declared")
+    expected = {(member, group) for member, of in declaration.memberships.items() for group in of}
+    out += [f"role {m}: a member of {g}, but not declared" for m, g in sorted(held - expected)]
+    out += [f"role {m}: declared a member of {g}, but is not" for m, g in sorted(expected - held)]
+    for login, of in sorted(of_login.items()):
+        if len(of) != 1 or of[0] not in workloads:
+            out.append(f"login {login}: a member of {', '.join(sorted(of))}; a login is a member of one workload role")
+    return out
+
+
+def differences(conn, declaration: Declaration) -> list[str]:
+    """Every difference between the database (as `conn` sees its catalogs) and the declaration."""
+    held, other = facts(conn, declaration)
+    (admin,) = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'loginvault'").fetchone()
+    out: list[str] = []
+    if admin in declaration.memberships:
+        out.append(f"schema loginvault: owned by {admin}, a loginvault group role; the bootstrap's admin owns it")
+    for kind in PRIVILEGE_KINDS:
+        out += compare_objects(kind, held[kind], declaration.objects[kind], admin)
+    expected = {f"database: {p} to {g}" for p, grantees in declaration.database.items() for g in grantees}
+    expected |= {f"default privileges of {d}" for d in declaration.default_privileges}
+    out += [f"{fact}: held, but not declared" for fact in sorted(other - expected)]
+    out += [f"{fact}: declared, but not held" for fact in sorted(expected - other)]
+    out += compare_memberships(conn.execute(_MEMBERSHIPS).fetchall(), declaration)
+    return out
+
+
+def check(conn, mart_schema: str) -> list[str]:
+    """The differences (none: the database is as declared)."""
+    return differences(conn, load(mart_schema=mart_schema))
+
+
+def refuse(found: list[str]) -> None:
+    """Differences, in one sentence naming the first, when there are any."""
+    if found:
+        more = f" (and {len(found) - 1} more: `loginvault check` lists them)" if len(found) > 1 else ""
+        raise Differences(f"the database's privileges differ from ingest/sql/acl.toml: {found[0]}{more}")

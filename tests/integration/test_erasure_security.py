@@ -1,0 +1,96 @@
+"""Erasure against code the transformer planted: the same attacks as on recovery
+(test_security.py), on each relation `pii.erase_subject` reads or deletes from. The transformer
+owns staging, the vault and the marts: a policy, trigger, rule, view or child table it attaches
+there would run in the erasure function's session, as its owner, with the keys. The function
+refuses before it reads, deletes or audits anything.
+
+Entry point: `loginvault erase` as a privacy officer's login (pii.erase_subject underneath).
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from conftest import Job, execute, query, role_dsn
+from ingest import config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Where a planted function puts what it steals (created by the admin, writable by anyone).
+STOLEN = "CREATE TABLE IF NOT EXISTS public.stolen (what text); GRANT INSERT ON public.stolen TO PUBLIC"
+# The planted code: the session's keys and user, copied where its author can read them.
+STEAL_FUNCTION = """
+CREATE OR REPLACE FUNCTION staging.steal() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    INSERT INTO public.stolen VALUES (coalesce(current_setting('loginvault.hmac_key', true), '')
+        || ' as ' || current_user);
+    RETURN true;
+END $$;
+CREATE OR REPLACE FUNCTION staging.steal_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM staging.steal();
+    RETURN OLD;
+END $$;
+"""
+PLANTS = {
+    "policy on the vault": "ALTER TABLE pii.vault ENABLE ROW LEVEL SECURITY;"
+    " CREATE POLICY steal ON pii.vault USING (staging.steal())",
+    "view in place of the vault": "ALTER TABLE pii.vault RENAME TO vault_real;"
+    " CREATE VIEW pii.vault AS SELECT *, staging.steal() AS s FROM pii.vault_real",
+    "policy on the mart": "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY;"
+    " CREATE POLICY steal ON user_logins USING (staging.steal())",
+    "trigger on the rejections": "CREATE TRIGGER steal BEFORE DELETE ON rejected_login_events"
+    " FOR EACH ROW EXECUTE FUNCTION staging.steal_trigger()",
+    "trigger on staged payloads": "CREATE TRIGGER steal BEFORE DELETE ON staging.stg_sqs__login_events"
+    " FOR EACH ROW EXECUTE FUNCTION staging.steal_trigger()",
+    "rule on staged messages": "CREATE RULE steal AS ON DELETE TO staging.stg_sqs__messages DO ALSO SELECT staging.steal()",
+    "policy on the token map": "ALTER TABLE pii.token_map ENABLE ROW LEVEL SECURITY;"
+    " CREATE POLICY steal ON pii.token_map USING (staging.steal())",
+    "a child partition with a policy": "CREATE TABLE staging.child PARTITION OF staging.stg_sqs__login_events"
+    " FOR VALUES FROM ('2999-01-01') TO ('2999-01-02'); ALTER TABLE staging.child ENABLE ROW LEVEL SECURITY;"
+    " CREATE POLICY steal ON staging.child USING (staging.steal())",
+}
+
+
+def state(job: Job) -> tuple:
+    """What an erasure changes: the rows of every table it deletes from, and its audit."""
+    return query(
+        job.dsn,
+        "SELECT (SELECT count(*) FROM raw.login_events), (SELECT count(*) FROM staging.stg_sqs__messages),"
+        " (SELECT count(*) FROM staging.stg_sqs__login_events), (SELECT count(*) FROM user_logins),"
+        " (SELECT count(*) FROM rejected_login_events), (SELECT count(*) FROM pii.erasure_audit),"
+        " (SELECT count(*) FROM pii.erased_subjects)",
+    )[0]
+
+
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_erasure_refuses_what_the_transformer_planted(fresh, plant):
+    (subject,) = query(fresh.dsn, "SELECT user_id FROM user_logins ORDER BY message_id LIMIT 1")[0]
+    execute(fresh.dsn, STOLEN)
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:  # dbt's own login
+        conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+        conn.execute(STEAL_FUNCTION)
+        conn.execute(PLANTS[plant])
+    before = state(fresh)
+
+    refused = fresh.run("erase", "--user-id", subject, "--reason", "DSAR-9", ok=False)
+
+    assert refused.returncode == 1 and not refused.stdout
+    (line,) = refused.error_lines()
+    assert "refusing to read" in line, line
+    assert subject not in refused.stderr
+    assert state(fresh) == before  # nothing deleted, nothing audited
+    assert query(fresh.dsn, "SELECT count(*) FROM public.stolen") == [(0,)]
+
+
+def test_the_same_erasure_runs_when_nothing_was_planted(fresh):
+    """Not vacuous: without a plant, the same command erases the subject (and the trap's table
+    stays empty)."""
+    (subject,) = query(fresh.dsn, "SELECT user_id FROM user_logins ORDER BY message_id LIMIT 1")[0]
+    execute(fresh.dsn, STOLEN)
+    before = state(fresh)
+    fresh.run("erase", "--user-id", subject, "--reason", "DSAR-10")
+    after = state(fresh)
+    assert after[3] == before[3] - 1 and after[5] == before[5] + 1  # one login gone, one audit row
+    assert query(fresh.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) == [(0,)]
