@@ -58,8 +58,8 @@ def test_the_transformer_granting_staging_to_the_analyst_is_caught_and_stops_the
     ("plant", "named"),
     [
         (
-            "GRANT EXECUTE ON FUNCTION pii.recover_value(text, text) TO PUBLIC",
-            "function pii.recover_value(text,text): EXECUTE to PUBLIC is granted, but not declared",
+            "GRANT EXECUTE ON FUNCTION pii.request_value(text, text) TO PUBLIC",
+            "function pii.request_value(text,text): EXECUTE to PUBLIC is granted, but not declared",
         ),
         (
             "REVOKE SELECT ON raw.login_events FROM loginvault_transformer",

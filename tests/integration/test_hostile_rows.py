@@ -179,8 +179,8 @@ def test_erasure_never_reaches_another_subject_through_a_shared_message_id(job):
 
 
 def test_rows_appended_under_a_taken_load_id_keep_their_day_in_raw(job):
-    """Not staged by a later run (stg_sqs__loads takes a load once): retention keeps their day,
-    saying why, rather than dropping messages no mart has."""
+    """Not staged by a later run (stg_sqs__loads takes a load once): the dbt gate fails naming
+    it, and retention keeps their day, saying why, rather than dropping messages no mart has."""
     day = (datetime.now(timezone.utc) - timedelta(days=10)).date()
     with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
         conn.execute("SELECT raw.ensure_partitions(%s, %s)", (day, day))
@@ -193,7 +193,11 @@ def test_rows_appended_under_a_taken_load_id_keep_their_day_in_raw(job):
             "INSERT INTO raw.login_events VALUES (%s, %s, now(), %s, 1, 'q', %s, 'late')",
             (late, body("late-sender"), received, load_id),
         )
-    job.transform()
+    # Not staged, but not silent: the gate names a message of a taken load that is in no mart.
+    failed = job.transform(ok=False)
+    assert failed.returncode == 1
+    assert "every_message_accounted_for" in failed.error_lines()[0]
+    assert query(job.dsn, "SELECT count(*) FROM staging.stg_sqs__messages WHERE message_id = %s", (late,)) == [(0,)]
     out = job.run("retention", "apply", "--days", "7")
     assert "1 of its rows are in neither user_logins nor rejected_login_events" in out.stderr
     assert query(job.dsn, "SELECT count(*) FROM raw.login_events WHERE message_id = %s", (late,)) == [(1,)]
