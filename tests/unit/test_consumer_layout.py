@@ -59,3 +59,12 @@ def test_every_module_of_the_package_says_its_job_and_stays_within_the_limits(pa
             sizes.append((kind, node.name, node.end_lineno - node.lineno + 1))
     too_large = [f"{kind} {name}: {lines} lines" for kind, name, lines in sizes if lines > LIMITS[kind]]
     assert not too_large, too_large
+
+
+def test_no_test_module_name_is_in_two_test_folders():
+    """`make test` collects tests/unit and tests/integration in one run, without packages: two
+    test files of one name make pytest refuse the second (an import file mismatch)."""
+    tests = config.REPO_ROOT / "tests"
+    unit = {p.name for p in (tests / "unit").glob("test_*.py")}
+    integration = {p.name for p in (tests / "integration").glob("test_*.py")}
+    assert not unit & integration
