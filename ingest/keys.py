@@ -186,12 +186,13 @@ def _lock_holder(conn) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(doing: str, wait_seconds: float = 0.0, role: str = config.TRANSFORMER_ROLE) -> Iterator[None]:
-    """Hold the transform lock (a session advisory lock, as `role`'s login) while the block
-    runs: a transform's build, a key rotation, a retention run and an erasure never run at the
-    same time. Waits up to `wait_seconds` for the holder, saying so once; then refuses with one
-    sentence."""
-    conn = db.connect(role, autocommit=True, options=f"-c application_name=loginvault-{doing}")
+def exclusive(doing: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the transform lock (a session advisory lock, as the transformer's login) while the
+    block runs: a transform's build, a key rotation and a retention run never run at the same
+    time (an erasure takes the same lock in the recovery service's transaction,
+    pii.serve_next_request). Waits up to `wait_seconds` for the holder, saying so once; then
+    refuses with one sentence."""
+    conn = db.connect(config.TRANSFORMER_ROLE, autocommit=True, options=f"-c application_name=loginvault-{doing}")
     try:
         deadline = time.monotonic() + wait_seconds
         said = False
