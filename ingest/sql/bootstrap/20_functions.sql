@@ -76,43 +76,9 @@ LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $fn$
     END
 $fn$;
 
--- Refuses (raises, naming the object) unless `rel` and every partition or child of it is a
--- plain table owned by `expected_owner`, without row-level security, policies, triggers or
--- rules: each of those would run code chosen by the table's owner in the reading session.
--- Read by the pre-flight of every transform (dbt on-run-start) and in every recovery.
-CREATE OR REPLACE FUNCTION loginvault.assert_untampered(rel regclass, expected_owner name) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    c record;
-    problem text;
-BEGIN
-    FOR c IN
-        WITH RECURSIVE tree (oid) AS (
-            SELECT rel::oid
-            UNION
-            SELECT i.inhrelid FROM pg_inherits AS i JOIN tree AS t ON i.inhparent = t.oid
-        )
-        SELECT cl.oid::regclass AS name, cl.relkind, pg_get_userbyid(cl.relowner) AS owner,
-               cl.relrowsecurity OR cl.relforcerowsecurity
-                   OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = cl.oid) AS rls,
-               EXISTS (SELECT FROM pg_trigger AS g WHERE g.tgrelid = cl.oid AND NOT g.tgisinternal) AS triggers,
-               EXISTS (SELECT FROM pg_rewrite AS w WHERE w.ev_class = cl.oid) AS rules
-        FROM tree JOIN pg_class AS cl ON cl.oid = tree.oid
-    LOOP
-        problem := CASE
-            WHEN c.relkind NOT IN ('r', 'p') THEN 'is not a plain table (relkind ' || c.relkind::text || ')'
-            WHEN c.owner <> expected_owner THEN format('is owned by %s, not %s', c.owner, expected_owner)
-            WHEN c.rls THEN 'has row-level security or policies'
-            WHEN c.triggers THEN 'has triggers'
-            WHEN c.rules THEN 'has rules'
-        END;
-        IF problem IS NOT NULL THEN
-            RAISE EXCEPTION 'refusing to read %: it %; loginvault did not set that up, and it could run another role''s code in this session', c.name, problem
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-    END LOOP;
-END
-$fn$;
+-- The tamper check of earlier versions (a block-list: RLS, triggers, rules) gave way to the
+-- allow-list of 21_shapes.sql (loginvault.checked_relation).
+DROP FUNCTION IF EXISTS loginvault.assert_untampered(regclass, name);
 
 -- What a transform reads that another role owns, checked before any model runs: by the
 -- `transform` command before dbt starts, and by the staging model's pre-hook in the
@@ -124,14 +90,10 @@ BEGIN
         RAISE EXCEPTION 'refusing to read schema raw: it is not owned by loginvault_owner (run the bootstrap)'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    -- Checked, locked (nothing can be attached until the transaction ends), checked again.
-    FOR i IN 1..2 LOOP
-        PERFORM loginvault.assert_untampered('raw.login_events', 'loginvault_owner');
-        PERFORM loginvault.assert_untampered('raw._dlt_loads', 'loginvault_owner');
-        IF i = 1 THEN
-            LOCK TABLE raw.login_events, raw._dlt_loads IN ACCESS SHARE MODE;
-        END IF;
-    END LOOP;
+    -- Locked, then checked against their declared shapes (nothing can change until the
+    -- transaction ends).
+    PERFORM loginvault.checked_relation('raw.login_events');
+    PERFORM loginvault.checked_relation('raw._dlt_loads');
 END
 $fn$;
 
@@ -203,15 +165,11 @@ $fn$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA loginvault FROM PUBLIC;
 -- The transformer: the parsers (staging, validation, masking) and its pre-flight check.
 GRANT EXECUTE ON FUNCTION loginvault.try_jsonb(text), loginvault.json_error(text), loginvault.try_inet(text),
-    loginvault.canonical_pii(text, text), loginvault.assert_transform_inputs(),
-    loginvault.assert_untampered(regclass, name), loginvault.day_partitions(regclass),
+    loginvault.canonical_pii(text, text), loginvault.assert_transform_inputs(), loginvault.day_partitions(regclass),
     loginvault.ensure_day_partitions(regclass, date, date)
     TO loginvault_transformer;
 -- The raw tables' owner (retention and partition upkeep, as SECURITY DEFINER functions).
-GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvault.day_partitions(regclass),
-    loginvault.ensure_day_partitions(regclass, date, date)
+GRANT EXECUTE ON FUNCTION loginvault.day_partitions(regclass), loginvault.ensure_day_partitions(regclass, date, date)
     TO loginvault_owner;
--- The recovery functions' owner: canonical values and the tamper check.
-GRANT EXECUTE ON FUNCTION loginvault.try_inet(text), loginvault.canonical_pii(text, text),
-    loginvault.assert_untampered(regclass, name)
-    TO loginvault_recovery;
+-- The recovery functions' owner: canonical values.
+GRANT EXECUTE ON FUNCTION loginvault.try_inet(text), loginvault.canonical_pii(text, text) TO loginvault_recovery;

@@ -15,15 +15,17 @@ $fn$;
 -- vault all took what staging had; NULL before the first such run. Every load the staging
 -- took by then (staging.stg_sqs__loads) is in the marts and the vault.
 CREATE OR REPLACE FUNCTION raw.marts_watermark() RETURNS timestamptz
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     high timestamptz;
+    -- The transformer's tables: locked and checked against their declared shapes (the locks
+    -- hold until the caller's transaction ends: apply_retention reads stg_sqs__loads again).
+    marks regclass := loginvault.checked_relation('staging.loginvault_watermarks');
+    loads regclass := loginvault.checked_relation('staging.stg_sqs__loads');
 BEGIN
-    IF to_regclass('staging.loginvault_watermarks') IS NULL OR to_regclass('staging.stg_sqs__loads') IS NULL THEN
+    IF marks IS NULL OR loads IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM loginvault.assert_untampered('staging.loginvault_watermarks', 'loginvault_transformer');
-    PERFORM loginvault.assert_untampered('staging.stg_sqs__loads', 'loginvault_transformer');
     SELECT min(w.high) INTO high FROM staging.loginvault_watermarks AS w
     WHERE w.model IN ('user_logins', 'rejected_login_events', 'vault')
     HAVING count(*) = 3;
@@ -38,21 +40,21 @@ $fn$;
 -- raw.apply_retention, which so checks the marts themselves, not staging's bookkeeping alone.
 CREATE OR REPLACE FUNCTION raw.rows_outside_marts(part regclass, lo timestamptz, hi timestamptz)
 RETURNS TABLE (row_id tid)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
-    logins_rel regclass := to_regclass(format('%I.user_logins', mart));
-    rejected_rel regclass := to_regclass(format('%I.rejected_login_events', mart));
+    logins_rel regclass;
+    rejected_rel regclass;
     bounds text := format('r.tableoid = %s AND r.received_at >= %L', part::oid, lo)
         || CASE WHEN hi IS NULL THEN '' ELSE format(' AND r.received_at < %L', hi) END;
 BEGIN
-    PERFORM loginvault.assert_untampered('raw.login_events', 'loginvault_owner');
+    PERFORM loginvault.checked_relation('raw.login_events');
+    logins_rel := loginvault.checked_relation(format('%I.user_logins', mart));
+    rejected_rel := loginvault.checked_relation(format('%I.rejected_login_events', mart));
     IF logins_rel IS NULL OR rejected_rel IS NULL THEN
         RETURN QUERY EXECUTE format('SELECT r.ctid FROM raw.login_events AS r WHERE %s', bounds);
         RETURN;
     END IF;
-    PERFORM loginvault.assert_untampered(logins_rel, 'loginvault_transformer');
-    PERFORM loginvault.assert_untampered(rejected_rel, 'loginvault_transformer');
     RETURN QUERY EXECUTE format(
         'SELECT r.ctid FROM raw.login_events AS r WHERE %s'
         ' AND NOT EXISTS (SELECT FROM %s AS u WHERE u.message_id = r.message_id)'
@@ -85,6 +87,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM set_config('lock_timeout', '60s', true);
+    PERFORM loginvault.checked_relation('raw.login_events');
+    PERFORM loginvault.checked_relation('raw._dlt_loads');
     FOR p IN
         SELECT d.partition, d.day FROM loginvault.day_partitions('raw.login_events') AS d
         WHERE (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= cutoff

@@ -54,7 +54,7 @@ GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;
 GRANT SELECT, DELETE ON pii.token_map TO loginvault_eraser;
 GRANT SELECT ON pii.settings, pii.key_versions, pii.recovery_requests TO loginvault_eraser;
 GRANT USAGE ON SCHEMA raw, pii TO loginvault_eraser;
-GRANT EXECUTE ON FUNCTION loginvault.assert_untampered(regclass, name), loginvault.try_jsonb(text),
+GRANT EXECUTE ON FUNCTION loginvault.try_jsonb(text),
     loginvault.pii_token(text, text, text, boolean), loginvault.key_fingerprint(text, text), pii.check_keys(boolean),
     pii.encryption_key_of(integer)
     TO loginvault_eraser;
@@ -72,9 +72,11 @@ RETURNS TABLE (raw_rows bigint, staged_rows bigint, logins bigint, rejections bi
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$
 DECLARE
     mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
-    logins_rel regclass := to_regclass(format('%I.user_logins', mart));
-    rejected_rel regclass := to_regclass(format('%I.rejected_login_events', mart));
-    rel regclass;
+    logins_rel regclass;
+    rejected_rel regclass;
+    messages_rel regclass;
+    staged_rel regclass;
+    vault_rel regclass;
     subject text;
     ids text[];
     shredded bigint := 0;
@@ -92,35 +94,29 @@ BEGIN
         RAISE EXCEPTION 'a user id is required' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM pii.check_keys(false);
-    -- What it reads and deletes from: checked, locked (nothing can be attached until the end
-    -- of the transaction), checked again.
-    FOR i IN 1..2 LOOP
-        PERFORM loginvault.assert_untampered('raw.login_events', 'loginvault_owner');
-        FOREACH rel IN ARRAY ARRAY[to_regclass('staging.stg_sqs__messages'), to_regclass('staging.stg_sqs__login_events'),
-                                   logins_rel, rejected_rel, to_regclass('pii.vault'), 'pii.token_map'::regclass] LOOP
-            CONTINUE WHEN rel IS NULL;
-            PERFORM loginvault.assert_untampered(rel, 'loginvault_transformer');
-            IF i = 1 THEN
-                EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', rel);
-            END IF;
-        END LOOP;
-        IF i = 1 THEN
-            LOCK TABLE raw.login_events IN ROW EXCLUSIVE MODE;
-        END IF;
-    END LOOP;
+    -- What it reads and deletes from: locked (SHARE ROW EXCLUSIVE: no trigger, partition or
+    -- write can be added until the end of the transaction) and checked against the declared
+    -- shapes; a relation not built yet is NULL and skipped.
+    PERFORM loginvault.checked_relation('raw.login_events', 'SHARE ROW EXCLUSIVE');
+    messages_rel := loginvault.checked_relation('staging.stg_sqs__messages', 'SHARE ROW EXCLUSIVE');
+    staged_rel := loginvault.checked_relation('staging.stg_sqs__login_events', 'SHARE ROW EXCLUSIVE');
+    logins_rel := loginvault.checked_relation(format('%I.user_logins', mart), 'SHARE ROW EXCLUSIVE');
+    rejected_rel := loginvault.checked_relation(format('%I.rejected_login_events', mart), 'SHARE ROW EXCLUSIVE');
+    vault_rel := loginvault.checked_relation('pii.vault', 'SHARE ROW EXCLUSIVE');
+    PERFORM loginvault.checked_relation('pii.token_map', 'SHARE ROW EXCLUSIVE');
     subject := loginvault.pii_token('user_id', user_id, current_setting('loginvault.hmac_key'),
         (SELECT k.kind_separated FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.state = 'active'));
 
     -- The subject's messages: their mart rows (user_id) and their staged payloads (parsed: a
     -- JSON escape names them too). Never a message id found only in raw: a loader can append a
     -- body naming them under another subject's message id (raw's own rows go by their body).
-    DROP TABLE IF EXISTS subject_messages, subject_tokens, subject_deliveries, shred;
+    DROP TABLE IF EXISTS pg_temp.subject_messages, pg_temp.subject_tokens, pg_temp.subject_deliveries, pg_temp.shred;
     CREATE TEMP TABLE subject_messages (message_id text PRIMARY KEY) ON COMMIT DROP;
     IF logins_rel IS NOT NULL THEN
         EXECUTE format('INSERT INTO subject_messages SELECT message_id FROM %s WHERE user_id = $1 ON CONFLICT DO NOTHING', logins_rel)
             USING user_id;
     END IF;
-    IF to_regclass('staging.stg_sqs__login_events') IS NOT NULL THEN
+    IF staged_rel IS NOT NULL THEN
         INSERT INTO subject_messages SELECT s.message_id FROM staging.stg_sqs__login_events AS s
         WHERE s.payload ->> 'user_id' = user_id ON CONFLICT DO NOTHING;
     END IF;
@@ -142,11 +138,11 @@ BEGIN
     WHERE (user_id !~ '^[A-Za-z0-9 ._@+:-]+$' OR strpos(r.body, user_id) > 0 OR strpos(r.body, '\u') > 0)
       AND loginvault.try_jsonb(r.body) ->> 'user_id' = user_id;
     SELECT count(*) INTO raw_rows FROM subject_deliveries;
-    IF to_regclass('staging.stg_sqs__messages') IS NOT NULL THEN
+    IF messages_rel IS NOT NULL THEN
         SELECT count(*) INTO n FROM staging.stg_sqs__messages AS m WHERE m.message_id IN (SELECT message_id FROM subject_messages);
         staged := staged + n;
     END IF;
-    IF to_regclass('staging.stg_sqs__login_events') IS NOT NULL THEN
+    IF staged_rel IS NOT NULL THEN
         SELECT count(*) INTO n FROM staging.stg_sqs__login_events AS s WHERE s.payload ->> 'user_id' = user_id;
         staged := staged + n;
     END IF;
@@ -160,7 +156,7 @@ BEGIN
         EXECUTE format('SELECT count(*) FROM %s WHERE message_id IN (SELECT message_id FROM subject_messages)', rejected_rel) INTO rejections;
     END IF;
     -- Vault values only the subject's logins carry.
-    IF to_regclass('pii.vault') IS NOT NULL AND logins_rel IS NOT NULL THEN
+    IF vault_rel IS NOT NULL AND logins_rel IS NOT NULL THEN
         EXECUTE format(
             'CREATE TEMP TABLE shred ON COMMIT DROP AS SELECT v.token, v.kind FROM pii.vault AS v'
             ' JOIN subject_tokens AS t ON t.token = v.token AND t.kind = v.kind'
@@ -177,10 +173,10 @@ BEGIN
             DELETE FROM pii.token_map AS m USING shred AS s WHERE m.new_token = s.token AND m.kind = s.kind;
         END IF;
         DELETE FROM raw.login_events AS r USING subject_deliveries AS d WHERE r.tableoid = d.part AND r.ctid = d.row_id;
-        IF to_regclass('staging.stg_sqs__messages') IS NOT NULL THEN
+        IF messages_rel IS NOT NULL THEN
             DELETE FROM staging.stg_sqs__messages AS m WHERE m.message_id IN (SELECT message_id FROM subject_messages);
         END IF;
-        IF to_regclass('staging.stg_sqs__login_events') IS NOT NULL THEN
+        IF staged_rel IS NOT NULL THEN
             DELETE FROM staging.stg_sqs__login_events AS s WHERE s.payload ->> 'user_id' = user_id;
         END IF;
         IF logins_rel IS NOT NULL THEN

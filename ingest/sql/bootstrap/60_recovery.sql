@@ -53,28 +53,21 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
     )
 $fn$;
 
--- Before every lookup: the session's keys are the registered ones (else 'wrong_key'), and the
--- vault, the mart and the token map are untampered (checked, locked, checked again: nothing
--- can be attached until the transaction ends; a tampered table raises, naming it). NULL when
--- the lookup may go ahead.
+-- Before every lookup: the vault, the mart and the token map locked and checked against
+-- their declared shapes (loginvault.checked_relation: a table not as declared raises, naming
+-- it, and the service audits the request as refused); then the session's keys are the
+-- registered ones (else 'wrong_key'). NULL when the lookup may go ahead.
 CREATE OR REPLACE FUNCTION pii.recovery_prepare() RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
-    vault regclass := to_regclass('pii.vault');
-    logins regclass := to_regclass(format('%I.user_logins', mart));
+    vault regclass := loginvault.checked_relation('pii.vault');
+    logins regclass := loginvault.checked_relation(format('%I.user_logins', mart));
+    map regclass := loginvault.checked_relation('pii.token_map');
 BEGIN
-    IF vault IS NULL OR logins IS NULL THEN
+    IF vault IS NULL OR logins IS NULL OR map IS NULL THEN
         RAISE EXCEPTION 'the vault or the mart does not exist yet: run the transform first' USING ERRCODE = 'undefined_table';
     END IF;
-    FOR i IN 1..2 LOOP
-        PERFORM loginvault.assert_untampered(vault, 'loginvault_transformer');
-        PERFORM loginvault.assert_untampered(logins, 'loginvault_transformer');
-        PERFORM loginvault.assert_untampered('pii.token_map', 'loginvault_transformer');
-        IF i = 1 THEN
-            EXECUTE format('LOCK TABLE %s, %s, pii.token_map IN ACCESS SHARE MODE', vault, logins);
-        END IF;
-    END LOOP;
     BEGIN
         PERFORM pii.check_keys(false);
     EXCEPTION WHEN invalid_parameter_value THEN

@@ -1,0 +1,295 @@
+-- loginvault bootstrap: the shapes of the relations that SECURITY DEFINER functions read, and
+-- the one function that checks them.
+--
+-- A definer function runs with more trust than its caller, and several read tables a workload
+-- owns (the transformer owns staging, the vault and the marts; dlt's rows come from the
+-- loader). Whatever such a table carries that runs code — row-level security, a policy, a
+-- trigger, a rule, a child table, a column of a user-defined type with an implicit cast, a
+-- domain with a CHECK, an index expression, an operator class — would run as the definer. So
+-- the check is an allow-list: before a definer reads a relation it calls
+-- loginvault.checked_relation(), which locks it and refuses it unless its owner, kind, column
+-- names and built-in column types are exactly the declared ones and nothing else is attached.
+--
+-- The declaration below is the one place these shapes are written: the bootstrap creates the
+-- marts and the vault from it (70_mart.sql, 40_pii.sql), and a test holds it against the dbt
+-- contracts (tests/integration/test_shapes.py) so that neither can drift from the other.
+-- Relations owned by the bootstrap's admin (the audit, the requests, the key registry) are not
+-- declared: only the admin can alter them, and the admin can replace the definers themselves.
+
+CREATE TABLE IF NOT EXISTS loginvault.declared_relations (
+    relation text   PRIMARY KEY,  -- schema-qualified, the mart schema resolved
+    owner    name   NOT NULL,
+    kind     "char" NOT NULL CHECK (kind IN ('r', 'p'))  -- p: day-partitioned (partitions: tables of the same owner)
+);
+CREATE TABLE IF NOT EXISTS loginvault.declared_columns (
+    relation    text    NOT NULL REFERENCES loginvault.declared_relations (relation) ON DELETE CASCADE,
+    position    integer NOT NULL,
+    column_name name    NOT NULL,
+    column_type text    NOT NULL,  -- as format_type() prints it
+    not_null    boolean NOT NULL,
+    PRIMARY KEY (relation, position)
+);
+ALTER TABLE loginvault.declared_relations OWNER TO CURRENT_USER;
+ALTER TABLE loginvault.declared_columns OWNER TO CURRENT_USER;
+REVOKE ALL ON loginvault.declared_relations, loginvault.declared_columns FROM PUBLIC;
+
+-- The declaration, replaced whole by each bootstrap (the mart schema may have changed).
+DELETE FROM loginvault.declared_relations;
+WITH mart AS (SELECT coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public') AS schema),
+relations (relation, owner, kind) AS (
+    VALUES
+        ('raw.login_events', 'loginvault_owner', 'p'),
+        ('raw._dlt_loads', 'loginvault_owner', 'r'),
+        ('staging.stg_sqs__loads', 'loginvault_transformer', 'r'),
+        ('staging.stg_sqs__messages', 'loginvault_transformer', 'r'),
+        ('staging.stg_sqs__login_events', 'loginvault_transformer', 'p'),
+        ('staging.loginvault_watermarks', 'loginvault_transformer', 'r'),
+        ('pii.vault', 'loginvault_transformer', 'r'),
+        ('pii.token_map', 'loginvault_transformer', 'r'),
+        ('mart.user_logins', 'loginvault_transformer', 'r'),
+        ('mart.rejected_login_events', 'loginvault_transformer', 'r')
+),
+columns (relation, position, column_name, column_type, not_null) AS (
+    VALUES
+        ('raw.login_events', 1, 'message_id', 'text', true),
+        ('raw.login_events', 2, 'body', 'text', true),
+        ('raw.login_events', 3, 'sent_at', 'timestamp with time zone', true),
+        ('raw.login_events', 4, 'received_at', 'timestamp with time zone', true),
+        ('raw.login_events', 5, 'receive_count', 'integer', true),
+        ('raw.login_events', 6, 'queue', 'text', true),
+        ('raw.login_events', 7, '_dlt_load_id', 'character varying', true),
+        ('raw.login_events', 8, '_dlt_id', 'character varying', true),
+        ('raw._dlt_loads', 1, 'load_id', 'character varying', true),
+        ('raw._dlt_loads', 2, 'schema_name', 'character varying', false),
+        ('raw._dlt_loads', 3, 'status', 'bigint', true),
+        ('raw._dlt_loads', 4, 'inserted_at', 'timestamp with time zone', true),
+        ('raw._dlt_loads', 5, 'schema_version_hash', 'character varying', false),
+        ('staging.stg_sqs__loads', 1, 'load_id', 'character varying', false),
+        ('staging.stg_sqs__loads', 2, 'completed_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__loads', 3, '_transformed_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__messages', 1, 'message_id', 'text', false),
+        ('staging.stg_sqs__messages', 2, 'sent_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__messages', 3, 'received_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__messages', 4, 'receive_count', 'integer', false),
+        ('staging.stg_sqs__messages', 5, '_dlt_load_id', 'character varying', false),
+        ('staging.stg_sqs__messages', 6, '_dlt_id', 'character varying', false),
+        ('staging.stg_sqs__messages', 7, '_transformed_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__login_events', 1, 'message_id', 'text', false),
+        ('staging.stg_sqs__login_events', 2, 'sent_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__login_events', 3, 'received_at', 'timestamp with time zone', false),
+        ('staging.stg_sqs__login_events', 4, 'receive_count', 'integer', false),
+        ('staging.stg_sqs__login_events', 5, 'payload', 'jsonb', false),
+        ('staging.stg_sqs__login_events', 6, 'parse_error', 'text', false),
+        ('staging.stg_sqs__login_events', 7, '_dlt_load_id', 'character varying', false),
+        ('staging.stg_sqs__login_events', 8, '_transformed_at', 'timestamp with time zone', false),
+        ('staging.loginvault_watermarks', 1, 'model', 'text', true),
+        ('staging.loginvault_watermarks', 2, 'high', 'timestamp with time zone', true),
+        ('staging.loginvault_watermarks', 3, 'updated_at', 'timestamp with time zone', true),
+        ('pii.vault', 1, 'token', 'character varying(64)', true),
+        ('pii.vault', 2, 'kind', 'character varying(16)', true),
+        ('pii.vault', 3, 'ciphertext', 'bytea', true),
+        ('pii.vault', 4, 'first_seen_at', 'timestamp with time zone', false),
+        ('pii.vault', 5, 'hmac_key_version', 'integer', false),
+        ('pii.vault', 6, 'encryption_key_version', 'integer', false),
+        ('pii.token_map', 1, 'kind', 'text', true),
+        ('pii.token_map', 2, 'old_token', 'text', true),
+        ('pii.token_map', 3, 'new_token', 'text', true),
+        ('pii.token_map', 4, 'from_version', 'integer', true),
+        ('pii.token_map', 5, 'to_version', 'integer', true),
+        ('mart.user_logins', 1, 'user_id', 'character varying(128)', true),
+        ('mart.user_logins', 2, 'device_type', 'character varying(32)', false),
+        ('mart.user_logins', 3, 'masked_ip', 'character varying(256)', false),
+        ('mart.user_logins', 4, 'masked_device_id', 'character varying(256)', false),
+        ('mart.user_logins', 5, 'locale', 'character varying(32)', false),
+        ('mart.user_logins', 6, 'app_version', 'integer', false),
+        ('mart.user_logins', 7, 'create_date', 'date', true),
+        ('mart.user_logins', 8, 'message_id', 'text', true),
+        ('mart.user_logins', 9, 'app_version_text', 'text', false),
+        ('mart.rejected_login_events', 1, 'message_id', 'text', true),
+        ('mart.rejected_login_events', 2, 'reason', 'text', true),
+        ('mart.rejected_login_events', 3, 'sent_at', 'timestamp with time zone', false),
+        ('mart.rejected_login_events', 4, 'received_at', 'timestamp with time zone', false)
+),
+named AS (
+    SELECT r.relation AS declared,
+           CASE WHEN r.relation LIKE 'mart.%' THEN quote_ident((SELECT schema FROM mart)) || substr(r.relation, 5)
+                ELSE r.relation END AS relation
+    FROM relations AS r
+),
+inserted AS (
+    INSERT INTO loginvault.declared_relations (relation, owner, kind)
+    SELECT n.relation, r.owner, r.kind::"char" FROM relations AS r JOIN named AS n ON n.declared = r.relation
+    RETURNING relation
+)
+INSERT INTO loginvault.declared_columns (relation, position, column_name, column_type, not_null)
+SELECT n.relation, c.position, c.column_name, c.column_type, c.not_null
+FROM columns AS c JOIN named AS n ON n.declared = c.relation
+WHERE EXISTS (SELECT FROM inserted AS i WHERE i.relation = n.relation);
+
+-- What is wrong with `rel` (one of the declared relations, or a partition of one), NULL when
+-- nothing: checked against `decl` (its declaration). Every test is of what is allowed.
+CREATE OR REPLACE FUNCTION loginvault.shape_problem(rel oid, decl text, is_partition boolean) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    c pg_class := (SELECT x FROM pg_class AS x WHERE x.oid = rel);
+    d loginvault.declared_relations := (SELECT x FROM loginvault.declared_relations AS x WHERE x.relation = decl);
+    want text;
+    have text;
+    kind "char" := CASE WHEN is_partition THEN 'r' ELSE d.kind END;
+    first_user_oid CONSTANT oid := 16384;  -- FirstNormalObjectId: below it, objects of initdb
+BEGIN
+    IF c IS NULL THEN
+        RETURN 'is gone';
+    END IF;
+    IF c.relkind <> kind THEN
+        RETURN format('is of kind %s, not %s', c.relkind, kind);
+    END IF;
+    IF pg_get_userbyid(c.relowner) <> d.owner THEN
+        RETURN format('is owned by %s, not %s', pg_get_userbyid(c.relowner), d.owner);
+    END IF;
+    IF c.relrowsecurity OR c.relforcerowsecurity OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = rel) THEN
+        RETURN 'has row-level security or policies';
+    END IF;
+    IF EXISTS (SELECT FROM pg_trigger AS t WHERE t.tgrelid = rel) THEN
+        RETURN 'has triggers';
+    END IF;
+    IF EXISTS (SELECT FROM pg_rewrite AS w WHERE w.ev_class = rel) THEN
+        RETURN 'has rules';
+    END IF;
+    IF c.relispartition <> is_partition OR (NOT is_partition AND EXISTS (SELECT FROM pg_inherits AS i WHERE i.inhrelid = rel)) THEN
+        RETURN 'is attached to another table';
+    END IF;
+    IF EXISTS (SELECT FROM pg_inherits AS i JOIN pg_class AS k ON k.oid = i.inhrelid
+               WHERE i.inhparent = rel AND NOT (d.kind = 'p' AND NOT is_partition AND k.relispartition)) THEN
+        RETURN 'has child tables';
+    END IF;
+    IF EXISTS (SELECT FROM pg_statistic_ext AS s WHERE s.stxrelid = rel) THEN
+        RETURN 'has extended statistics';
+    END IF;
+    -- Columns: exactly the declared names, in order, of the declared built-in types, with the
+    -- type's own collation.
+    SELECT string_agg(format('%s %s', x.column_name, x.column_type), ', ' ORDER BY x.position) INTO want
+    FROM loginvault.declared_columns AS x WHERE x.relation = decl;
+    SELECT string_agg(format('%s %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum) INTO have
+    FROM pg_attribute AS a WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+    IF have IS DISTINCT FROM want THEN
+        RETURN format('has the columns (%s), not (%s)', have, want);
+    END IF;
+    IF EXISTS (
+        SELECT FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+          AND (a.atttypid >= first_user_oid OR a.attcollation <> t.typcollation OR a.attgenerated <> '')
+    ) THEN
+        RETURN 'has a column of a type, collation or generation not built in';
+    END IF;
+    -- Nothing it or its indexes, constraints and defaults depend on may be a function,
+    -- operator, type, collation, operator class or family, access method or extension that
+    -- initdb did not make: such an object is code somebody chose.
+    IF EXISTS (
+        SELECT FROM pg_depend AS dep
+        WHERE dep.refobjid >= first_user_oid
+          AND dep.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_type'::regclass,
+                                 'pg_collation'::regclass, 'pg_opclass'::regclass, 'pg_opfamily'::regclass,
+                                 'pg_am'::regclass, 'pg_extension'::regclass, 'pg_foreign_server'::regclass)
+          AND ((dep.classid = 'pg_class'::regclass
+                AND (dep.objid = rel OR dep.objid IN (SELECT i.indexrelid FROM pg_index AS i WHERE i.indrelid = rel)))
+               OR (dep.classid = 'pg_constraint'::regclass
+                   AND dep.objid IN (SELECT k.oid FROM pg_constraint AS k WHERE k.conrelid = rel))
+               OR (dep.classid = 'pg_attrdef'::regclass
+                   AND dep.objid IN (SELECT f.oid FROM pg_attrdef AS f WHERE f.adrelid = rel)))
+    ) THEN
+        RETURN 'depends on a function, operator, type or collation that is not built in';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- The declared relation `relation` (as declared: schema-qualified), locked in `lock_mode`
+-- (ACCESS SHARE to read; SHARE ROW EXCLUSIVE before deleting: nothing can be attached or
+-- attached to it until the caller's transaction ends) and then checked, with each of its
+-- partitions; NULL when it does not exist (not built yet). Raises, naming the object, when its
+-- shape is not the declared one. READ COMMITTED only: a snapshot older than the lock could
+-- show a catalog that is no longer the one the caller's queries run against.
+CREATE OR REPLACE FUNCTION loginvault.checked_relation(relation text, lock_mode text DEFAULT 'ACCESS SHARE')
+RETURNS regclass
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    rel regclass;
+    part oid;
+    problem text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM loginvault.declared_relations AS d WHERE d.relation = checked_relation.relation) THEN
+        RAISE EXCEPTION 'no shape is declared for %', relation USING ERRCODE = 'undefined_table';
+    END IF;
+    IF lock_mode NOT IN ('ACCESS SHARE', 'SHARE ROW EXCLUSIVE') THEN
+        RAISE EXCEPTION 'lock mode % is not one the shape check takes', lock_mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'refusing to read %: the shape check needs a READ COMMITTED transaction, not %',
+            relation, current_setting('transaction_isolation') USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    rel := to_regclass(relation);
+    IF rel IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Only a table is locked (locking a view would need rights on it, and tell nothing).
+    IF (SELECT c.relkind NOT IN ('r', 'p') FROM pg_class AS c WHERE c.oid = rel) THEN
+        problem := loginvault.shape_problem(rel, relation, false);
+        RAISE EXCEPTION 'refusing to read %: it %; loginvault did not set that up, and it could run another role''s code in this session', relation, problem
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN %s MODE', rel, lock_mode);
+    IF to_regclass(relation) IS DISTINCT FROM rel THEN
+        RAISE EXCEPTION 'refusing to read %: it was replaced while the check waited for it', relation
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    problem := loginvault.shape_problem(rel, relation, false);
+    IF problem IS NULL THEN
+        FOR part IN SELECT i.inhrelid FROM pg_inherits AS i WHERE i.inhparent = rel LOOP
+            problem := loginvault.shape_problem(part, relation, true);
+            IF problem IS NOT NULL THEN
+                relation := part::regclass::text;
+                EXIT;
+            END IF;
+        END LOOP;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'refusing to read %: it %; loginvault did not set that up, and it could run another role''s code in this session', relation, problem
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN rel;
+END
+$fn$;
+
+-- Creates the declared table `relation` from its declaration (columns, NOT NULL), owned by its
+-- declared owner, unless it exists. The bootstrap's: the marts and the vault live in schemas
+-- where no workload may create (a definer function resolves names there).
+CREATE OR REPLACE FUNCTION loginvault.create_declared_table(relation text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    d loginvault.declared_relations := (SELECT x FROM loginvault.declared_relations AS x WHERE x.relation = create_declared_table.relation);
+BEGIN
+    IF d IS NULL OR d.kind <> 'r' THEN
+        RAISE EXCEPTION 'no declared table %', relation USING ERRCODE = 'undefined_table';
+    END IF;
+    IF to_regclass(relation) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE TABLE %s (%s)', relation, (
+        SELECT string_agg(format('%I %s%s', c.column_name, c.column_type, CASE WHEN c.not_null THEN ' NOT NULL' ELSE '' END),
+                          ', ' ORDER BY c.position)
+        FROM loginvault.declared_columns AS c WHERE c.relation = d.relation));
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', relation, d.owner);
+    RETURN true;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text),
+    loginvault.create_declared_table(text) FROM PUBLIC;
+-- The roles that own definer functions (raw's owner, the erasure's and the recovery's), and the
+-- transformer (its pre-flight checks raw before reading it), check shapes; they read the
+-- declaration to do so.
+GRANT EXECUTE ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text)
+    TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;
+GRANT SELECT ON loginvault.declared_relations, loginvault.declared_columns
+    TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;
