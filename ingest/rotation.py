@@ -2,8 +2,8 @@
 
 HMAC: every vault value is decrypted once and tokenized with the new key (kind || ':' ||
 value); the old → new tokens go to pii.token_map (kept until `keys retire hmac`, so that an
-old token still resolves), then new copies of the vault and the mart are built with the new
-tokens and swapped in for the old ones in one transaction: readers see all-old or all-new.
+old token still resolves), then the vault's and the mart's tokens are replaced in place in one
+transaction: readers see all-old or all-new.
 Encryption: the vault is re-encrypted in batches, each row recording its key version; both
 keys work meanwhile (the recovery functions pick a row's key by its version).
 
@@ -21,8 +21,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from psycopg import sql
-
 from ingest import LoginvaultError, config, count, db, keys, settings
 from ingest.faults import pause_at
 
@@ -33,6 +31,7 @@ REWRAP_BATCH = 20_000
 # The tables an HMAC rotation rewrites (their token columns and the kind each carries).
 VAULT = "pii.vault"
 TOKEN_COLUMNS = {"masked_ip": "ip", "masked_device_id": "device_id"}
+# What an earlier version's rotation built beside the tables (a killed run could leave them).
 ROTATING, PRE_ROTATION = "__rotating", "__pre_rotation"
 
 
@@ -113,10 +112,8 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
         mapped = _map_tokens(conn, target, batch)
         pause_at("rotate_built_map")
         mart = _check_mart(conn, mart_schema)
-        _build(conn, mart, target)
-        pause_at("rotate_built_tables")
-        _swap(conn, mart)
-        pause_at("rotate_swapped")
+        _rewrite(conn, mart, target)
+        pause_at("rotate_rewritten")
         _drop_leftovers(conn, mart)
     return Rotated(keys.HMAC, active.version, target, mapped, time.monotonic() - started)
 
@@ -211,70 +208,40 @@ def _check_mart(conn, mart: str) -> str:
     return mart
 
 
-def _build(conn, mart: str, target: int) -> None:
-    """New copies of the vault and the mart with the new tokens, built in one transaction
-    (a killed build leaves nothing behind; the next run builds them again)."""
-    with conn.transaction():
-        for table in (VAULT, f"{mart}.user_logins"):
-            conn.execute(f"DROP TABLE IF EXISTS {table}{ROTATING}")
-            conn.execute(f"CREATE TABLE {table}{ROTATING} (LIKE {table} INCLUDING ALL)")
-        conn.execute(
-            f"""
-            INSERT INTO {VAULT}{ROTATING} (token, kind, ciphertext, first_seen_at, hmac_key_version, encryption_key_version)
-            SELECT m.new_token, v.kind, v.ciphertext, v.first_seen_at, %s, v.encryption_key_version
-            FROM {VAULT} AS v JOIN pii.token_map AS m ON m.kind = v.kind AND m.old_token = v.token
-            """,  # noqa: S608
-            (target,),
-        )
-        columns = [
-            r[0]
-            for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
-                " ORDER BY attnum",
-                (f"{mart}.user_logins",),
-            )
-        ]
-        select = ", ".join(f"m_{c}.new_token" if c in TOKEN_COLUMNS else f'u."{c}"' for c in columns)
-        joins = " ".join(
-            f"LEFT JOIN pii.token_map AS m_{c} ON m_{c}.kind = '{kind}' AND m_{c}.old_token = u.{c}"
-            for c, kind in TOKEN_COLUMNS.items()
-        )
-        conn.execute(f"INSERT INTO {mart}.user_logins{ROTATING} SELECT {select} FROM {mart}.user_logins AS u {joins}")  # noqa: S608
-        for table in (VAULT, f"{mart}.user_logins"):
-            conn.execute(f"ANALYZE {table}{ROTATING}")
-
-
-def _swap(conn, mart: str) -> None:
-    """In one transaction: the new copies take the place (and the grants and comment) of the
-    old ones, the pending version becomes active and the active one previous."""
+def _rewrite(conn, mart: str, target: int) -> None:
+    """In one transaction: every token of the vault and the mart replaced by its new one (from
+    the token map), the pending version made active and the active one previous, the erased
+    subjects re-hashed. Readers see all-old or all-new (MVCC: they are never blocked); a killed
+    run leaves nothing, and the next one does it again. In place: the two tables stay the
+    ones the bootstrap made (no workload may create in their schemas)."""
     with conn.transaction():
         conn.execute("SET LOCAL lock_timeout = '60s'")
-        conn.execute(f"LOCK TABLE {VAULT}, {mart}.user_logins IN ACCESS EXCLUSIVE MODE")
-        for table in (VAULT, f"{mart}.user_logins"):
-            schema, name = table.split(".")
-            grants = conn.execute(
-                "SELECT a.grantee::regrole::text, a.privilege_type FROM pg_class AS c, aclexplode(c.relacl) AS a"
-                " WHERE c.oid = %s::regclass AND a.grantee <> c.relowner AND a.grantee <> 0",
-                (table,),
-            ).fetchall()
-            for grantee, privilege in grants:
-                conn.execute(f'GRANT {privilege} ON {table}{ROTATING} TO "{grantee}"')
-            (comment,) = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (table,)).fetchone()
-            if comment is not None:
-                conn.execute(sql.SQL(f"COMMENT ON TABLE {table}{ROTATING} IS {{}}").format(sql.Literal(comment)))
-            conn.execute(f"ALTER TABLE {table} RENAME TO {name}{PRE_ROTATION}")
-            conn.execute(f"ALTER TABLE {table}{ROTATING} RENAME TO {name}")
+        conn.execute(f"LOCK TABLE {VAULT}, {mart}.user_logins IN SHARE ROW EXCLUSIVE MODE")
+        conn.execute(
+            f"UPDATE {VAULT} AS v SET token = m.new_token, hmac_key_version = %s"  # noqa: S608
+            " FROM pii.token_map AS m WHERE m.kind = v.kind AND m.old_token = v.token AND v.hmac_key_version IS DISTINCT FROM %s",
+            (target, target),
+        )
+        assignments = ", ".join(
+            f"{c} = (SELECT m.new_token FROM pii.token_map AS m WHERE m.kind = '{kind}' AND m.old_token = u.{c})"
+            for c, kind in TOKEN_COLUMNS.items()
+        )
+        present = " OR ".join(f"u.{c} IS NOT NULL" for c in TOKEN_COLUMNS)
+        conn.execute(f"UPDATE {mart}.user_logins AS u SET {assignments} WHERE {present}")  # noqa: S608
+        pause_at("rotate_rewriting")
         conn.execute("UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'hmac' AND state = 'active'")
         conn.execute(
             "UPDATE pii.key_versions SET state = 'active', activated_at = now() WHERE kind = 'hmac' AND state = 'pending'"
         )
         conn.execute("SELECT pii.rehash_erased_subjects()")  # erased subjects stay kept out under the new key
-        pause_at("rotate_swapping")
+    for table in (VAULT, f"{mart}.user_logins"):
+        conn.execute(f"ANALYZE {table}")
 
 
 def _drop_leftovers(conn, mart: str) -> None:
+    """Copies an earlier version's rotation built beside the tables and a killed run left."""
     for table in (VAULT, f"{mart}.user_logins"):
-        conn.execute(f"DROP TABLE IF EXISTS {table}{PRE_ROTATION}, {table}{ROTATING}")
+        conn.execute(f"DROP TABLE IF EXISTS {table}{ROTATING}, {table}{PRE_ROTATION}")
 
 
 # ---------------------------------------------------------------- encryption

@@ -66,7 +66,7 @@ on conflict (model) do update set high = excluded.high, updated_at = now()
     statistics until autovacuum gets to it; without them the next incremental run's planner
     guesses, and reads the whole table instead of its indexes. Analyze it once, right away. -#}
 {% macro loginvault_analyze_if_new() %}
-    {%- if config.get('materialized') in ('incremental', 'table') -%}
+    {%- if config.get('materialized') in ('incremental', 'table', 'loginvault_declared') -%}
         do $analyze$
         begin
             if exists (

@@ -1,7 +1,5 @@
 {#- One row per message that could not enter user_logins, with the reason; no payload values. -#}
 {{ config(
-    incremental_strategy='append',
-    indexes=[{'columns': ['message_id'], 'unique': True}],
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
 
@@ -13,6 +11,6 @@ select
 from {{ ref('int_login_events_validated') }} as v
 where
     v.rejection_reason is not null
-    {%- if is_incremental() %}
+    {%- if loginvault_incremental() %}
         and {{ loginvault_new_messages('v') }}
     {%- endif %}

@@ -1,8 +1,6 @@
 {#- The analysts' table: one row per valid login message, ip and device id replaced by keyed
     tokens (same value → same token). The 7 columns of the original DDL come first. -#}
 {{ config(
-    incremental_strategy='append',
-    indexes=[{'columns': ['message_id'], 'unique': True}],
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
 
@@ -19,6 +17,6 @@ select
 from {{ ref('int_login_events_validated') }} as v
 where
     v.rejection_reason is null
-    {%- if is_incremental() %}
+    {%- if loginvault_incremental() %}
         and {{ loginvault_new_messages('v') }}
     {%- endif %}

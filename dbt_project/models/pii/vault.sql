@@ -1,7 +1,6 @@
 {#- The PII vault: each distinct (kind, canonical value) once, encrypted once (AES-256,
     key from the session), keyed by its token. Read only through the audited recovery functions. -#}
 {{ config(
-    incremental_strategy='append',
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
 
@@ -11,7 +10,7 @@ with valid as (
     from {{ ref('int_login_events_validated') }} as v
     where
         v.rejection_reason is null
-        {%- if is_incremental() %}
+        {%- if loginvault_incremental() %}
             and {{ loginvault_after_watermark('v._transformed_at') }}
         {%- endif %}
 
@@ -65,7 +64,7 @@ select
     {{ loginvault_active_key('hmac') }} as hmac_key_version,
     {{ loginvault_active_key('encryption') }} as encryption_key_version
 from tokenized as tk
-{%- if is_incremental() %}
+{%- if loginvault_incremental() %}
     where not exists (
         select 1 from {{ this }} as t
         where t.token = tk.token and t.kind = tk.kind

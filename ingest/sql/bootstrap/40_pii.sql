@@ -1,14 +1,29 @@
 -- loginvault bootstrap: pii.
--- Owned by the admin, so that the transformer (which builds pii.vault here) can neither drop
--- nor rewrite the recovery audit or the recovery functions.
+-- Owned by the admin, so that the transformer (which fills pii.vault here) can neither drop
+-- nor rewrite the recovery audit or the recovery functions. Nobody creates here: the officers'
+-- functions live here, and an overload made here could catch their calls.
 CREATE SCHEMA IF NOT EXISTS pii;
 ALTER SCHEMA pii OWNER TO CURRENT_USER;
-REVOKE ALL ON SCHEMA pii FROM PUBLIC, loginvault_pii_admin;
--- USAGE+CREATE: dbt builds pii.vault. USAGE: to file and read requests (pii-admin), to serve
--- them (the recovery service), to read the audit (auditor), and for the functions' owner to
--- reach the vault.
-GRANT USAGE, CREATE ON SCHEMA pii TO loginvault_transformer;
-GRANT USAGE ON SCHEMA pii TO loginvault_pii_admin, loginvault_auditor, loginvault_recovery, loginvault_recovery_service;
+REVOKE ALL ON SCHEMA pii FROM PUBLIC, loginvault_pii_admin, loginvault_transformer;
+-- USAGE: dbt fills pii.vault and the rotation pii.token_map (transformer), to file and read
+-- requests (pii-admin), to serve them (the recovery service), to read the audit (auditor), and
+-- for the functions' owner to reach the vault.
+GRANT USAGE ON SCHEMA pii TO loginvault_transformer, loginvault_pii_admin, loginvault_auditor, loginvault_recovery,
+    loginvault_recovery_service;
+
+-- The vault, from its declared shape (21_shapes.sql), owned by the transformer: dbt fills it
+-- (the loginvault_declared materialization). Each (token, kind) once. Grants as the model's
+-- +grants: the recovery functions' owner reads it, the erasure's reads and shreds.
+DO $$
+BEGIN
+    IF loginvault.create_declared_table('pii.vault') THEN
+        ALTER TABLE pii.vault ADD CONSTRAINT vault_token_kind_key UNIQUE (token, kind),
+            ADD CONSTRAINT vault_kind_check CHECK (kind IN ('ip', 'device_id'));
+    END IF;
+END
+$$;
+GRANT SELECT ON pii.vault TO loginvault_recovery, loginvault_eraser;
+GRANT DELETE ON pii.vault TO loginvault_eraser;
 
 -- Every recovery, written by the recovery functions in the transaction of the lookup. Never
 -- holds a cleartext value. Append-only: only the functions' owner inserts, nobody updates or

@@ -1,7 +1,11 @@
--- loginvault bootstrap: the mart schema.
--- (session setting loginvault.mart_schema, default public): the transformer builds there,
--- analysts read there. A bare user_logins of the original exercise's DDL (no message_id) is
--- replaced: dropped when empty, else kept as user_logins_before_loginvault.
+-- loginvault bootstrap: the mart schema and its tables.
+-- (session setting loginvault.mart_schema, default public): analysts read there; the
+-- transformer fills user_logins and rejected_login_events, which the bootstrap creates from
+-- their declared shapes (21_shapes.sql) and hands to it. No workload may create in the mart
+-- schema: `public` holds pgcrypto's functions, which the definer functions call, and an
+-- overload made there could change what they call. A bare user_logins of the original
+-- exercise's DDL (no message_id) is replaced: dropped when empty, else kept as
+-- user_logins_before_loginvault.
 DO $$
 DECLARE
     mart text := coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public');
@@ -12,19 +16,23 @@ BEGIN
         RAISE EXCEPTION 'LOGINVAULT_MART_SCHEMA may not be %: that schema has another owner and purpose', mart;
     END IF;
     EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', mart);
-    -- USAGE+CREATE: dbt builds the marts. USAGE: analysts read them, the recovery functions
-    -- count logins there.
-    EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO loginvault_transformer', mart);
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO loginvault_analyst, loginvault_recovery, loginvault_eraser', mart);
+    -- USAGE: dbt fills the marts, analysts read them, the recovery functions count logins
+    -- there, the erasure deletes a subject's rows. CREATE: nobody (earlier versions let the
+    -- transformer build the marts here; on `public` too, which PUBLIC held before PostgreSQL 15).
+    EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC, loginvault_transformer', mart);
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO loginvault_transformer, loginvault_analyst, loginvault_recovery, loginvault_eraser', mart);
     -- Earlier versions let the pii-admin read the marts; the recovery functions do it now.
     EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM loginvault_pii_admin', mart);
     existing := to_regclass(format('%I.user_logins', mart));
     IF existing IS NOT NULL AND NOT EXISTS (
         SELECT FROM pg_attribute WHERE attrelid = existing AND attname = 'message_id' AND NOT attisdropped
     ) THEN
-        -- Counted as the admin: only if it is a plain table (a view or a table with policies
-        -- could run its owner's code here).
-        PERFORM loginvault.assert_untampered(existing, pg_get_userbyid((SELECT relowner FROM pg_class WHERE oid = existing)));
+        -- Counted as the admin: only if it is a plain table without row-level security (a view
+        -- or a policy could run its owner's code here; counting runs no column's code).
+        IF (SELECT c.relkind <> 'r' OR c.relrowsecurity FROM pg_class AS c WHERE c.oid = existing) THEN
+            RAISE EXCEPTION 'refusing to read the pre-existing %: it is not a plain table without row-level security', existing
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
         EXECUTE format('SELECT count(*) FROM %s', existing) INTO n;
         IF n = 0 THEN
             EXECUTE format('DROP TABLE %s', existing);
@@ -50,6 +58,24 @@ BEGIN
           AND has_table_privilege('loginvault_pii_admin', c.oid, 'SELECT')
     LOOP
         EXECUTE format('REVOKE ALL ON %s FROM loginvault_pii_admin', t);
+    END LOOP;
+END
+$$;
+
+-- The marts, from their declared shapes, owned by the transformer (dbt fills them: the
+-- loginvault_declared materialization), with the index the incremental models and the
+-- erasure look messages up by. Grants as the models' +grants (dbt keeps them so).
+DO $$
+DECLARE
+    mart text := quote_ident(coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public'));
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['user_logins', 'rejected_login_events'] LOOP
+        IF loginvault.create_declared_table(mart || '.' || t) THEN
+            EXECUTE format('CREATE UNIQUE INDEX %I ON %s.%I (message_id)', t || '_message_id_key', mart, t);
+        END IF;
+        EXECUTE format('GRANT SELECT ON %s.%I TO loginvault_analyst, loginvault_recovery, loginvault_eraser', mart, t);
+        EXECUTE format('GRANT DELETE ON %s.%I TO loginvault_eraser', mart, t);
     END LOOP;
 END
 $$;
