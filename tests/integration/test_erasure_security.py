@@ -36,8 +36,8 @@ END $$;
 PLANTS = {
     "policy on the vault": "ALTER TABLE pii.vault ENABLE ROW LEVEL SECURITY;"
     " CREATE POLICY steal ON pii.vault USING (staging.steal())",
-    "view in place of the vault": "ALTER TABLE pii.vault RENAME TO vault_real;"
-    " CREATE VIEW pii.vault AS SELECT *, staging.steal() AS s FROM pii.vault_real",
+    "view in place of staged messages": "ALTER TABLE staging.stg_sqs__messages RENAME TO messages_real;"
+    " CREATE VIEW staging.stg_sqs__messages AS SELECT * FROM staging.messages_real WHERE staging.steal()",
     "policy on the mart": "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY;"
     " CREATE POLICY steal ON user_logins USING (staging.steal())",
     "trigger on the rejections": "CREATE TRIGGER steal BEFORE DELETE ON rejected_login_events"
@@ -50,6 +50,27 @@ PLANTS = {
     "a child partition with a policy": "CREATE TABLE staging.child PARTITION OF staging.stg_sqs__login_events"
     " FOR VALUES FROM ('2999-01-01') TO ('2999-01-02'); ALTER TABLE staging.child ENABLE ROW LEVEL SECURITY;"
     " CREATE POLICY steal ON staging.child USING (staging.steal())",
+    # The allow-list: what no block-list of RLS, triggers and rules would see.
+    "mart column of a type with an implicit cast": "CREATE TYPE staging.evil AS (v text);"
+    " CREATE FUNCTION staging.evil_text(staging.evil) RETURNS text LANGUAGE plpgsql AS"
+    " $$ BEGIN PERFORM staging.steal(); RETURN ($1).v; END $$;"
+    " CREATE CAST (staging.evil AS text) WITH FUNCTION staging.evil_text(staging.evil) AS IMPLICIT;"
+    " ALTER TABLE user_logins ALTER COLUMN user_id TYPE staging.evil USING ROW(user_id)::staging.evil",
+    "staged column of a domain with a CHECK": "CREATE DOMAIN staging.checked AS text CHECK (staging.steal());"
+    " ALTER TABLE staging.stg_sqs__messages ALTER COLUMN message_id TYPE staging.checked",
+    "mart column default of planted code": "ALTER TABLE rejected_login_events ALTER COLUMN reason"
+    " SET DEFAULT staging.steal()::text",
+    "staging index on planted code": "CREATE FUNCTION staging.same(text) RETURNS text IMMUTABLE LANGUAGE sql"
+    " AS 'SELECT $1'; CREATE INDEX steal ON staging.stg_sqs__messages (staging.same(message_id))",
+    "extended statistics on the mart": "CREATE STATISTICS staging.steal ON user_id, locale FROM user_logins",
+    "mart column of a case-blind collation": "CREATE COLLATION staging.blind (provider = icu,"
+    " locale = 'und-u-ks-level2', deterministic = false);"
+    " ALTER TABLE user_logins ALTER COLUMN user_id TYPE varchar(128) COLLATE staging.blind",
+    "trigger on a staged day partition": "DO $$ BEGIN EXECUTE format('CREATE TRIGGER steal BEFORE DELETE ON %s"
+    " FOR EACH ROW EXECUTE FUNCTION staging.steal_trigger()', (SELECT d.partition FROM"
+    " loginvault.day_partitions('staging.stg_sqs__login_events') AS d LIMIT 1)); END $$",
+    "an inheritance child of staged messages": "CREATE TABLE staging.kid () INHERITS (staging.stg_sqs__messages);"
+    " CREATE TRIGGER steal BEFORE DELETE ON staging.kid FOR EACH ROW EXECUTE FUNCTION staging.steal_trigger()",
 }
 
 
@@ -72,6 +93,7 @@ def test_erasure_refuses_what_the_transformer_planted(fresh, plant):
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
         conn.execute(STEAL_FUNCTION)
         conn.execute(PLANTS[plant])
+    execute(fresh.dsn, "TRUNCATE public.stolen")  # what planting itself ran, as the transformer
     before = state(fresh)
 
     refused = fresh.run("erase", "--user-id", subject, "--reason", "DSAR-9", ok=False)
@@ -81,7 +103,8 @@ def test_erasure_refuses_what_the_transformer_planted(fresh, plant):
     assert "refusing to read" in line, line
     assert subject not in refused.stderr
     assert state(fresh) == before  # nothing deleted, nothing audited
-    assert query(fresh.dsn, "SELECT count(*) FROM public.stolen") == [(0,)]
+    # Nothing ran as anyone but the admin (whose own counting above reads a planted view).
+    assert query(fresh.dsn, "SELECT count(*) FROM public.stolen WHERE what <> ' as ' || current_user") == [(0,)]
 
 
 def test_the_same_erasure_runs_when_nothing_was_planted(fresh):

@@ -1,7 +1,7 @@
 """Key versions and rotation without raw data (real PostgreSQL, dbt, moto, `loginvault keys`).
 
-The registry holds fingerprints; an HMAC rotation re-tokenizes from the vault and swaps the
-vault and the mart in one transaction (joins across the rotation hold, readers never see a
+The registry holds fingerprints; an HMAC rotation re-tokenizes from the vault and rewrites the
+vault's and the mart's tokens in one transaction (joins across the rotation hold, readers never see a
 mix); an encryption rotation re-encrypts in batches; both resume after kill -9 to the end
 state of an uninterrupted run; old tokens resolve until retired; stale keys are refused.
 """
@@ -309,9 +309,8 @@ def reference(pg_cluster, origin):
     [
         ("hmac", "rotate_mapping"),
         ("hmac", "rotate_built_map"),
-        ("hmac", "rotate_built_tables"),
-        ("hmac", "rotate_swapping"),
-        ("hmac", "rotate_swapped"),
+        ("hmac", "rotate_rewriting"),
+        ("hmac", "rotate_rewritten"),
         ("encryption", "rewrap_switched"),
         ("encryption", "rewrapping"),
     ],
@@ -335,7 +334,7 @@ def test_kill_9_at_each_phase_then_a_rerun_ends_as_an_uninterrupted_rotation(
         proc = spawn("keys", "rotate", kind, "--batch", "7", env=env)
         proc.wait_for(f"fault: paused at {point}", timeout=120)
         proc.kill9()
-        if kind == "hmac" and point != "rotate_swapped":  # meanwhile a transform refuses
+        if kind == "hmac" and point != "rotate_rewritten":  # meanwhile a transform refuses
             refused = job.transform(ok=False)
             assert refused.returncode == 1 and "rotation to version 2 is unfinished" in refused.stderr
         rotate(job, kind, "--batch", "7", new_key=new_key)

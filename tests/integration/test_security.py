@@ -317,25 +317,49 @@ def _audit(job: Job) -> list[tuple]:
     return query(job.dsn, "SELECT login_user, direction, outcome, found, reason FROM pii.recovery_audit ORDER BY id")
 
 
+# A composite type of the transformer's own schema that casts itself to integer implicitly:
+# put on a vault column, the cast function (planted code) would run wherever the column is used
+# as an integer (the recovery's key lookup by version).
+EVIL_INTEGER = """
+CREATE TYPE staging.evil AS (v integer);
+CREATE FUNCTION staging.evil_int(staging.evil) RETURNS integer LANGUAGE plpgsql AS $$
+BEGIN PERFORM public.steal(); RETURN ($1).v; END $$;
+CREATE CAST (staging.evil AS integer) WITH FUNCTION staging.evil_int(staging.evil) AS IMPLICIT;
+ALTER TABLE pii.vault ALTER COLUMN encryption_key_version TYPE staging.evil USING ROW(encryption_key_version)::staging.evil
+"""
+
+
 @pytest.mark.parametrize(
     "plant",
     [
         "ALTER TABLE pii.vault ENABLE ROW LEVEL SECURITY; CREATE POLICY steal ON pii.vault USING (public.steal())",
-        "ALTER TABLE pii.vault RENAME TO vault_real; CREATE VIEW pii.vault AS SELECT *, public.steal() AS s FROM pii.vault_real",
+        EVIL_INTEGER,
+        "CREATE DOMAIN staging.checked AS text CHECK (public.steal());"
+        " ALTER TABLE pii.token_map ALTER COLUMN old_token TYPE staging.checked",
         "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY; CREATE POLICY steal ON user_logins USING (public.steal())",
+        "ALTER TABLE user_logins ALTER COLUMN locale SET DEFAULT public.steal()::text",
+        "CREATE STATISTICS staging.steal ON user_id, locale FROM user_logins",
     ],
-    ids=["policy on the vault", "view in place of the vault", "policy on the mart"],
+    ids=[
+        "policy on the vault",
+        "vault column of a type with an implicit cast",
+        "token map column of a domain",
+        "policy on the mart",
+        "mart column default of planted code",
+        "extended statistics on the mart",
+    ],
 )
 def test_recovery_refuses_what_the_transformer_planted(fresh, plant):
     """The transformer owns the vault and the mart: code it attaches would run as the recovery
     functions' owner in the service's session (which holds the keys and may write the audit).
-    The service refuses before reading, and audits the refusal."""
+    The service refuses before reading, naming the relation, and audits the refusal. (The
+    planted function is made by the admin here: no workload may create in public.)"""
     token, _ = ip_token(fresh)
-    execute(fresh.dsn, STOLEN)
+    execute(fresh.dsn, STEAL)
     with login(fresh, config.TRANSFORMER_ROLE) as conn:  # dbt's own login
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
-        conn.execute(STEAL_FUNCTION)
         conn.execute(plant)
+    execute(fresh.dsn, "TRUNCATE public.stolen")  # what planting itself ran, as the transformer
     refused = fresh.run("recover", "--token", token, "--reason", "INC-9", ok=False)
     assert refused.returncode == 1 and not refused.stdout
     assert "refusing to read" in refused.stderr
