@@ -12,6 +12,12 @@ Memberships are read from pg_auth_members for every `loginvault_%` role and ever
 member of one: a group role is a member of what is declared only; a login of exactly one
 workload role, without ADMIN OPTION; the bootstrap's admin (who granted the roles) of none of
 the workload roles' logins.
+
+Column grants are privileges too (a relation's `columns`: "PRIVILEGE (col, …) to role"), and no
+privilege may be held WITH GRANT OPTION (none is declared). Last, every relation whose shape is
+declared (ingest/sql/bootstrap/21_shapes.sql: the ones definer functions read) is checked
+against it: row-level security or a policy on a mart, say, would run its owner's code in an
+analyst's session.
 """
 
 from __future__ import annotations
@@ -100,6 +106,42 @@ FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 LEFT JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a ON a.grantee <> p.proowner
 WHERE n.nspname = ANY(%(schemas)s)
   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+"""
+_COLUMNS = """
+SELECT n.nspname || '.' || c.relname, a.privilege_type, a.grantee, string_agg(t.attname, ', ' ORDER BY t.attnum)
+FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace,
+     aclexplode(t.attacl) a
+WHERE n.nspname = ANY(%(schemas)s) AND t.attnum > 0 AND NOT t.attisdropped AND t.attacl IS NOT NULL
+GROUP BY 1, 2, 3
+"""
+# Every privilege held WITH GRANT OPTION by someone other than the object's owner.
+_GRANT_OPTIONS = """
+SELECT 'schema ' || n.nspname, a.privilege_type, a.grantee FROM pg_namespace n, aclexplode(n.nspacl) a
+WHERE n.nspname = ANY(%(schemas)s) AND a.is_grantable AND a.grantee <> n.nspowner
+UNION ALL
+SELECT 'relation ' || n.nspname || '.' || c.relname, a.privilege_type, a.grantee
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+WHERE n.nspname = ANY(%(schemas)s) AND a.is_grantable AND a.grantee <> c.relowner
+UNION ALL
+SELECT 'column ' || n.nspname || '.' || c.relname || '.' || t.attname, a.privilege_type, a.grantee
+FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace,
+     aclexplode(t.attacl) a
+WHERE n.nspname = ANY(%(schemas)s) AND a.is_grantable AND t.attnum > 0
+UNION ALL
+SELECT 'function ' || p.oid::regprocedure::text, a.privilege_type, a.grantee
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a
+WHERE n.nspname = ANY(%(schemas)s) AND a.is_grantable AND a.grantee <> p.proowner
+"""
+# The declared shapes (what definer functions read): each relation, and each of its partitions.
+_SHAPES = """
+SELECT d.relation, s.problem
+FROM loginvault.declared_relations d
+CROSS JOIN LATERAL (
+    SELECT loginvault.shape_problem(to_regclass(d.relation), d.relation, false) AS problem
+    UNION ALL
+    SELECT loginvault.shape_problem(i.inhrelid, d.relation, true) FROM pg_inherits i WHERE i.inhparent = to_regclass(d.relation)
+) s
+WHERE to_regclass(d.relation) IS NOT NULL AND s.problem IS NOT NULL
 """
 _DATABASE = """
 SELECT a.grantee, a.privilege_type
@@ -226,6 +268,29 @@ def differences(conn, declaration: Declaration) -> list[str]:
     out += [f"{fact}: held, but not declared" for fact in sorted(other - expected)]
     out += [f"{fact}: declared, but not held" for fact in sorted(expected - other)]
     out += compare_memberships(conn.execute(_MEMBERSHIPS).fetchall(), declaration)
+    out += compare_columns(conn, declaration)
+    names = _role_names(conn)
+    params = {"schemas": declaration.schemas}
+    out += [
+        f"{what}: {privilege} to {names.get(grantee, grantee)} WITH GRANT OPTION is held, but not declared"
+        for what, privilege, grantee in conn.execute(_GRANT_OPTIONS, params)
+    ]
+    out += [f"relation {relation}: it {problem}" for relation, problem in conn.execute(_SHAPES)]
+    return out
+
+
+def compare_columns(conn, declaration: Declaration) -> list[str]:
+    """Column grants held against each relation's declared `columns`."""
+    names = _role_names(conn)
+    held = {
+        (relation, f"{privilege} ({columns}) to {names.get(grantee, grantee)}")
+        for relation, privilege, grantee, columns in conn.execute(_COLUMNS, {"schemas": declaration.schemas})
+    }
+    expected = {
+        (name, grant) for name, spec in declaration.objects["relations"].items() for grant in spec.get("columns", [])
+    }
+    out = [f"relation {r}: column grant {g} is held, but not declared" for r, g in sorted(held - expected)]
+    out += [f"relation {r}: column grant {g} is declared, but not held" for r, g in sorted(expected - held)]
     return out
 
 

@@ -97,6 +97,11 @@ def ensure_login(conn, role: str, dsn: str) -> None:
             f" {workload.who}'s login must belong to {role} only"
         )
     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
+    if role != config.TRANSFORMER_ROLE:
+        # A policy on a table another role owns (the transformer's marts, say) would run its
+        # owner's code in this login's session: with row_security off, such a table refuses the
+        # read instead. The transformer owns what it reads (but raw, which its checks cover).
+        conn.execute(sql.SQL("ALTER ROLE {} SET row_security = off").format(sql.Identifier(login)))
 
 
 def workload_logins() -> dict[str, str]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from ingest.vault import requests
 
 OUTCOMES = (
-    "found", "found_pre_rotation", "not_found", "decrypt_failed", "wrong_key", "over_budget", "invalid", "refused",
+    "found", "found_pre_rotation", "not_found", "decrypt_failed", "tampered", "wrong_key", "over_budget", "invalid",
+    "refused",
 )  # fmt: skip
 
 

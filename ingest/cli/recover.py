@@ -18,6 +18,8 @@ REFUSALS = {
     " audited); it resets at {resets_at} (UTC midnight); an admin can raise it (docs/operations.md, Recover PII)",
     "decrypt_failed": "the recovery service holds no key of the vault entry's encryption key version (the failed"
     " lookup was audited): its LOGINVAULT_ENCRYPTION_KEY_PREVIOUS is needed until `keys rotate encryption` ends",
+    "tampered": "the vault's entry for that token decrypts to a value the token was not made from: the vault was"
+    " written outside the transform (the lookup was audited; no value is given); see docs/operations.md",
     "invalid": "that is not a valid {kind}, so no login can carry it (audited)",
     "wrong_key": "the recovery service's keys are not the registered ones (the refusal was audited): restart it"
     " with the current keys (`loginvault keys status` shows their fingerprints)",

@@ -92,8 +92,8 @@ BEGIN
     END IF;
     -- Locked, then checked against their declared shapes (nothing can change until the
     -- transaction ends).
-    PERFORM loginvault.checked_relation('raw.login_events');
-    PERFORM loginvault.checked_relation('raw._dlt_loads');
+    PERFORM loginvault.checked_relation('raw.login_events', 'ACCESS SHARE');
+    PERFORM loginvault.checked_relation('raw._dlt_loads', 'ACCESS SHARE');
 END
 $fn$;
 

@@ -204,15 +204,21 @@ BEGIN
 END
 $fn$;
 
--- The declared relation `relation` (as declared: schema-qualified), locked in `lock_mode`
--- (ACCESS SHARE to read; SHARE ROW EXCLUSIVE before deleting: nothing can be attached or
--- attached to it until the caller's transaction ends) and then checked, with each of its
--- partitions; NULL when it does not exist (not built yet). Raises, naming the object, when its
--- shape is not the declared one. READ COMMITTED only: a snapshot older than the lock could
--- show a catalog that is no longer the one the caller's queries run against.
-CREATE OR REPLACE FUNCTION loginvault.checked_relation(relation text, lock_mode text DEFAULT 'ACCESS SHARE')
+-- The declared relation `relation` (as declared: schema-qualified), locked in `lock_mode` and
+-- then checked, with each of its partitions; NULL when it does not exist (not built yet).
+-- Raises, naming the object, when its shape is not the declared one. The lock holds until the
+-- caller's transaction ends, and is one that nothing which could add code conflicts less with:
+-- SHARE UPDATE EXCLUSIVE (the default, to read) waits for and blocks CREATE INDEX, CREATE
+-- STATISTICS, CREATE TRIGGER, ATTACH PARTITION and every ALTER TABLE (an index or statistics
+-- expression made after the check would be evaluated when the caller's query is planned);
+-- SHARE ROW EXCLUSIVE (to delete) blocks writes too; ACCESS SHARE only for raw, whose owner no
+-- login can act as. A SECURITY DEFINER function of the admin's, so that the definers' owners
+-- may take these locks with no more than SELECT on the tables: its only acts are the lock and
+-- reads of the catalogs. READ COMMITTED only: a snapshot older than the lock could show a
+-- catalog that is no longer the one the caller's queries run against.
+CREATE OR REPLACE FUNCTION loginvault.checked_relation(relation text, lock_mode text DEFAULT 'SHARE UPDATE EXCLUSIVE')
 RETURNS regclass
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rel regclass;
     part oid;
@@ -221,7 +227,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM loginvault.declared_relations AS d WHERE d.relation = checked_relation.relation) THEN
         RAISE EXCEPTION 'no shape is declared for %', relation USING ERRCODE = 'undefined_table';
     END IF;
-    IF lock_mode NOT IN ('ACCESS SHARE', 'SHARE ROW EXCLUSIVE') THEN
+    IF lock_mode NOT IN ('ACCESS SHARE', 'SHARE UPDATE EXCLUSIVE', 'SHARE ROW EXCLUSIVE') THEN
         RAISE EXCEPTION 'lock mode % is not one the shape check takes', lock_mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -239,6 +245,9 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     EXECUTE format('LOCK TABLE %s IN %s MODE', rel, lock_mode);
+    IF lock_mode = 'ACCESS SHARE' AND (SELECT c.relnamespace <> 'raw'::regnamespace FROM pg_class AS c WHERE c.oid = rel) THEN
+        RAISE EXCEPTION 'ACCESS SHARE is for raw''s tables only, not %', relation USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF to_regclass(relation) IS DISTINCT FROM rel THEN
         RAISE EXCEPTION 'refusing to read %: it was replaced while the check waited for it', relation
             USING ERRCODE = 'object_not_in_prerequisite_state';

@@ -48,7 +48,7 @@ DECLARE
     bounds text := format('r.tableoid = %s AND r.received_at >= %L', part::oid, lo)
         || CASE WHEN hi IS NULL THEN '' ELSE format(' AND r.received_at < %L', hi) END;
 BEGIN
-    PERFORM loginvault.checked_relation('raw.login_events');
+    PERFORM loginvault.checked_relation('raw.login_events', 'ACCESS SHARE');
     logins_rel := loginvault.checked_relation(format('%I.user_logins', mart));
     rejected_rel := loginvault.checked_relation(format('%I.rejected_login_events', mart));
     IF logins_rel IS NULL OR rejected_rel IS NULL THEN
@@ -87,8 +87,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM set_config('lock_timeout', '60s', true);
-    PERFORM loginvault.checked_relation('raw.login_events');
-    PERFORM loginvault.checked_relation('raw._dlt_loads');
+    PERFORM loginvault.checked_relation('raw.login_events', 'ACCESS SHARE');
+    PERFORM loginvault.checked_relation('raw._dlt_loads', 'ACCESS SHARE');
     FOR p IN
         SELECT d.partition, d.day FROM loginvault.day_partitions('raw.login_events') AS d
         WHERE (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= cutoff

@@ -55,8 +55,12 @@ BEGIN
     IF to_regclass('pii.vault') IS NOT NULL AND NOT EXISTS (
         SELECT FROM pg_attribute WHERE attrelid = to_regclass('pii.vault') AND attname = 'hmac_key_version'
     ) THEN
+        -- As the table's owner, never as the admin: whatever the transformer attached to its
+        -- table (a trigger, an index expression) runs with the transformer's rights only.
+        SET LOCAL ROLE loginvault_transformer;
         ALTER TABLE pii.vault ADD COLUMN hmac_key_version integer, ADD COLUMN encryption_key_version integer;
         UPDATE pii.vault SET hmac_key_version = 1, encryption_key_version = 1;
+        RESET ROLE;
     END IF;
 END
 $$;

@@ -52,7 +52,7 @@ COMMENT ON TABLE pii.erasure_audit IS 'Who erased which subject (keyed hash), wh
 -- The eraser's privileges on what the bootstrap owns (dbt grants it those on its models).
 GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;
 GRANT SELECT, DELETE ON pii.token_map TO loginvault_eraser;
-GRANT SELECT ON pii.settings, pii.key_versions, pii.recovery_requests TO loginvault_eraser;
+GRANT SELECT ON pii.settings, pii.key_versions, pii.recovery_requests, pii.recovery_inputs TO loginvault_eraser;
 GRANT USAGE ON SCHEMA raw, pii TO loginvault_eraser;
 GRANT EXECUTE ON FUNCTION loginvault.try_jsonb(text),
     loginvault.pii_token(text, text, text, boolean), loginvault.key_fingerprint(text, text), pii.check_keys(boolean),
@@ -84,8 +84,13 @@ DECLARE
     n bigint;
     request pii.recovery_requests := (SELECT q FROM pii.recovery_requests AS q WHERE q.id = erase_subject.request_id);
 BEGIN
-    IF request IS NULL THEN
-        RAISE EXCEPTION 'no erasure request %', request_id USING ERRCODE = 'invalid_parameter_value';
+    -- Only the erasure an officer asked for: an erasure request still waiting, of this subject
+    -- (its input), as a dry run or not as asked.
+    IF request IS NULL OR request.kind <> 'erase' OR request.state NOT IN ('pending', 'approved')
+        OR request.dry_run IS DISTINCT FROM erase_subject.dry_run
+        OR (SELECT i.value FROM pii.recovery_inputs AS i WHERE i.request_id = request.id) IS DISTINCT FROM user_id THEN
+        RAISE EXCEPTION 'request % is not a waiting erasure request of this subject', request_id
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'a reason is required: it is written to the erasure audit' USING ERRCODE = 'invalid_parameter_value';

@@ -80,7 +80,8 @@ $fn$;
 -- token → (kind, cleartext, current token): one row per kind the token is known under. A token
 -- that an HMAC rotation replaced still resolves until `keys retire hmac` (outcome
 -- found_pre_rotation, with the token that replaced it). Outcomes: found, found_pre_rotation,
--- not_found, decrypt_failed (no key of the row's version in the session).
+-- not_found, decrypt_failed (no key of the row's version in the session), tampered (the
+-- decrypted value does not make the row's token: the vault was written outside the transform).
 CREATE OR REPLACE FUNCTION pii.lookup_value(token text)
 RETURNS TABLE (kind text, value text, outcome text, current_token text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$
@@ -90,6 +91,8 @@ DECLARE
     clears text[] := '{}';
     currents text[] := '{}';
     verdict text := 'not_found';
+    clear text;
+    separated boolean := (SELECT k.kind_separated FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.state = 'active');
 BEGIN
     FOR entry IN
         SELECT v.kind::text AS kind, v.token::text AS token, v.ciphertext, v.encryption_key_version, false AS replaced
@@ -101,16 +104,26 @@ BEGIN
         ORDER BY 1
     LOOP
         BEGIN
-            clears := clears || public.pgp_sym_decrypt(entry.ciphertext, pii.encryption_key_of(entry.encryption_key_version));
-            kinds := kinds || entry.kind;
-            currents := currents || entry.token;
-            verdict := CASE WHEN entry.replaced THEN 'found_pre_rotation' ELSE 'found' END;
+            clear := public.pgp_sym_decrypt(entry.ciphertext, pii.encryption_key_of(entry.encryption_key_version));
         EXCEPTION WHEN others THEN
             verdict := 'decrypt_failed';
             kinds := ARRAY[entry.kind];
             clears := '{}';
             EXIT;
         END;
+        -- The value must be the one its token was made from (the session holds the active HMAC
+        -- key, the vault's tokens are all of it): a ciphertext written over another's would
+        -- otherwise answer with a value the token never stood for.
+        IF loginvault.pii_token(entry.kind, clear, current_setting('loginvault.hmac_key'), separated) <> entry.token THEN
+            verdict := 'tampered';
+            kinds := ARRAY[entry.kind];
+            clears := '{}';
+            EXIT;
+        END IF;
+        clears := clears || clear;
+        kinds := kinds || entry.kind;
+        currents := currents || entry.token;
+        verdict := CASE WHEN entry.replaced THEN 'found_pre_rotation' ELSE 'found' END;
     END LOOP;
     IF verdict LIKE 'found%' THEN
         RETURN QUERY SELECT k, v, verdict, c FROM unnest(kinds, clears, currents) AS u (k, v, c);

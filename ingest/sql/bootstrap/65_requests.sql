@@ -313,7 +313,7 @@ BEGIN
     VALUES (req.id, answer, clock_timestamp() + make_interval(secs => answer_ttl_seconds));
     UPDATE pii.recovery_requests AS q
     SET state = CASE WHEN verdict IN ('over_budget', 'wrong_key', 'refused') THEN 'refused'
-                     WHEN verdict IN ('failed', 'decrypt_failed') THEN 'failed'
+                     WHEN verdict IN ('failed', 'decrypt_failed', 'tampered') THEN 'failed'
                      ELSE 'answered' END,
         outcome = verdict, finished_at = clock_timestamp()
     WHERE q.id = req.id;

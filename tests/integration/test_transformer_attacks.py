@@ -1,0 +1,144 @@
+"""What dbt's own login (the transformer: it owns staging, the vault and the marts, and holds the
+keys) tried against the roles that trust its tables, each now refused or harmless:
+
+- code in the bootstrap's admin session, through a trigger on the vault the bootstrap updated;
+- an index or statistics expression added between a definer's shape check and its query (the
+  planner evaluates it): the check's lock waits for and blocks both;
+- a vault ciphertext rewritten to answer an officer with another value;
+- column grants, grant options and a policy on a mart, which `loginvault check` did not see;
+- a policy on a mart that ran in an analyst's session;
+- the erasure function serving a request that is not an erasure of that subject.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from conftest import Job, ip_token, query, role_dsn
+from ingest import bootstrap, config
+
+pytestmark = [pytest.mark.integration]
+
+
+def as_transformer(job: Job, *statements: str, params: tuple | None = None) -> None:
+    """Run statements with dbt's own login, acting as its role (the owner of its tables)."""
+    with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
+        conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+        for statement in statements:
+            conn.execute(statement, params)
+
+
+def test_the_bootstrap_acts_as_the_owner_on_the_transformers_tables(fresh):
+    """An earlier version's vault (no key version columns) makes the bootstrap update it: the
+    transformer's trigger on it runs, but as the transformer, never as the admin."""
+    as_transformer(
+        fresh,
+        "CREATE TABLE staging.ran_as (who text, superuser boolean)",
+        "CREATE FUNCTION staging.note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " INSERT INTO staging.ran_as SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;"
+        " RETURN NULL; END $$",
+        "ALTER TABLE pii.vault DROP COLUMN hmac_key_version, DROP COLUMN encryption_key_version",
+        "CREATE TRIGGER note AFTER UPDATE ON pii.vault FOR EACH STATEMENT EXECUTE FUNCTION staging.note()",
+    )
+    bootstrap.bootstrap(fresh.dsn)
+    assert query(fresh.dsn, "SELECT who, superuser FROM staging.ran_as") == [(config.TRANSFORMER_ROLE, False)]
+
+
+@pytest.mark.parametrize(
+    "relation, addition",
+    [
+        ("pii.vault", "CREATE STATISTICS staging.fold ON (staging.same(token)) FROM pii.vault"),
+        ("public.user_logins", "CREATE STATISTICS staging.fold ON (staging.same(user_id)) FROM public.user_logins"),
+        ("staging.loginvault_watermarks", "CREATE INDEX fold ON staging.loginvault_watermarks ((staging.same(model)))"),
+        ("staging.stg_sqs__loads", "CREATE TRIGGER fold BEFORE INSERT ON staging.stg_sqs__loads"
+         " FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()"),
+    ],
+)  # fmt: skip
+def test_nothing_is_added_to_a_relation_between_its_check_and_the_read(fresh, relation, addition):
+    """A definer's check locks what it reads until its transaction ends: the transformer's
+    CREATE INDEX / STATISTICS / TRIGGER waits (here: its lock timeout ends it), and goes
+    through once the reader is done (not vacuous)."""
+    as_transformer(fresh, "CREATE FUNCTION staging.same(text) RETURNS text IMMUTABLE LANGUAGE sql AS 'SELECT $1'")
+    with psycopg.connect(fresh.dsn) as reader:  # a definer's transaction (the check as its first act)
+        assert reader.execute("SELECT loginvault.checked_relation(%s)::text", (relation,)).fetchone()[0]
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            as_transformer(fresh, "SET lock_timeout = '200ms'", addition)
+    as_transformer(fresh, addition)  # the reader committed: now it goes through (and is refused next time)
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match=f"refusing to read {relation}"):
+        query(fresh.dsn, "SELECT loginvault.checked_relation(%s)", (relation,))
+
+
+def test_a_rewritten_vault_ciphertext_is_no_answer(fresh):
+    """The transformer holds the encryption key and owns the vault: it re-encrypts another value
+    under an officer's token. The service decrypts, sees that the value does not make the token,
+    answers nothing and audits `tampered`."""
+    token, _ = ip_token(fresh)
+    as_transformer(
+        fresh,
+        "UPDATE pii.vault SET ciphertext = public.pgp_sym_encrypt('6.6.6.6', %s, 'cipher-algo=aes256, s2k-mode=1')"
+        " WHERE token = %s",
+        params=(fresh.env[config.ENCRYPTION_KEY_ENV], token),
+    )
+    refused = fresh.run("recover", "--token", token, "--reason", "INC-12", ok=False)
+    assert refused.returncode == 1 and "6.6.6.6" not in refused.stdout + refused.stderr
+    assert "decrypts to a value the token was not made from" in refused.stderr
+    assert query(fresh.dsn, "SELECT outcome FROM pii.recovery_audit ORDER BY id DESC LIMIT 1") == [("tampered",)]
+
+
+def test_check_names_column_grants_grant_options_and_a_policy_on_a_mart(fresh):
+    as_transformer(
+        fresh,
+        "GRANT UPDATE (masked_ip) ON user_logins TO loginvault_analyst",
+        "GRANT SELECT ON pii.vault TO loginvault_recovery WITH GRANT OPTION",
+        "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY",
+    )
+    out = fresh.run("check", ok=False)
+    assert out.returncode == 1
+    assert "relation public.user_logins: column grant UPDATE (masked_ip) to loginvault_analyst is held" in out.stdout
+    assert "relation pii.vault: SELECT to loginvault_recovery WITH GRANT OPTION is held, but not declared" in out.stdout
+    assert "relation public.user_logins: it has row-level security or policies" in out.stdout
+
+
+def test_a_policy_on_a_mart_runs_nothing_in_an_analysts_session(fresh):
+    """With row_security off for the analyst's login, a policy the transformer put on a mart makes
+    the analyst's read fail; its code never runs as the analyst."""
+    as_transformer(
+        fresh,
+        "CREATE TABLE staging.ran_as (who text)",
+        "GRANT INSERT ON staging.ran_as TO PUBLIC",
+        "GRANT USAGE ON SCHEMA staging TO PUBLIC",
+        "CREATE FUNCTION staging.spy() RETURNS boolean LANGUAGE plpgsql AS"
+        " $$ BEGIN INSERT INTO staging.ran_as VALUES (session_user); RETURN true; END $$",
+        "ALTER TABLE user_logins ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY spy ON user_logins FOR SELECT USING (staging.spy())",
+    )
+    with psycopg.connect(role_dsn(fresh.dsn, config.ANALYST_ROLE)) as analyst:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            analyst.execute("SELECT count(*) FROM user_logins")
+    assert query(fresh.dsn, "SELECT count(*) FROM staging.ran_as") == [(0,)]
+
+
+def test_the_erasure_serves_only_a_waiting_erasure_of_that_subject(fresh):
+    """pii.erase_subject (callable by no login) refuses a request id that is a lookup, or an
+    erasure of another subject, whoever calls it."""
+    (subject,) = query(fresh.dsn, "SELECT user_id FROM user_logins ORDER BY message_id LIMIT 1")[0]
+    token, _ = ip_token(fresh)
+    with psycopg.connect(role_dsn(fresh.dsn, config.PII_ADMIN_ROLE), autocommit=True) as officer:
+        (lookup,) = officer.execute("SELECT request_id FROM pii.request_value(%s, 'INC-13')", (token,)).fetchone()
+        (erasure,) = officer.execute(
+            "SELECT request_id FROM pii.request_erasure('someone-else', 'DSAR-13', false)"
+        ).fetchone()
+    keys = {
+        "loginvault.hmac_key": fresh.env[config.HMAC_KEY_ENV],
+        "loginvault.encryption_key": fresh.env[config.ENCRYPTION_KEY_ENV],
+    }
+    for request in (lookup, erasure):
+        with psycopg.connect(fresh.dsn) as conn:
+            for name, value in keys.items():
+                conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+            with pytest.raises(
+                psycopg.errors.InvalidParameterValue, match="not a waiting erasure request of this subject"
+            ):
+                conn.execute("SELECT * FROM pii.erase_subject(%s, 'x', false, %s)", (subject, request))
+    assert query(fresh.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) != [(0,)]
