@@ -100,6 +100,8 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
             raise LoginvaultError("no hmac key is registered yet: run a transform first")
         if active.fingerprint == new_fp and pending is None:
             _drop_leftovers(conn, mart_schema)
+            # Erased subjects an earlier version's rotation left under the old key (none: a no-op).
+            conn.execute("SELECT pii.rehash_erased_subjects()")
             return None
         if active.fingerprint != keys.fingerprint(keys.HMAC, old_key):
             raise keys.mismatch(keys.HMAC, old_key, active, keys.PREVIOUS_ENV[keys.HMAC])
@@ -109,7 +111,9 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
             )
         if pending is not None and pending.fingerprint != new_fp:
             raise keys.mismatch(keys.HMAC, new_key, pending)
-        target = pending.version if pending else _register_pending(conn, active.version + 1, new_fp)
+        # The key administrator's step (pii.begin_hmac_rotation): the session's new key as the next
+        # version, pending; a resumed rotation gets its pending version back.
+        (target,) = conn.execute("SELECT pii.begin_hmac_rotation()").fetchone()
         mapped = _map_tokens(conn, target, batch)
         pause_at("rotate_built_map")
         mart = _check_mart(conn, mart_schema)
@@ -119,14 +123,6 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
         pause_at("rotate_swapped")
         _drop_leftovers(conn, mart)
     return Rotated(keys.HMAC, active.version, target, mapped, time.monotonic() - started)
-
-
-def _register_pending(conn, version: int, fp: str) -> int:
-    conn.execute(
-        "INSERT INTO pii.key_versions (kind, version, fingerprint, state, kind_separated) VALUES ('hmac', %s, %s, 'pending', true)",
-        (version, fp),
-    )
-    return version
 
 
 def _decryption(conn) -> str:
@@ -246,7 +242,10 @@ def _build(conn, mart: str, target: int) -> None:
 
 def _swap(conn, mart: str) -> None:
     """In one transaction: the new copies take the place (and the grants and comment) of the
-    old ones, the pending version becomes active and the active one previous."""
+    old ones, the pending version becomes active and the active one previous (the key
+    administrator's pii.activate_hmac_key, which also re-hashes the erased subjects under it).
+    That the copies are complete is checked here, before: they are the transformer's tables,
+    which the key administrator's functions never read."""
     with conn.transaction():
         conn.execute("SET LOCAL lock_timeout = '60s'")
         conn.execute(f"LOCK TABLE {VAULT}, {mart}.user_logins IN ACCESS EXCLUSIVE MODE")
@@ -264,11 +263,7 @@ def _swap(conn, mart: str) -> None:
                 conn.execute(sql.SQL(f"COMMENT ON TABLE {table}{ROTATING} IS {{}}").format(sql.Literal(comment)))
             conn.execute(f"ALTER TABLE {table} RENAME TO {name}{PRE_ROTATION}")
             conn.execute(f"ALTER TABLE {table}{ROTATING} RENAME TO {name}")
-        conn.execute("UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'hmac' AND state = 'active'")
-        conn.execute(
-            "UPDATE pii.key_versions SET state = 'active', activated_at = now() WHERE kind = 'hmac' AND state = 'pending'"
-        )
-        conn.execute("SELECT pii.rehash_erased_subjects()")  # erased subjects stay kept out under the new key
+        conn.execute("SELECT pii.activate_hmac_key()")  # erased subjects stay kept out under the new key
         pause_at("rotate_swapping")
 
 
@@ -298,15 +293,9 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
                     " (`loginvault keys rotate encryption` with it as LOGINVAULT_ENCRYPTION_KEY_PREVIOUS, then"
                     " `loginvault keys retire encryption`)"
                 )
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'encryption' AND state = 'active'"
-                )
-                conn.execute(
-                    "INSERT INTO pii.key_versions (kind, version, fingerprint, state, activated_at)"
-                    " VALUES ('encryption', %s, %s, 'active', now())",
-                    (active.version + 1, new_fp),
-                )
+            # The key administrator's switch: the new key active, the old one previous, the erased
+            # subjects re-wrapped under the new one (the vault's rows follow below, in batches).
+            conn.execute("SELECT pii.rotate_encryption_key()")
             active, previous, _ = _registered(conn, keys.ENCRYPTION)
         elif active.fingerprint != new_fp:
             raise keys.mismatch(keys.ENCRYPTION, new_key, active)
@@ -316,7 +305,7 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
             raise keys.mismatch(keys.ENCRYPTION, old_key, previous, keys.PREVIOUS_ENV[keys.ENCRYPTION])
         pause_at("rewrap_switched")
         rows = _rewrap(conn, previous.version, active.version, batch)
-        conn.execute("SELECT pii.rewrap_erased_subjects()")
+        conn.execute("SELECT pii.rewrap_erased_subjects()")  # what an earlier version's run left (else a no-op)
     return Rotated(keys.ENCRYPTION, previous.version, active.version, rows, time.monotonic() - started)
 
 
