@@ -19,7 +19,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import Job, query, role_dsn
+from conftest import Job, execute, query, role_dsn
 from ingest import config, keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -240,4 +240,18 @@ def test_a_rotation_step_takes_the_fingerprint_from_the_session_key(fresh):
     assert query(fresh.dsn, "SELECT version, state FROM pii.key_versions WHERE kind = 'hmac' ORDER BY 1") == [
         (1, "active"),
         (2, "pending"),
+    ]
+
+
+def test_the_first_registration_goes_through_the_key_administrator(fresh):
+    """A registry emptied (as the admin) under an existing vault: the build's key check
+    (pii.check_keys(true), as dbt's login) registers both keys as version 1, the HMAC key with the
+    vault's older token rule (the caller's to tell: the vault is the transformer's, which the key
+    administrator's function does not read)."""
+    execute(fresh.dsn, "TRUNCATE pii.key_versions")
+    with as_transformer(fresh, hmac_key=fresh.hmac_key, encryption_key=fresh.env[ENC_ENV]) as conn:
+        conn.execute("SELECT pii.check_keys(true)")
+    assert [r[:5] for r in query(fresh.dsn, REGISTRY)] == [
+        ("encryption", 1, keys.fingerprint("encryption", fresh.env[ENC_ENV]), "active", True),
+        ("hmac", 1, keys.fingerprint("hmac", fresh.hmac_key), "active", False),
     ]
