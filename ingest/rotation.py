@@ -55,15 +55,23 @@ class Rotated:
         )
 
 
+# SQLSTATEs with which the key administrator's functions (pii.begin_hmac_rotation, …) refuse a
+# step (a key registered before, a rotation under way with another key): running it again would
+# not help.
+REFUSALS = {"22023", "55000"}  # invalid_parameter_value, object_not_in_prerequisite_state
+
+
 @contextlib.contextmanager
 def _stopped_cleanly() -> Iterator[None]:
     """A database error ends the rotation with one sentence: each phase either committed or
-    left nothing, so running it again finishes the job."""
+    left nothing, so running it again finishes the job (unless the registry refused the step)."""
     import psycopg
 
     try:
         yield
     except psycopg.Error as exc:
+        if exc.sqlstate in REFUSALS:
+            raise LoginvaultError(f"key rotation refused: {db.first_line(exc)}") from None
         raise LoginvaultError(f"key rotation stopped (run it again to finish): {db.first_line(exc)}") from None
 
 

@@ -255,3 +255,17 @@ def test_the_first_registration_goes_through_the_key_administrator(fresh):
         ("encryption", 1, keys.fingerprint("encryption", fresh.env[ENC_ENV]), "active", True),
         ("hmac", 1, keys.fingerprint("hmac", fresh.hmac_key), "active", False),
     ]
+
+
+def test_keys_rotate_back_to_a_retired_key_is_refused_in_one_line(fresh):
+    h1, h2, previous = fresh.hmac_key, secrets.token_hex(32), keys.PREVIOUS_ENV["hmac"]
+    fresh.run("keys", "rotate", "hmac", env={**fresh.env, HMAC_ENV: h2, previous: h1})
+    fresh.run("keys", "retire", "hmac", env={**fresh.env, HMAC_ENV: h2})
+    registry = query(fresh.dsn, REGISTRY)
+    refused = fresh.run("keys", "rotate", "hmac", ok=False, env={**fresh.env, HMAC_ENV: h1, previous: h2})
+    assert refused.returncode == 1
+    assert refused.error_lines() == [
+        "error: key rotation refused: LOGINVAULT_HMAC_KEY is hmac key version 1 (retired): a key is registered once"
+        " and never becomes active again"
+    ]
+    assert query(fresh.dsn, REGISTRY) == registry
