@@ -243,8 +243,10 @@ def status(mart_schema: str) -> list[Coverage]:
 
 
 def retire(kind: str) -> Version:
-    """Retire the previous version of `kind`. HMAC: its old → new token map goes (old tokens stop
-    resolving). Encryption: refused while a vault row still needs the previous key."""
+    """Retire the previous version of `kind` (the key administrator's pii.retire_key). HMAC: its
+    old → new token map goes (old tokens stop resolving). Encryption: refused while a vault row
+    still needs the previous key (checked here: the vault is the transformer's, which the key
+    administrator's functions never read)."""
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn, exclusive(f"retire-{kind}"):
         with conn.transaction():
             registered = versions(conn)
@@ -263,8 +265,5 @@ def retire(kind: str) -> Version:
             else:
                 conn.execute(f"SET LOCAL ROLE {config.TRANSFORMER_ROLE}")
                 conn.execute("DELETE FROM pii.token_map WHERE from_version = %s", (previous.version,))
-            conn.execute(
-                "UPDATE pii.key_versions SET state = 'retired', retired_at = now() WHERE kind = %s AND version = %s",
-                (kind, previous.version),
-            )
+            conn.execute("SELECT pii.retire_key(%s)", (kind,))
     return previous

@@ -54,15 +54,23 @@ class Rotated:
         )
 
 
+# SQLSTATEs with which the key administrator's functions (pii.begin_hmac_rotation, …) refuse a
+# step (a key registered before, a rotation under way with another key): running it again would
+# not help.
+REFUSALS = {"22023", "55000"}  # invalid_parameter_value, object_not_in_prerequisite_state
+
+
 @contextlib.contextmanager
 def _stopped_cleanly() -> Iterator[None]:
     """A database error ends the rotation with one sentence: each phase either committed or
-    left nothing, so running it again finishes the job."""
+    left nothing, so running it again finishes the job (unless the registry refused the step)."""
     import psycopg
 
     try:
         yield
     except psycopg.Error as exc:
+        if exc.sqlstate in REFUSALS:
+            raise LoginvaultError(f"key rotation refused: {db.first_line(exc)}") from None
         raise LoginvaultError(f"key rotation stopped (run it again to finish): {db.first_line(exc)}") from None
 
 
@@ -99,6 +107,8 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
             raise LoginvaultError("no hmac key is registered yet: run a transform first")
         if active.fingerprint == new_fp and pending is None:
             _drop_leftovers(conn, mart_schema)
+            # Erased subjects an earlier version's rotation left under the old key (none: a no-op).
+            conn.execute("SELECT pii.rehash_erased_subjects()")
             return None
         if active.fingerprint != keys.fingerprint(keys.HMAC, old_key):
             raise keys.mismatch(keys.HMAC, old_key, active, keys.PREVIOUS_ENV[keys.HMAC])
@@ -108,7 +118,9 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
             )
         if pending is not None and pending.fingerprint != new_fp:
             raise keys.mismatch(keys.HMAC, new_key, pending)
-        target = pending.version if pending else _register_pending(conn, active.version + 1, new_fp)
+        # The key administrator's step (pii.begin_hmac_rotation): the session's new key as the next
+        # version, pending; a resumed rotation gets its pending version back.
+        (target,) = conn.execute("SELECT pii.begin_hmac_rotation()").fetchone()
         mapped = _map_tokens(conn, target, batch)
         pause_at("rotate_built_map")
         mart = _check_mart(conn, mart_schema)
@@ -116,14 +128,6 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
         pause_at("rotate_rewritten")
         _drop_leftovers(conn, mart)
     return Rotated(keys.HMAC, active.version, target, mapped, time.monotonic() - started)
-
-
-def _register_pending(conn, version: int, fp: str) -> int:
-    conn.execute(
-        "INSERT INTO pii.key_versions (kind, version, fingerprint, state, kind_separated) VALUES ('hmac', %s, %s, 'pending', true)",
-        (version, fp),
-    )
-    return version
 
 
 def _decryption(conn) -> str:
@@ -210,8 +214,8 @@ def _check_mart(conn, mart: str) -> str:
 
 def _rewrite(conn, mart: str, target: int) -> None:
     """In one transaction: every token of the vault and the mart replaced by its new one (from
-    the token map), the pending version made active and the active one previous, the erased
-    subjects re-hashed. Readers see all-old or all-new (MVCC: they are never blocked); a killed
+    the token map), then the pending version made active and the active one previous (the erased
+    subjects re-hashed with it). Readers see all-old or all-new (MVCC: they are never blocked); a killed
     run leaves nothing, and the next one does it again. In place: the two tables stay the
     ones the bootstrap made (no workload may create in their schemas)."""
     with conn.transaction():
@@ -229,11 +233,10 @@ def _rewrite(conn, mart: str, target: int) -> None:
         present = " OR ".join(f"u.{c} IS NOT NULL" for c in TOKEN_COLUMNS)
         conn.execute(f"UPDATE {mart}.user_logins AS u SET {assignments} WHERE {present}")  # noqa: S608
         pause_at("rotate_rewriting")
-        conn.execute("UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'hmac' AND state = 'active'")
-        conn.execute(
-            "UPDATE pii.key_versions SET state = 'active', activated_at = now() WHERE kind = 'hmac' AND state = 'pending'"
-        )
-        conn.execute("SELECT pii.rehash_erased_subjects()")  # erased subjects stay kept out under the new key
+        # The key administrator's step: pending → active, active → previous, and the erased
+        # subjects re-hashed under the new key. That the tables are rewritten is checked here,
+        # before: they are the transformer's, which the key administrator's functions never read.
+        conn.execute("SELECT pii.activate_hmac_key()")
     for table in (VAULT, f"{mart}.user_logins"):
         conn.execute(f"ANALYZE {table}")
 
@@ -265,15 +268,9 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
                     " (`loginvault keys rotate encryption` with it as LOGINVAULT_ENCRYPTION_KEY_PREVIOUS, then"
                     " `loginvault keys retire encryption`)"
                 )
-            with conn.transaction():
-                conn.execute(
-                    "UPDATE pii.key_versions SET state = 'previous' WHERE kind = 'encryption' AND state = 'active'"
-                )
-                conn.execute(
-                    "INSERT INTO pii.key_versions (kind, version, fingerprint, state, activated_at)"
-                    " VALUES ('encryption', %s, %s, 'active', now())",
-                    (active.version + 1, new_fp),
-                )
+            # The key administrator's switch: the new key active, the old one previous, the erased
+            # subjects re-wrapped under the new one (the vault's rows follow below, in batches).
+            conn.execute("SELECT pii.rotate_encryption_key()")
             active, previous, _ = _registered(conn, keys.ENCRYPTION)
         elif active.fingerprint != new_fp:
             raise keys.mismatch(keys.ENCRYPTION, new_key, active)
@@ -283,7 +280,7 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
             raise keys.mismatch(keys.ENCRYPTION, old_key, previous, keys.PREVIOUS_ENV[keys.ENCRYPTION])
         pause_at("rewrap_switched")
         rows = _rewrap(conn, previous.version, active.version, batch)
-        conn.execute("SELECT pii.rewrap_erased_subjects()")
+        conn.execute("SELECT pii.rewrap_erased_subjects()")  # what an earlier version's run left (else a no-op)
     return Rotated(keys.ENCRYPTION, previous.version, active.version, rows, time.monotonic() - started)
 
 

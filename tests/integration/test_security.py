@@ -248,7 +248,7 @@ def test_plain_dbt_build_refuses_planted_code_too(fresh):
 def test_no_login_can_become_a_superuser_or_another_role(built, role):
     superusers = [r[0] for r in query(built.dsn, "SELECT rolname FROM pg_roles WHERE rolsuper")]
     assert ADMIN_USER in superusers
-    owners = (config.RAW_OWNER_ROLE, config.RECOVERY_ROLE, "loginvault_eraser")
+    owners = (config.RAW_OWNER_ROLE, config.RECOVERY_ROLE, "loginvault_eraser", config.KEY_ADMIN_ROLE)
     others = [r for r in (*config.WORKLOADS, *owners) if r != role]
     logins = {r: conninfo_to_dict(role_dsn(built.dsn, r))["user"] for r in config.WORKLOADS}
     others += [name for r, name in logins.items() if r != role]  # the other workloads' logins

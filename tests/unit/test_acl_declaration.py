@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ingest import acl, config
 
-OWNERS = ("loginvault_owner", "loginvault_recovery", "loginvault_eraser")
+OWNERS = ("loginvault_owner", "loginvault_recovery", "loginvault_eraser", "loginvault_key_admin")
 
 
 def test_the_declaration_names_known_roles_only():

@@ -29,7 +29,9 @@ BEGIN
         'loginvault_loader', 'loginvault_transformer', 'loginvault_analyst',
         'loginvault_pii_admin', 'loginvault_auditor', 'loginvault_recovery_service',
         -- owner roles: never granted to a login
-        'loginvault_owner', 'loginvault_recovery', 'loginvault_eraser'
+        'loginvault_owner', 'loginvault_recovery', 'loginvault_eraser',
+        -- the key administrator: the only writer of the key registry (45_keys.sql)
+        'loginvault_key_admin'
     ] LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', r);

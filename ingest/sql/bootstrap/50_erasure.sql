@@ -211,12 +211,14 @@ END
 $fn$;
 
 -- After an HMAC rotation (new key active): every erased subject's hash under the new key,
--- from its decrypted user id (the key of its encryption version from the session).
+-- from its decrypted user id (the key of its encryption version from the session). The
+-- session's HMAC key must be the registry's active one, checked first: hashes under any other
+-- key would let the subjects' next messages into the mart.
 CREATE OR REPLACE FUNCTION pii.rehash_erased_subjects() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    active_hmac integer := (SELECT version FROM pii.key_versions WHERE kind = 'hmac' AND state = 'active');
-    separated boolean := (SELECT kind_separated FROM pii.key_versions WHERE kind = 'hmac' AND state = 'active');
+    active_hmac integer := pii.assert_active_key('hmac', 're-hashing the erased subjects');
+    separated boolean := (SELECT k.kind_separated FROM pii.key_versions AS k WHERE k.kind = 'hmac' AND k.version = active_hmac);
     n bigint;
 BEGIN
     UPDATE pii.erased_subjects AS e
@@ -231,10 +233,12 @@ END
 $fn$;
 
 -- During an encryption rotation: the erased subjects' ciphertexts under the new (active) key.
+-- The session's encryption key must be the registry's active one, checked first (the key it
+-- decrypts with is its version's: pii.encryption_key_of).
 CREATE OR REPLACE FUNCTION pii.rewrap_erased_subjects() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    active_enc integer := (SELECT version FROM pii.key_versions WHERE kind = 'encryption' AND state = 'active');
+    active_enc integer := pii.assert_active_key('encryption', 're-wrapping the erased subjects');
     n bigint;
 BEGIN
     UPDATE pii.erased_subjects AS e
@@ -254,6 +258,9 @@ ALTER FUNCTION pii.rewrap_erased_subjects() OWNER TO loginvault_eraser;
 REVOKE ALL ON FUNCTION pii.erase_subject(text, text, boolean, bigint), pii.rehash_erased_subjects(),
     pii.rewrap_erased_subjects() FROM PUBLIC;
 -- The recovery functions' owner erases, inside the service's pii.serve_next_request (an
--- officer's request); the key rotations (as dbt's login) re-hash and re-wrap the list.
+-- officer's request); the key administrator re-hashes and re-wraps the list in the step that
+-- activates a key (pii.activate_hmac_key, pii.rotate_encryption_key), and the key rotations (as
+-- dbt's login) finish what an earlier run left (both are no-ops when the list is up to date).
 GRANT EXECUTE ON FUNCTION pii.erase_subject(text, text, boolean, bigint) TO loginvault_recovery;
-GRANT EXECUTE ON FUNCTION pii.rehash_erased_subjects(), pii.rewrap_erased_subjects() TO loginvault_transformer;
+GRANT EXECUTE ON FUNCTION pii.rehash_erased_subjects(), pii.rewrap_erased_subjects()
+    TO loginvault_transformer, loginvault_key_admin;
