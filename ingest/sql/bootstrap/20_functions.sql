@@ -77,8 +77,9 @@ LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $fn$
 $fn$;
 
 -- Refuses (raises, naming the object) unless `rel` and every partition or child of it is a
--- plain table owned by `expected_owner`, without row-level security, policies, triggers or
--- rules: each of those would run code chosen by the table's owner in the reading session.
+-- plain table owned by `expected_owner`, without row-level security, policies, triggers (but
+-- raw's two load guards) or rules: each of those would run code chosen by the table's owner in
+-- the reading session.
 -- Read by the pre-flight of every transform (dbt on-run-start) and in every recovery.
 CREATE OR REPLACE FUNCTION loginvault.assert_untampered(rel regclass, expected_owner name) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
@@ -95,7 +96,19 @@ BEGIN
         SELECT cl.oid::regclass AS name, cl.relkind, pg_get_userbyid(cl.relowner) AS owner,
                cl.relrowsecurity OR cl.relforcerowsecurity
                    OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = cl.oid) AS rls,
-               EXISTS (SELECT FROM pg_trigger AS g WHERE g.tgrelid = cl.oid AND NOT g.tgisinternal) AS triggers,
+               EXISTS (
+                   SELECT FROM pg_trigger AS g JOIN pg_proc AS f ON f.oid = g.tgfoid
+                   WHERE g.tgrelid = cl.oid AND NOT g.tgisinternal
+                     -- but raw's two load guards (15_raw_loads.sql), as made there: an INSERT
+                     -- trigger runs in the inserting session only, its function is raw's owner's
+                     AND NOT (
+                         (SELECT n.nspname FROM pg_namespace AS n WHERE n.oid = cl.relnamespace) = 'raw'
+                         AND (cl.relname, g.tgname) IN (('login_events', 'refuse_rows_of_recorded_loads'),
+                                                        ('_dlt_loads', 'refuse_second_record_of_a_load'))
+                         AND f.pronamespace = cl.relnamespace AND f.proname = g.tgname AND f.pronargs = 0
+                         AND f.proowner = cl.relowner AND f.prosecdef AND g.tgtype = 4 AND g.tgenabled = 'O'
+                     )
+               ) AS triggers,
                EXISTS (SELECT FROM pg_rewrite AS w WHERE w.ev_class = cl.oid) AS rules
         FROM tree JOIN pg_class AS cl ON cl.oid = tree.oid
     LOOP
@@ -191,7 +204,9 @@ BEGIN
             CONTINUE;  -- made by a session that ran this at the same time
         END;
         IF moving THEN
-            EXECUTE format('INSERT INTO %s SELECT * FROM %I.%I', parent, schema_name, name || '_moving');
+            -- Into the partition itself: an INSERT through the parent would fire its triggers
+            -- (raw's refuses rows of recorded loads, and these rows are of such loads).
+            EXECUTE format('INSERT INTO %I.%I SELECT * FROM %I.%I', schema_name, name, schema_name, name || '_moving');
             EXECUTE format('DROP TABLE %I.%I', schema_name, name || '_moving');
         END IF;
         created := created + 1;
