@@ -64,9 +64,9 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 -- build, a key rotation, a retention run and an erasure take so as never to run together. A login
 -- that could take them could hold them and stop the pipeline (or the recovery service). Only the
 -- roles that take them keep them: the transformer (its commands' lock), the recovery
--- functions' owner (an erasure's) and raw's owner (its load guards' transaction locks). Changing a pg_catalog function's privileges needs a superuser;
--- where the admin is none (RDS's master user), nothing changes here: docs/operations.md says what
--- that leaves open and how to see it.
+-- functions' owner (an erasure's) and raw's owner (its load guards' transaction locks). Changing
+-- a pg_catalog function's privileges needs a superuser; where the admin is none (RDS's master
+-- user), nothing changes here: docs/operations.md says what that leaves open and how to see it.
 DO $$
 DECLARE
     f text;
