@@ -153,8 +153,8 @@ def _oldest(conn) -> datetime | None:
 
 def partition_raw(admin_dsn: str) -> int:
     """Convert an unpartitioned raw.login_events (a database of an earlier version) into the
-    day-partitioned table, keeping every row, index, owner, grant and comment. Refuses while a
-    loader holds the table (stop the ingest first). Returns the rows moved."""
+    day-partitioned table, keeping every row, index, trigger, owner, grant and comment. Refuses
+    while a loader holds the table (stop the ingest first). Returns the rows moved."""
     import psycopg
 
     try:
@@ -189,6 +189,9 @@ def _convert(conn) -> int:
         "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
         " WHERE indrelid = 'raw.login_events'::regclass"
     ).fetchall()
+    triggers = conn.execute(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'raw.login_events'::regclass AND NOT tgisinternal"
+    ).fetchall()
     conn.execute("ALTER TABLE raw.login_events RENAME TO login_events_unpartitioned")
     for name, _ in indexes:
         conn.execute(f"ALTER INDEX {name} RENAME TO {name.split('.')[-1]}_unpartitioned")
@@ -219,5 +222,8 @@ def _convert(conn) -> int:
     moved = conn.execute("INSERT INTO raw.login_events SELECT * FROM raw.login_events_unpartitioned").rowcount
     if moved != rows:
         raise LoginvaultError(f"moved {moved} of {rows} rows: nothing changed")
+    # After the move: raw's load guard would refuse rows of loads already recorded.
+    for (definition,) in triggers:
+        conn.execute(definition)  # read before the rename: it names the new table
     conn.execute("DROP TABLE raw.login_events_unpartitioned")
     return moved

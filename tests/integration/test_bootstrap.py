@@ -91,14 +91,16 @@ def test_concurrent_bootstraps_and_first_runs_on_fresh_databases(pg_cluster, tem
 def test_bootstrap_upgrades_the_earlier_layout(pg_cluster, template_db):
     """Earlier versions: the loader owned raw and its tables (dlt's included), the transformer read
     what the loader created by default privileges, the pii-admin read the vault and inserted into
-    the audit. After the bootstrap: the owner role owns raw, the grants are exactly the new ones,
-    and every raw row is still there."""
+    the audit, and raw had no load guards. After the bootstrap: the owner role owns raw, the grants
+    are exactly the new ones, raw's load guards are there, and every raw row is still there."""
     name = create_test_database(pg_cluster, template_db)
     dsn = pg_cluster.dsn(name)
     try:
         execute(
             dsn,
             """
+            DROP TRIGGER refuse_rows_of_recorded_loads ON raw.login_events;
+            DROP TRIGGER refuse_second_record_of_a_load ON raw._dlt_loads;
             ALTER SCHEMA raw OWNER TO loginvault_loader;
             ALTER TABLE raw.login_events OWNER TO loginvault_loader;
             ALTER TABLE raw._dlt_loads OWNER TO loginvault_loader;
@@ -122,6 +124,12 @@ def test_bootstrap_upgrades_the_earlier_layout(pg_cluster, template_db):
         )
         assert owners == [(config.RAW_OWNER_ROLE,)]
         assert query(dsn, "SELECT count(*) FROM raw.login_events") == [(1,)]
+        assert query(
+            dsn, "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+        ) == [
+            ("raw._dlt_loads", "refuse_second_record_of_a_load"),
+            ("raw.login_events", "refuse_rows_of_recorded_loads"),
+        ]
         checks = {
             ("loginvault_loader", "raw._dlt_pipeline_state", "INSERT"): False,
             ("loginvault_transformer", "raw._dlt_pipeline_state", "SELECT"): False,

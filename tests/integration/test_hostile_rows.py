@@ -1,7 +1,7 @@
 """Hostile rows with the loader's and the transformer's own logins: a received_at no consumer
 writes, a reused message id, a retention call with the transformer's bookkeeping forged, an
 erasure aimed through another subject's message id. Each is refused or harmless, and every
-staged message stays in exactly one mart."""
+staged message stays in exactly one mart. Rows under a load id already recorded: test_late_rows.py."""
 
 from __future__ import annotations
 
@@ -176,32 +176,6 @@ def test_erasure_never_reaches_another_subject_through_a_shared_message_id(job):
     alice_token = masking.token(alice_ip, "ip", job.hmac_key)
     assert query(job.dsn, "SELECT count(*) FROM pii.vault WHERE token = %s", (alice_token,)) == [(0,)]
     assert_identity(job)
-
-
-def test_rows_appended_under_a_taken_load_id_keep_their_day_in_raw(job):
-    """Not staged by a later run (stg_sqs__loads takes a load once): the dbt gate fails naming
-    it, and retention keeps their day, saying why, rather than dropping messages no mart has."""
-    day = (datetime.now(timezone.utc) - timedelta(days=10)).date()
-    with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
-        conn.execute("SELECT raw.ensure_partitions(%s, %s)", (day, day))
-    land(job, list(sample.synthetic_events(3, seed=4)), days_ago=10)
-    job.transform()
-    (load_id, received) = query(job.dsn, "SELECT _dlt_load_id, received_at FROM raw.login_events LIMIT 1")[0]
-    late = str(uuid.uuid4())
-    with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as conn:
-        conn.execute(
-            "INSERT INTO raw.login_events VALUES (%s, %s, now(), %s, 1, 'q', %s, 'late')",
-            (late, body("late-sender"), received, load_id),
-        )
-    # Not staged, but not silent: the gate names a message of a taken load that is in no mart.
-    failed = job.transform(ok=False)
-    assert failed.returncode == 1
-    assert "every_message_accounted_for" in failed.error_lines()[0]
-    assert query(job.dsn, "SELECT count(*) FROM staging.stg_sqs__messages WHERE message_id = %s", (late,)) == [(0,)]
-    out = job.run("retention", "apply", "--days", "7")
-    assert "1 of its rows are in neither user_logins nor rejected_login_events" in out.stderr
-    assert query(job.dsn, "SELECT count(*) FROM raw.login_events WHERE message_id = %s", (late,)) == [(1,)]
-    assert day in day_partitions(job, "raw.login_events")
 
 
 def test_only_raws_owner_may_ask_which_rows_the_marts_lack(job):

@@ -464,10 +464,10 @@ def test_incremental_replays_and_crafted_values(job, tmp_path):
     before = snapshot(job.dsn)
     execute(
         job.dsn,
-        "INSERT INTO raw._dlt_loads (load_id, schema_name, status, inserted_at, schema_version_hash)"
-        " SELECT '9999999999.1', schema_name, 0, now(), schema_version_hash FROM raw._dlt_loads LIMIT 1;"
-        " INSERT INTO raw.login_events SELECT message_id, body, sent_at, received_at, receive_count + 1, queue,"
-        " '9999999999.1', md5(_dlt_id) FROM raw.login_events",
+        "INSERT INTO raw.login_events SELECT message_id, body, sent_at, received_at, receive_count + 1, queue,"
+        " '9999999999.1', md5(_dlt_id) FROM raw.login_events;"
+        " INSERT INTO raw._dlt_loads (load_id, schema_name, status, inserted_at, schema_version_hash)"
+        " SELECT '9999999999.1', schema_name, 0, now(), schema_version_hash FROM raw._dlt_loads LIMIT 1",
     )
     job.transform()
     assert snapshot(job.dsn) == before

@@ -65,10 +65,10 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 -- Advisory locks coordinate the project's work: the bootstrap's, and the transform lock that a
 -- build, a key rotation, a retention run and an erasure take so as never to run together. A login
 -- that could take them could hold them and stop the pipeline (or the recovery service). Only the
--- roles that take them keep them: the transformer (its commands' lock) and the recovery
--- functions' owner (an erasure's). Changing a pg_catalog function's privileges needs a superuser;
--- where the admin is none (RDS's master user), nothing changes here: docs/operations.md says what
--- that leaves open and how to see it.
+-- roles that take them keep them: the transformer (its commands' lock), the recovery
+-- functions' owner (an erasure's) and raw's owner (its load guards' transaction locks). Changing
+-- a pg_catalog function's privileges needs a superuser; where the admin is none (RDS's master
+-- user), nothing changes here: docs/operations.md says what that leaves open and how to see it.
 DO $$
 DECLARE
     f text;
@@ -86,5 +86,9 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%I(bigint), pg_catalog.%I(integer, integer)'
                        ' TO loginvault_transformer, loginvault_recovery', f, f);
     END LOOP;
+    -- Raw's owner (NOLOGIN, no members): its load guards take a transaction lock per load id, so
+    -- that rows under a load and the load's record take turns (15_raw_loads.sql).
+    GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(integer, integer),
+        pg_catalog.pg_advisory_xact_lock_shared(integer, integer) TO loginvault_owner;
 END
 $$;

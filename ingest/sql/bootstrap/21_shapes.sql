@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS loginvault.declared_relations (
     owner    name   NOT NULL,
     kind     "char" NOT NULL CHECK (kind IN ('r', 'p'))  -- p: day-partitioned (partitions: tables of the same owner)
 );
+-- Its only triggers (raw's load guards, 15_raw_loads.sql): each a statement-level AFTER INSERT
+-- trigger whose function has its name, in the relation's schema, a SECURITY DEFINER function of
+-- the relation's owner, without arguments.
+ALTER TABLE loginvault.declared_relations ADD COLUMN IF NOT EXISTS triggers name[] NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS loginvault.declared_columns (
     relation    text    NOT NULL REFERENCES loginvault.declared_relations (relation) ON DELETE CASCADE,
     position    integer NOT NULL,
@@ -36,18 +40,18 @@ REVOKE ALL ON loginvault.declared_relations, loginvault.declared_columns FROM PU
 -- The declaration, replaced whole by each bootstrap (the mart schema may have changed).
 DELETE FROM loginvault.declared_relations;
 WITH mart AS (SELECT coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public') AS schema),
-relations (relation, owner, kind) AS (
+relations (relation, owner, kind, triggers) AS (
     VALUES
-        ('raw.login_events', 'loginvault_owner', 'p'),
-        ('raw._dlt_loads', 'loginvault_owner', 'r'),
-        ('staging.stg_sqs__loads', 'loginvault_transformer', 'r'),
-        ('staging.stg_sqs__messages', 'loginvault_transformer', 'r'),
-        ('staging.stg_sqs__login_events', 'loginvault_transformer', 'p'),
-        ('staging.loginvault_watermarks', 'loginvault_transformer', 'r'),
-        ('pii.vault', 'loginvault_transformer', 'r'),
-        ('pii.token_map', 'loginvault_transformer', 'r'),
-        ('mart.user_logins', 'loginvault_transformer', 'r'),
-        ('mart.rejected_login_events', 'loginvault_transformer', 'r')
+        ('raw.login_events', 'loginvault_owner', 'p', '{refuse_rows_of_recorded_loads}'::name[]),
+        ('raw._dlt_loads', 'loginvault_owner', 'r', '{refuse_second_record_of_a_load}'),
+        ('staging.stg_sqs__loads', 'loginvault_transformer', 'r', '{}'),
+        ('staging.stg_sqs__messages', 'loginvault_transformer', 'r', '{}'),
+        ('staging.stg_sqs__login_events', 'loginvault_transformer', 'p', '{}'),
+        ('staging.loginvault_watermarks', 'loginvault_transformer', 'r', '{}'),
+        ('pii.vault', 'loginvault_transformer', 'r', '{}'),
+        ('pii.token_map', 'loginvault_transformer', 'r', '{}'),
+        ('mart.user_logins', 'loginvault_transformer', 'r', '{}'),
+        ('mart.rejected_login_events', 'loginvault_transformer', 'r', '{}')
 ),
 columns (relation, position, column_name, column_type, not_null) AS (
     VALUES
@@ -117,8 +121,8 @@ named AS (
     FROM relations AS r
 ),
 inserted AS (
-    INSERT INTO loginvault.declared_relations (relation, owner, kind)
-    SELECT n.relation, r.owner, r.kind::"char" FROM relations AS r JOIN named AS n ON n.declared = r.relation
+    INSERT INTO loginvault.declared_relations (relation, owner, kind, triggers)
+    SELECT n.relation, r.owner, r.kind::"char", r.triggers FROM relations AS r JOIN named AS n ON n.declared = r.relation
     RETURNING relation
 )
 INSERT INTO loginvault.declared_columns (relation, position, column_name, column_type, not_null)
@@ -150,7 +154,13 @@ BEGIN
     IF c.relrowsecurity OR c.relforcerowsecurity OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = rel) THEN
         RETURN 'has row-level security or policies';
     END IF;
-    IF EXISTS (SELECT FROM pg_trigger AS t WHERE t.tgrelid = rel) THEN
+    IF EXISTS (
+        SELECT FROM pg_trigger AS t JOIN pg_proc AS f ON f.oid = t.tgfoid
+        WHERE t.tgrelid = rel AND NOT (
+            NOT is_partition AND t.tgname = ANY (d.triggers) AND t.tgtype = 4 AND t.tgenabled = 'O'
+            AND f.proname = t.tgname AND f.pronamespace = c.relnamespace AND f.pronargs = 0 AND f.prosecdef
+            AND pg_get_userbyid(f.proowner) = d.owner)
+    ) THEN
         RETURN 'has triggers';
     END IF;
     IF EXISTS (SELECT FROM pg_rewrite AS w WHERE w.ev_class = rel) THEN
