@@ -139,7 +139,8 @@ FROM loginvault.declared_relations d
 CROSS JOIN LATERAL (
     SELECT loginvault.shape_problem(to_regclass(d.relation), d.relation, false) AS problem
     UNION ALL
-    SELECT loginvault.shape_problem(i.inhrelid, d.relation, true) FROM pg_inherits i WHERE i.inhparent = to_regclass(d.relation)
+    SELECT loginvault.shape_problem(i.inhrelid, d.relation, true) FROM pg_inherits i
+    WHERE i.inhparent = to_regclass(d.relation) AND i.inhrelid IS DISTINCT FROM to_regclass(loginvault.guard_of(d.relation))
 ) s
 WHERE to_regclass(d.relation) IS NOT NULL AND s.problem IS NOT NULL
 """

@@ -110,7 +110,7 @@ def test_bootstrap_upgrades_the_earlier_layout(pg_cluster, template_db):
             ALTER DEFAULT PRIVILEGES FOR ROLE loginvault_loader IN SCHEMA raw GRANT SELECT ON TABLES TO loginvault_transformer;
             INSERT INTO raw.login_events VALUES ('m1', '{}', now(), now(), 1, 'q', 'l1', 'd1');
             GRANT INSERT ON pii.recovery_audit TO loginvault_pii_admin;
-            DROP TABLE pii.vault;
+            DROP TABLE pii.vault CASCADE;
             CREATE TABLE pii.vault (token varchar(64));
             ALTER TABLE pii.vault OWNER TO loginvault_transformer;
             GRANT SELECT ON pii.vault TO loginvault_pii_admin;

@@ -51,26 +51,31 @@ PLANTS = {
     " FOR VALUES FROM ('2999-01-01') TO ('2999-01-02'); ALTER TABLE staging.child ENABLE ROW LEVEL SECURITY;"
     " CREATE POLICY steal ON staging.child USING (staging.steal())",
     # The allow-list: what no block-list of RLS, triggers and rules would see.
-    "mart column of a type with an implicit cast": "CREATE TYPE staging.evil AS (v text);"
-    " CREATE FUNCTION staging.evil_text(staging.evil) RETURNS text LANGUAGE plpgsql AS"
-    " $$ BEGIN PERFORM staging.steal(); RETURN ($1).v; END $$;"
-    " CREATE CAST (staging.evil AS text) WITH FUNCTION staging.evil_text(staging.evil) AS IMPLICIT;"
-    " ALTER TABLE user_logins ALTER COLUMN user_id TYPE staging.evil USING ROW(user_id)::staging.evil",
     "staged column of a domain with a CHECK": "CREATE DOMAIN staging.checked AS text CHECK (staging.steal());"
     " ALTER TABLE staging.stg_sqs__messages ALTER COLUMN message_id TYPE staging.checked",
-    "mart column default of planted code": "ALTER TABLE rejected_login_events ALTER COLUMN reason"
-    " SET DEFAULT staging.steal()::text",
     "staging index on planted code": "CREATE FUNCTION staging.same(text) RETURNS text IMMUTABLE LANGUAGE sql"
     " AS 'SELECT $1'; CREATE INDEX steal ON staging.stg_sqs__messages (staging.same(message_id))",
     "extended statistics on the mart": "CREATE STATISTICS staging.steal ON user_id, locale FROM user_logins",
-    "mart column of a case-blind collation": "CREATE COLLATION staging.blind (provider = icu,"
-    " locale = 'und-u-ks-level2', deterministic = false);"
-    " ALTER TABLE user_logins ALTER COLUMN user_id TYPE varchar(128) COLLATE staging.blind",
     "trigger on a staged day partition": "DO $$ BEGIN EXECUTE format('CREATE TRIGGER steal BEFORE DELETE ON %s"
     " FOR EACH ROW EXECUTE FUNCTION staging.steal_trigger()', (SELECT d.partition FROM"
     " loginvault.day_partitions('staging.stg_sqs__login_events') AS d LIMIT 1)); END $$",
     "an inheritance child of staged messages": "CREATE TABLE staging.kid () INHERITS (staging.stg_sqs__messages);"
     " CREATE TRIGGER steal BEFORE DELETE ON staging.kid FOR EACH ROW EXECUTE FUNCTION staging.steal_trigger()",
+}
+
+# What the marts' and the vault's guards (21_shapes.sql) refuse where it is made: a column
+# change must reach the guard, which only raw's owner may alter.
+GUARDED = {
+    "mart column of a type with an implicit cast": "CREATE TYPE staging.evil AS (v text);"
+    " CREATE FUNCTION staging.evil_text(staging.evil) RETURNS text LANGUAGE plpgsql AS"
+    " $$ BEGIN PERFORM staging.steal(); RETURN ($1).v; END $$;"
+    " CREATE CAST (staging.evil AS text) WITH FUNCTION staging.evil_text(staging.evil) AS IMPLICIT;"
+    " ALTER TABLE user_logins ALTER COLUMN user_id TYPE staging.evil USING ROW(user_id)::staging.evil",
+    "mart column default of planted code": "ALTER TABLE rejected_login_events ALTER COLUMN reason"
+    " SET DEFAULT staging.steal()::text",
+    "mart column of a case-blind collation": "CREATE COLLATION staging.blind (provider = icu,"
+    " locale = 'und-u-ks-level2', deterministic = false);"
+    " ALTER TABLE user_logins ALTER COLUMN user_id TYPE varchar(128) COLLATE staging.blind",
 }
 
 
@@ -105,6 +110,15 @@ def test_erasure_refuses_what_the_transformer_planted(fresh, plant):
     assert state(fresh) == before  # nothing deleted, nothing audited
     # Nothing ran as anyone but the admin (whose own counting above reads a planted view).
     assert query(fresh.dsn, "SELECT count(*) FROM public.stolen WHERE what <> ' as ' || current_user") == [(0,)]
+
+
+@pytest.mark.parametrize("plant", sorted(GUARDED))
+def test_the_marts_guards_refuse_a_column_change_where_it_is_made(fresh, plant):
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
+        conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+        conn.execute(STEAL_FUNCTION)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner of table guard_"):
+            conn.execute(GUARDED[plant])
 
 
 def test_the_same_erasure_runs_when_nothing_was_planted(fresh):

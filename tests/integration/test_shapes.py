@@ -91,12 +91,65 @@ def test_a_retyped_column_is_named_in_the_refusal(fresh):
     """The check refuses a relation whose column type is not the declared one, naming both."""
     with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
-        conn.execute("ALTER TABLE pii.vault ALTER COLUMN encryption_key_version TYPE bigint")
+        conn.execute("ALTER TABLE staging.stg_sqs__messages ALTER COLUMN receive_count TYPE bigint")
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
-        query(fresh.dsn, "SELECT loginvault.checked_relation('pii.vault')")
+        query(fresh.dsn, "SELECT loginvault.checked_relation('staging.stg_sqs__messages')")
     message = str(refused.value)
-    assert "refusing to read pii.vault" in message and "encryption_key_version bigint" in message
-    assert "encryption_key_version integer" in message
+    assert "refusing to read staging.stg_sqs__messages" in message and "receive_count bigint" in message
+    assert "receive_count integer" in message
+
+
+@pytest.mark.parametrize(
+    "relation", ["pii.vault", "pii.token_map", "public.user_logins", "public.rejected_login_events"]
+)
+def test_the_guarded_tables_keep_their_columns_and_stay_tables(fresh, relation):
+    """The transformer owns them, but each has a guard (an empty child only raw's owner may
+    alter): no column can be retyped, dropped, renamed or added, and an emptied table cannot be
+    turned into a view (PostgreSQL 15 lets an owner do that to a childless one)."""
+    (column,) = query(
+        fresh.dsn, "SELECT attname::text FROM pg_attribute WHERE attrelid = %s::regclass AND attnum = 1", (relation,)
+    )[0]
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
+        conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+        for change in (f"ALTER COLUMN {column} TYPE text", f"DROP COLUMN {column}", f"RENAME COLUMN {column} TO x",
+                       "ADD COLUMN x text"):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner of table guard_"):
+                conn.execute(f"ALTER TABLE {relation} {change}")
+        # What the conversion needs but the guard: empty, without indexes (relhasindex cleared).
+        conn.execute(f"TRUNCATE {relation}")
+        for (constraint,) in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('p', 'u')", (relation,)
+        ).fetchall():
+            conn.execute(f'ALTER TABLE ONLY {relation} DROP CONSTRAINT "{constraint}"')
+        for (index,) in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass", (relation,)
+        ).fetchall():
+            conn.execute(f"DROP INDEX {index}")
+        conn.execute(f"VACUUM {relation}")
+        with pytest.raises(psycopg.Error, match="because it has child tables"):
+            conn.execute(f'CREATE RULE "_RETURN" AS ON SELECT TO {relation} DO INSTEAD SELECT * FROM {relation}')
+    assert query(fresh.dsn, "SELECT relkind::text FROM pg_class WHERE oid = %s::regclass", (relation,)) == [("r",)]
+
+
+def test_partition_bounds_are_utc_days_whatever_the_callers_time_zone(fresh):
+    """raw's owner writes a day partition's bounds into SQL text: a caller's TimeZone or DateStyle
+    (an abbreviation printed in one meaning, read back in another) must not move them."""
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
+        conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
+        conn.execute("SET DateStyle = 'Postgres'")
+        conn.execute("SET TimeZone = 'EST-150'")
+        conn.execute(
+            "SELECT raw.ensure_partitions(utc_day, utc_day) FROM (SELECT (now() AT TIME ZONE 'UTC')::date + 40) AS d (utc_day)"
+        )
+    exact = query(
+        fresh.dsn,
+        "SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz"
+        " = d.utc_day::timestamp AT TIME ZONE 'UTC'"
+        " FROM (SELECT (now() AT TIME ZONE 'UTC')::date + 40) AS d (utc_day), pg_class AS c"
+        " WHERE c.oid = format('raw.login_events_p%%s', to_char(d.utc_day, 'YYYYMMDD'))::regclass",
+        (),
+    )
+    assert exact == [(True,)]
 
 
 STOLEN = """

@@ -1,7 +1,8 @@
 """What dbt's own login (the transformer: it owns staging, the vault and the marts, and holds the
 keys) tried against the roles that trust its tables, each now refused or harmless:
 
-- code in the bootstrap's admin session, through a trigger on the vault the bootstrap updated;
+- code in the bootstrap's admin session, through a trigger or a forced policy on a table the
+  bootstrap updated or counted (SET ROLE is no boundary: such code can RESET it);
 - an index or statistics expression added between a definer's shape check and its query (the
   planner evaluates it): the check's lock waits for and blocks both;
 - a vault ciphertext rewritten to answer an officer with another value;
@@ -15,7 +16,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from conftest import Job, ip_token, query, role_dsn
+from conftest import Job, execute, ip_token, query, role_dsn
 from ingest import bootstrap, config
 
 pytestmark = [pytest.mark.integration]
@@ -29,20 +30,76 @@ def as_transformer(job: Job, *statements: str, params: tuple | None = None) -> N
             conn.execute(statement, params)
 
 
-def test_the_bootstrap_acts_as_the_owner_on_the_transformers_tables(fresh):
-    """An earlier version's vault (no key version columns) makes the bootstrap update it: the
-    transformer's trigger on it runs, but as the transformer, never as the admin."""
+# The transformer's code for the bootstrap's session: if it runs as anyone but the transformer,
+# it leaves a superuser behind (a RESET ROLE would undo any SET ROLE the bootstrap made).
+ESCALATE = """
+CREATE TABLE staging.ran_as (who text);
+GRANT INSERT ON staging.ran_as TO PUBLIC;
+CREATE FUNCTION staging.escalate() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN
+    INSERT INTO staging.ran_as VALUES (current_user);
+    RESET ROLE;
+    IF current_user <> 'loginvault_transformer' THEN
+        EXECUTE 'CREATE ROLE planted_superuser LOGIN SUPERUSER';
+    END IF;
+    RETURN true;
+END $$;
+CREATE FUNCTION staging.escalate_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM staging.escalate(); RETURN NULL; END $$;
+"""
+
+
+def assert_nothing_ran(job: Job) -> None:
+    assert query(job.dsn, "SELECT count(*) FROM staging.ran_as") == [(0,)]
+    assert query(job.dsn, "SELECT count(*) FROM pg_roles WHERE rolname = 'planted_superuser'") == [(0,)]
+
+
+def test_the_bootstrap_never_reads_or_writes_an_earlier_vault(fresh):
+    """An earlier version's vault (no key version columns, no guard) gets its columns from the
+    bootstrap without a row being read or written: the transformer's trigger and forced policy
+    on it never run in the admin's session."""
+    execute(
+        fresh.dsn,
+        "DROP TABLE loginvault.guard_pii_vault;"
+        " ALTER TABLE pii.vault DROP COLUMN hmac_key_version, DROP COLUMN encryption_key_version",
+    )
     as_transformer(
         fresh,
-        "CREATE TABLE staging.ran_as (who text, superuser boolean)",
-        "CREATE FUNCTION staging.note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-        " INSERT INTO staging.ran_as SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;"
-        " RETURN NULL; END $$",
-        "ALTER TABLE pii.vault DROP COLUMN hmac_key_version, DROP COLUMN encryption_key_version",
-        "CREATE TRIGGER note AFTER UPDATE ON pii.vault FOR EACH STATEMENT EXECUTE FUNCTION staging.note()",
+        ESCALATE,
+        "CREATE TRIGGER escalate BEFORE UPDATE ON pii.vault FOR EACH STATEMENT EXECUTE FUNCTION staging.escalate_trigger()",
+        "ALTER TABLE pii.vault ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE pii.vault FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY escalate ON pii.vault USING (staging.escalate())",
     )
     bootstrap.bootstrap(fresh.dsn)
-    assert query(fresh.dsn, "SELECT who, superuser FROM staging.ran_as") == [(config.TRANSFORMER_ROLE, False)]
+    assert_nothing_ran(fresh)
+    assert query(fresh.dsn, "SELECT count(*) FROM pii.vault WHERE hmac_key_version IS DISTINCT FROM 1") == [(0,)]
+    assert query(fresh.dsn, "SELECT to_regclass('loginvault.guard_pii_vault')::text") == [
+        ("loginvault.guard_pii_vault",)
+    ]
+
+
+def test_the_bootstrap_never_reads_a_pre_existing_mart(fresh):
+    """A pre-existing user_logins of the original exercise's DDL (no message_id) is kept aside
+    unread: its owner's forced policy never runs in the admin's session."""
+    execute(
+        fresh.dsn,
+        "DROP TABLE public.user_logins CASCADE;"
+        " CREATE TABLE public.user_logins (user_id varchar(128), device_type varchar(32), masked_ip varchar(256),"
+        " masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date);"
+        " INSERT INTO public.user_logins (user_id, create_date) VALUES ('u', current_date);"
+        " ALTER TABLE public.user_logins OWNER TO loginvault_transformer",
+    )
+    as_transformer(
+        fresh,
+        ESCALATE,
+        "ALTER TABLE public.user_logins ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE public.user_logins FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY escalate ON public.user_logins USING (staging.escalate())",
+    )
+    bootstrap.bootstrap(fresh.dsn)
+    assert_nothing_ran(fresh)
+    kept = query(fresh.dsn, "SELECT to_regclass('public.user_logins_before_loginvault')::text")
+    assert kept == [("user_logins_before_loginvault",)]
 
 
 @pytest.mark.parametrize(

@@ -108,13 +108,15 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
     ORDER BY 2
 $fn$;
 
--- Creates the missing day partitions of `parent` for each day in [first_day, last_day], as the
+-- Creates the missing day partitions of `parent` for each day in [first_day, last_day] (their
+-- bounds written in UTC and ISO whatever the caller's TimeZone and DateStyle), as the
 -- caller (who must own `parent`: the partitions are the caller's). Rows of such a day that
 -- sit in the default partition are moved into the new one (a partition cannot be created
 -- over rows of its range in the default). Returns how many it created.
 CREATE OR REPLACE FUNCTION loginvault.ensure_day_partitions(parent regclass, first_day date, last_day date)
 RETURNS integer
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
 DECLARE
     schema_name text := (SELECT nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent);
     table_name text := (SELECT relname FROM pg_class WHERE oid = parent);

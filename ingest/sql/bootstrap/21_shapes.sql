@@ -25,6 +25,13 @@ CREATE TABLE IF NOT EXISTS loginvault.declared_relations (
 -- trigger whose function has its name, in the relation's schema, a SECURITY DEFINER function of
 -- the relation's owner, without arguments.
 ALTER TABLE loginvault.declared_relations ADD COLUMN IF NOT EXISTS triggers name[] NOT NULL DEFAULT '{}';
+-- Whether it has a guard: an empty inheritance child in schema loginvault, owned by raw's owner
+-- (loginvault.guard_of()). A column change of a table must reach its children, which only their
+-- owner may alter, and PostgreSQL 15 lets an owner turn an empty table into a view unless it
+-- has children: so the transformer, which owns the vault and the marts, can neither retype,
+-- add, drop or rename their columns nor make them views (whose code would run in an analyst's
+-- session), and they keep their shapes by construction, not only by the check below.
+ALTER TABLE loginvault.declared_relations ADD COLUMN IF NOT EXISTS guarded boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS loginvault.declared_columns (
     relation    text    NOT NULL REFERENCES loginvault.declared_relations (relation) ON DELETE CASCADE,
     position    integer NOT NULL,
@@ -121,14 +128,21 @@ named AS (
     FROM relations AS r
 ),
 inserted AS (
-    INSERT INTO loginvault.declared_relations (relation, owner, kind, triggers)
-    SELECT n.relation, r.owner, r.kind::"char", r.triggers FROM relations AS r JOIN named AS n ON n.declared = r.relation
+    INSERT INTO loginvault.declared_relations (relation, owner, kind, triggers, guarded)
+    SELECT n.relation, r.owner, r.kind::"char", r.triggers, r.relation LIKE 'mart.%' OR r.relation LIKE 'pii.%'
+    FROM relations AS r JOIN named AS n ON n.declared = r.relation
     RETURNING relation
 )
 INSERT INTO loginvault.declared_columns (relation, position, column_name, column_type, not_null)
 SELECT n.relation, c.position, c.column_name, c.column_type, c.not_null
 FROM columns AS c JOIN named AS n ON n.declared = c.relation
 WHERE EXISTS (SELECT FROM inserted AS i WHERE i.relation = n.relation);
+
+-- The guard of the declared relation `relation` (its name in schema loginvault).
+CREATE OR REPLACE FUNCTION loginvault.guard_of(relation text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT 'loginvault.' || quote_ident(left('guard_' || replace(replace(relation, '"', ''), '.', '_'), 63))
+$fn$;
 
 -- What is wrong with `rel` (one of the declared relations, or a partition of one), NULL when
 -- nothing: checked against `decl` (its declaration). Every test is of what is allowed.
@@ -170,8 +184,15 @@ BEGIN
         RETURN 'is attached to another table';
     END IF;
     IF EXISTS (SELECT FROM pg_inherits AS i JOIN pg_class AS k ON k.oid = i.inhrelid
-               WHERE i.inhparent = rel AND NOT (d.kind = 'p' AND NOT is_partition AND k.relispartition)) THEN
+               WHERE i.inhparent = rel AND NOT (d.kind = 'p' AND NOT is_partition AND k.relispartition)
+                 AND NOT (d.guarded AND NOT is_partition AND k.oid = to_regclass(loginvault.guard_of(decl))
+                          AND k.relkind = 'r' AND pg_get_userbyid(k.relowner) = 'loginvault_owner')) THEN
         RETURN 'has child tables';
+    END IF;
+    IF d.guarded AND NOT is_partition AND NOT EXISTS (
+        SELECT FROM pg_inherits AS i WHERE i.inhparent = rel AND i.inhrelid = to_regclass(loginvault.guard_of(decl))
+    ) THEN
+        RETURN 'has lost its guard (' || loginvault.guard_of(decl) || '): run the bootstrap';
     END IF;
     IF EXISTS (SELECT FROM pg_statistic_ext AS s WHERE s.stxrelid = rel) THEN
         RETURN 'has extended statistics';
@@ -264,7 +285,8 @@ BEGIN
     END IF;
     problem := loginvault.shape_problem(rel, relation, false);
     IF problem IS NULL THEN
-        FOR part IN SELECT i.inhrelid FROM pg_inherits AS i WHERE i.inhparent = rel LOOP
+        FOR part IN SELECT i.inhrelid FROM pg_inherits AS i
+                    WHERE i.inhparent = rel AND i.inhrelid IS DISTINCT FROM to_regclass(loginvault.guard_of(relation)) LOOP
             problem := loginvault.shape_problem(part, relation, true);
             IF problem IS NOT NULL THEN
                 relation := part::regclass::text;
@@ -303,12 +325,31 @@ BEGIN
 END
 $fn$;
 
+-- Gives the declared relation `relation` its guard, unless it has it (or does not exist).
+-- The bootstrap's, as the admin (a member of the table's owner: adding a child needs it).
+CREATE OR REPLACE FUNCTION loginvault.ensure_guard(relation text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    guard text := loginvault.guard_of(relation);
+BEGIN
+    IF to_regclass(relation) IS NULL OR to_regclass(guard) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE TABLE %s () INHERITS (%s)', guard, relation);
+    EXECUTE format('ALTER TABLE %s OWNER TO loginvault_owner', guard);
+    EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', guard);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', guard,
+                   'Always empty: keeps ' || relation || ' a table with its declared columns (21_shapes.sql).');
+END
+$fn$;
+
 REVOKE ALL ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text),
-    loginvault.create_declared_table(text) FROM PUBLIC;
+    loginvault.create_declared_table(text), loginvault.ensure_guard(text), loginvault.guard_of(text) FROM PUBLIC;
 -- The roles that own definer functions (raw's owner, the erasure's and the recovery's), and the
 -- transformer (its pre-flight checks raw before reading it), check shapes; they read the
 -- declaration to do so.
-GRANT EXECUTE ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text)
+GRANT EXECUTE ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text),
+    loginvault.guard_of(text)
     TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;
 GRANT SELECT ON loginvault.declared_relations, loginvault.declared_columns
     TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;

@@ -1,13 +1,15 @@
 -- loginvault bootstrap: raw's partition upkeep and retention.
 -- SECURITY DEFINER functions owned by loginvault_owner (the raw tables' owner), search_path
--- pinned: the transform makes partitions ahead of time, and `loginvault retention apply` (as
+-- pinned, and the time zone and date style too (a day's bounds are written into SQL text: a
+-- caller's TimeZone or DateStyle must not move them): the transform makes partitions ahead of time, and `loginvault retention apply` (as
 -- dbt's login) drops whole days of cleartext, without either holding more than these
 -- functions do. They decide for themselves what may go: a caller cannot make them drop a day
 -- whose messages have not reached the marts.
 
 -- The day partitions of raw.login_events for [first_day, last_day] (UTC), made if missing.
 CREATE OR REPLACE FUNCTION raw.ensure_partitions(first_day date, last_day date) RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
     SELECT loginvault.ensure_day_partitions('raw.login_events', first_day, last_day)
 $fn$;
 
@@ -15,7 +17,8 @@ $fn$;
 -- vault all took what staging had; NULL before the first such run. Every load the staging
 -- took by then (staging.stg_sqs__loads) is in the marts and the vault.
 CREATE OR REPLACE FUNCTION raw.marts_watermark() RETURNS timestamptz
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
 DECLARE
     high timestamptz;
     -- The transformer's tables: locked and checked against their declared shapes (the locks
@@ -40,7 +43,8 @@ $fn$;
 -- raw.apply_retention, which so checks the marts themselves, not staging's bookkeeping alone.
 CREATE OR REPLACE FUNCTION raw.rows_outside_marts(part regclass, lo timestamptz, hi timestamptz)
 RETURNS TABLE (row_id tid)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
 DECLARE
     mart text := (SELECT s.value FROM pii.settings AS s WHERE s.name = 'mart_schema');
     logins_rel regclass;
@@ -72,7 +76,8 @@ $fn$;
 -- looked at (and one for the default partition when it held such rows).
 CREATE OR REPLACE FUNCTION raw.apply_retention(cutoff timestamptz, dry_run boolean)
 RETURNS TABLE (day date, partition text, rows bigint, removed boolean, kept_because text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
 DECLARE
     watermark timestamptz := raw.marts_watermark();
     p record;
@@ -160,7 +165,8 @@ $fn$;
 -- VACUUM, ANALYZE and autovacuum: exact for a day partition that no longer changes once it
 -- has been vacuumed); counted otherwise. Retention then costs per day, not per row.
 CREATE OR REPLACE FUNCTION loginvault.row_count(rel regclass) RETURNS bigint
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
 DECLARE
     n bigint := (SELECT reltuples::bigint FROM pg_class WHERE oid = rel);
 BEGIN
@@ -176,7 +182,8 @@ $fn$;
 -- oldest day partition that holds a row (a probe of one page each, oldest first); the exact time
 -- for a table that is not partitioned. NULL: empty.
 CREATE OR REPLACE FUNCTION loginvault.oldest_received(parent regclass) RETURNS timestamptz
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
 DECLARE
     p record;
     held boolean;
@@ -207,7 +214,8 @@ GRANT EXECUTE ON FUNCTION loginvault.oldest_received(regclass), loginvault.row_c
 
 -- raw's oldest cleartext (for `retention apply`'s report and its age line).
 CREATE OR REPLACE FUNCTION raw.oldest_cleartext() RETURNS timestamptz
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $fn$
     SELECT loginvault.oldest_received('raw.login_events')
 $fn$;
 

@@ -22,6 +22,7 @@ BEGIN
     END IF;
 END
 $$;
+SELECT loginvault.ensure_guard('pii.vault');
 GRANT SELECT ON pii.vault TO loginvault_recovery, loginvault_eraser;
 GRANT DELETE ON pii.vault TO loginvault_eraser;
 

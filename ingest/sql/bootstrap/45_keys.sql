@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS pii.token_map (
     PRIMARY KEY (kind, old_token)
 );
 ALTER TABLE pii.token_map OWNER TO loginvault_transformer;
+SELECT loginvault.ensure_guard('pii.token_map');
 GRANT SELECT ON pii.token_map TO loginvault_recovery;
 
 -- The vault records the versions of the keys that made each token and ciphertext. A vault of
@@ -61,12 +62,12 @@ BEGIN
     IF to_regclass('pii.vault') IS NOT NULL AND NOT EXISTS (
         SELECT FROM pg_attribute WHERE attrelid = to_regclass('pii.vault') AND attname = 'hmac_key_version'
     ) THEN
-        -- As the table's owner, never as the admin: whatever the transformer attached to its
-        -- table (a trigger, an index expression) runs with the transformer's rights only.
-        SET LOCAL ROLE loginvault_transformer;
-        ALTER TABLE pii.vault ADD COLUMN hmac_key_version integer, ADD COLUMN encryption_key_version integer;
-        UPDATE pii.vault SET hmac_key_version = 1, encryption_key_version = 1;
-        RESET ROLE;
+        -- Without a statement that reads or writes the transformer's rows (a trigger, a policy
+        -- or an index expression of its would run in this, the admin's, session; SET ROLE is no
+        -- boundary: such code could RESET it): a constant default fills the rows in the catalog
+        -- only, no row is rewritten.
+        ALTER TABLE pii.vault ADD COLUMN hmac_key_version integer DEFAULT 1, ADD COLUMN encryption_key_version integer DEFAULT 1;
+        ALTER TABLE pii.vault ALTER COLUMN hmac_key_version DROP DEFAULT, ALTER COLUMN encryption_key_version DROP DEFAULT;
     END IF;
 END
 $$;

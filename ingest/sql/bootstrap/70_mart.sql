@@ -27,17 +27,17 @@ BEGIN
     IF existing IS NOT NULL AND NOT EXISTS (
         SELECT FROM pg_attribute WHERE attrelid = existing AND attname = 'message_id' AND NOT attisdropped
     ) THEN
-        -- Counted as the table's owner, never as the admin: a view, a policy or an expression of
-        -- its owner's runs with that owner's rights only.
-        EXECUTE format('SET LOCAL ROLE %I', pg_get_userbyid((SELECT relowner FROM pg_class WHERE oid = existing)));
-        EXECUTE format('SELECT count(*) FROM %s', existing) INTO n;
-        RESET ROLE;
+        -- Never read (a view, a policy or an expression of its owner's would run in the admin's
+        -- session, and SET ROLE is no boundary: such code could RESET it): a plain table with no
+        -- data pages at all is empty; anything else is kept.
+        n := CASE WHEN (SELECT c.relkind = 'r' AND NOT c.relhassubclass FROM pg_class AS c WHERE c.oid = existing)
+                       AND pg_relation_size(existing) = 0 THEN 0 END;
         IF n = 0 THEN
             EXECUTE format('DROP TABLE %s', existing);
             RAISE NOTICE 'dropped the empty pre-existing %.user_logins: dbt builds it with the same DDL plus message_id, app_version_text', mart;
         ELSE
             EXECUTE format('ALTER TABLE %s RENAME TO user_logins_before_loginvault', existing);
-            RAISE NOTICE 'kept the pre-existing %.user_logins (% rows) as user_logins_before_loginvault', mart, n;
+            RAISE NOTICE 'kept the pre-existing %.user_logins (not empty, or not a plain table) as user_logins_before_loginvault', mart;
         END IF;
     END IF;
 END
@@ -72,6 +72,7 @@ BEGIN
         IF loginvault.create_declared_table(mart || '.' || t) THEN
             EXECUTE format('CREATE UNIQUE INDEX %I ON %s.%I (message_id)', t || '_message_id_key', mart, t);
         END IF;
+        PERFORM loginvault.ensure_guard(mart || '.' || t);
         EXECUTE format('GRANT SELECT ON %s.%I TO loginvault_analyst, loginvault_recovery, loginvault_eraser', mart, t);
         EXECUTE format('GRANT DELETE ON %s.%I TO loginvault_eraser', mart, t);
     END LOOP;
