@@ -558,10 +558,11 @@ def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job
     output, going to a pipe, has no colour codes (the test's env leaves DBT_USE_COLORS unset)."""
     send(job, [{"user_id": "u", "ip": "10.1.2.3"}], tmp_path)
     job.run("run", "--wait-time", "1")
-    execute(  # a parser the staging model calls, broken (raw itself passes the transform's checks)
+    execute(  # staging's partitioner, broken (raw and its checks pass; no unit test calls it)
         job.dsn,
-        "CREATE OR REPLACE FUNCTION loginvault.json_error(body text) RETURNS text LANGUAGE plpgsql"
-        " AS $$ BEGIN RAISE EXCEPTION 'the parser is broken'; END $$",
+        "CREATE OR REPLACE FUNCTION loginvault.ensure_day_partitions(parent regclass, first_day date, last_day date)"
+        " RETURNS integer LANGUAGE plpgsql AS $$ BEGIN IF parent::text LIKE 'staging.%' THEN"
+        " RAISE EXCEPTION 'the partitioner is broken'; END IF; RETURN 0; END $$",
     )
     env = {name: value for name, value in job.env.items() if name != "DBT_USE_COLORS"}
     out = job.run("transform", "build", ok=False, env=env)
@@ -570,7 +571,7 @@ def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job
     (line,) = out.error_lines()
     assert out.stderr.strip().splitlines()[-1] == line
     assert line.startswith("error: dbt build failed: model stg_sqs__login_events: "), line
-    assert "the parser is broken" in line
+    assert "the partitioner is broken" in line
     assert "Database Error" not in line and "compiled code" not in line
     assert "\x1b[" not in out.stdout, out.stdout
     assert "ERROR creating sql loginvault_day_partitioned model" in out.stdout, out.stdout
