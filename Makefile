@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 WITH_ENV := eval "$$($(LV) stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test test-unit bench clean
+.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test test-unit flake bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,11 @@ test: $(STAMP) lint ## lint, then the unit tests and the integration tests (own 
 
 test-unit: $(STAMP) ## the unit tests only: no service, seconds
 	@$(PY) -m pytest tests/unit
+
+RUNS ?= 20
+FLAKE_BUSY ?= 0
+flake: $(STAMP) ## the timing-sensitive integration tests (tests/flake.sh) RUNS times in a row (default 20), one at a time, stopping at the first failure; FLAKE_BUSY=N keeps N cores busy meanwhile
+	@FLAKE_BUSY=$(FLAKE_BUSY) tests/flake.sh $(RUNS)
 
 bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, memory, rss, recovery; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)

@@ -28,6 +28,7 @@ from conftest import (
     execute,
     metric,
     new_job,
+    officer_env,
     query,
     role_dsn,
     scrape,
@@ -292,14 +293,23 @@ def test_another_officer_cannot_read_an_answer_and_an_expired_one_is_gone(job):
     assert result.returncode == 1 and "its answer is gone" in result.stderr and ip not in result.stderr
 
 
-def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job):
+def set_aside(job: Job, reason: str) -> int:
+    """The id of the request filed with `reason`, once the service has set it aside for approval."""
+    waiting = "SELECT id FROM pii.recovery_requests WHERE reason = %s AND state = 'awaiting_approval'"
+    return wait_until(lambda: query(job.dsn, waiting, (reason,)), 60, f"request {reason} set aside")[0][0]
+
+
+def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job, spawn):
     token, ip = a_token(job)
     other = second_officer(job)
     job.ensure_service(env={**job.env, "LOGINVAULT_RECOVERY_APPROVALS": "1"})
-    waiting = job.run("recover", "--token", token, "--reason", "4E-1", "--timeout", "3", ok=False)
+    # The officer's command waits, as long as it was told, while the request waits for approval:
+    # the test waits for the service to set it aside, not for a time.
+    asking = spawn("recover", "--token", token, "--reason", "4E-1", "--timeout", "300", env=officer_env(job.env))
+    request_id = set_aside(job, "4E-1")
+    assert audit_rows(job) == 0
+    waiting = job.run("recover", "answer", str(request_id), "--timeout", "1", ok=False)
     assert waiting.returncode == 3 and "waits for another officer's approval" in waiting.stderr
-    ((request_id, state),) = query(job.dsn, "SELECT id, state FROM pii.recovery_requests")
-    assert state == "awaiting_approval" and audit_rows(job) == 0
     pending = job.run("recover", "pending").stdout.splitlines()
     assert pending[1].split("\t")[0] == str(request_id) and "awaiting_approval" in pending[1]
     own = job.run("recover", "approve", str(request_id), "--reason", "me", ok=False)
@@ -309,14 +319,18 @@ def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job):
         "LOGINVAULT_PII_ADMIN_DSN": role_dsn(job.dsn, config.PII_ADMIN_ROLE).replace(OFFICER, other),
     }
     assert "approved" in job.run("recover", "approve", str(request_id), "--reason", "ok by me", env=other_env).stderr
-    result = job.run("recover", "answer", str(request_id))
+    result = asking.finish(timeout=120)  # the waiting command gets the answer
+    assert result.returncode == 0, result.stderr
     assert result.stdout == f"ip\t{ip}\n"
     # A rejected request is never served.
-    job.run("recover", "--ip", ip, "--reason", "4E-2", "--timeout", "2", ok=False)
-    (rejected,) = query(job.dsn, "SELECT max(id) FROM pii.recovery_requests")[0]
+    asking = spawn("recover", "--ip", ip, "--reason", "4E-2", "--timeout", "300", env=officer_env(job.env))
+    rejected = set_aside(job, "4E-2")
     job.run("recover", "reject", str(rejected), "--reason", "no ticket", env=other_env)
-    refused = job.run("recover", "answer", str(rejected), "--timeout", "2", ok=False)
-    assert refused.returncode == 1 and "rejected by another officer" in refused.stderr
+    for refused in (
+        asking.finish(timeout=120),
+        job.run("recover", "answer", str(rejected), "--timeout", "2", ok=False),
+    ):
+        assert refused.returncode == 1 and "rejected by another officer" in refused.stderr
     assert query(job.dsn, "SELECT login_user, decision, reason FROM pii.recovery_approvals ORDER BY id") == [
         (other, "approved", "ok by me"),
         (other, "rejected", "no ticket"),
@@ -460,6 +474,15 @@ def test_unknown_or_malformed_requests_are_refused_in_one_line(job):
 
 # ---------------------------------------------------------------- /metrics and /healthz
 
+OVER_BUDGET = '{kind="recover_value",outcome="over_budget"}'
+
+
+def refusal_counted(port: int) -> str | None:
+    """The service's /metrics text once it has counted a lookup refused over the budget (the last
+    count of a request refused so)."""
+    text = scrape(port)[1]
+    return text if metric(text, "loginvault_recovery_budget_refusals_total") else None
+
 
 def test_the_service_reports_requests_refusals_and_its_queue(job):
     token, _ = a_token(job)
@@ -469,9 +492,11 @@ def test_the_service_reports_requests_refusals_and_its_queue(job):
     assert scrape(port, "/healthz") == (200, "ok\n")
     job.run("recover", "--token", token, "--reason", "M-1")
     job.run("recover", "--token", token, "--reason", "M-2", ok=False)
-    _, text = scrape(port)
+    # The service counts a request after its commit, which the officer's command may see first
+    # (one service thread: the first request was counted before the second was taken).
+    text = wait_until(lambda: refusal_counted(port), 30, "the refused request counted")
     assert metric(text, "loginvault_recovery_requests_total", '{kind="recover_value",outcome="found"}') == 1
-    assert metric(text, "loginvault_recovery_requests_total", '{kind="recover_value",outcome="over_budget"}') == 1
+    assert metric(text, "loginvault_recovery_requests_total", OVER_BUDGET) == 1
     assert metric(text, "loginvault_recovery_budget_refusals_total") == 1
     # An erasure the service must leave for later (a build holds the transform lock) ages in the queue.
     with officer(job) as conn, psycopg.connect(job.dsn, autocommit=True) as admin:
