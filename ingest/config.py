@@ -42,7 +42,8 @@ class Workload:
     role: str
     local_login: str  # the login the local stack and the tests create for it
     who: str  # for messages
-    # People's logins get a connection limit, so that no one can take every connection slot.
+    # Each login's connection limit: no one login can take every connection slot (a loader
+    # holding them all would stop the transform and the officers).
     connection_limit: int = -1
 
     @property
@@ -58,12 +59,12 @@ class Workload:
 WORKLOADS = {
     w.role: w
     for w in (
-        Workload(LOADER_ROLE, "loginvault_ingest", "the ingest"),
-        Workload(TRANSFORMER_ROLE, "loginvault_dbt", "the transform (dbt)"),
+        Workload(LOADER_ROLE, "loginvault_ingest", "the ingest", connection_limit=50),
+        Workload(TRANSFORMER_ROLE, "loginvault_dbt", "the transform (dbt)", connection_limit=30),
         Workload(ANALYST_ROLE, "loginvault_analyst_1", "an analyst", connection_limit=30),
         Workload(PII_ADMIN_ROLE, "loginvault_privacy_officer_1", "a privacy officer", connection_limit=25),
         Workload(AUDITOR_ROLE, "loginvault_auditor_1", "an auditor", connection_limit=10),
-        Workload(RECOVERY_SERVICE_ROLE, "loginvault_recovery_svc", "the recovery service"),
+        Workload(RECOVERY_SERVICE_ROLE, "loginvault_recovery_svc", "the recovery service", connection_limit=20),
     )
 }
 

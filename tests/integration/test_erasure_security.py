@@ -131,3 +131,14 @@ def test_the_same_erasure_runs_when_nothing_was_planted(fresh):
     after = state(fresh)
     assert after[3] == before[3] - 1 and after[5] == before[5] + 1  # one login gone, one audit row
     assert query(fresh.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) == [(0,)]
+
+
+def test_an_open_loader_transaction_does_not_stop_an_erasure(fresh):
+    """The loader's login can keep an insert open for ever: the erasure does not wait for it (it
+    once locked raw against every writer, and failed on its lock timeout)."""
+    (subject,) = query(fresh.dsn, "SELECT user_id FROM user_logins ORDER BY message_id LIMIT 1")[0]
+    with psycopg.connect(role_dsn(fresh.dsn, config.LOADER_ROLE)) as loader:  # a transaction left open
+        loader.execute("INSERT INTO raw.login_events VALUES ('open', '{}', now(), now(), 1, 'q', 'open-load', 'x')")
+        fresh.run("erase", "--user-id", subject, "--reason", "DSAR-11")
+        assert query(fresh.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) == [(0,)]
+        loader.rollback()

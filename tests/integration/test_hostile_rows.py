@@ -192,3 +192,26 @@ def test_a_row_received_in_the_future_keeps_no_source_fresh_nor_stops_retention(
     assert stale.returncode == 1 and "ERROR STALE" in stale.stdout
     dry = job.run("retention", "apply", "--days", "1", "--dry-run")  # reads the oldest cleartext: a finite one
     assert "oldest cleartext left received" in dry.stderr
+
+
+def test_two_raw_rows_alike_in_every_joined_column_stage_one_message(job):
+    """The loader writes two deliveries with the same message id, _dlt_id, received_at and load
+    (bodies naming two subjects): staging takes one, the build passes (its unique test on staged
+    message ids once failed for good), and the messages of later loads still reach the marts."""
+    received = datetime.now(timezone.utc).isoformat()
+    load_id = f"{datetime.now(timezone.utc).timestamp():.6f}{secrets.randbelow(1000):03d}"
+    with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as conn:
+        conn.execute(
+            "INSERT INTO raw.login_events VALUES (%s, %s, now(), %s, 1, 'q', %s, 'same'), (%s, %s, now(), %s, 1, 'q', %s, 'same')",
+            ("twin", body("dupA"), received, load_id, "twin", body("dupB"), received, load_id),
+        )
+        conn.execute(
+            "INSERT INTO raw._dlt_loads (load_id, schema_name, status, inserted_at) VALUES (%s, 'x', 0, now())",
+            (load_id,),
+        )
+    job.transform()
+    assert query(job.dsn, "SELECT count(*) FROM staging.stg_sqs__login_events WHERE message_id = 'twin'") == [(1,)]
+    plant(job, [("after-the-twins", body("later"), received)])
+    job.transform()
+    assert query(job.dsn, "SELECT count(*) FROM user_logins WHERE message_id = 'after-the-twins'") == [(1,)]
+    assert_identity(job)

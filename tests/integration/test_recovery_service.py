@@ -553,10 +553,13 @@ def test_no_workload_but_the_transformer_may_take_an_advisory_lock(job):
         conn.execute("SELECT * FROM pii.recovery_budget_locks FOR UPDATE")
 
 
-def test_people_logins_have_a_connection_limit(job):
+def test_every_login_has_a_connection_limit(job):
+    """No one login can take every connection slot (the loader's 100 connections once stopped the
+    transform and the officers)."""
     limits = dict(query(job.dsn, "SELECT rolname, rolconnlimit FROM pg_roles WHERE rolname LIKE 'loginvault%'"))
+    max_connections = int(query(job.dsn, "SHOW max_connections")[0][0])
     for workload in config.WORKLOADS.values():
-        assert limits[workload.local_login] == workload.connection_limit
+        assert 0 < limits[workload.local_login] == workload.connection_limit < max_connections * 2 // 3
     assert limits[OFFICER] == 25
 
 

@@ -101,8 +101,11 @@ BEGIN
     PERFORM pii.check_keys(false);
     -- What it reads and deletes from: locked (SHARE ROW EXCLUSIVE: no trigger, partition or
     -- write can be added until the end of the transaction) and checked against the declared
-    -- shapes; a relation not built yet is NULL and skipped.
-    PERFORM loginvault.checked_relation('raw.login_events', 'SHARE ROW EXCLUSIVE');
+    -- shapes; a relation not built yet is NULL and skipped. Raw only in ACCESS SHARE: its owner
+    -- is no login's, and a stronger lock would wait for every open insert of the loader (which
+    -- could hold one open for ever); a delivery landing meanwhile is kept out of the marts by
+    -- pii.erased_subjects, and removed from raw by retention.
+    PERFORM loginvault.checked_relation('raw.login_events', 'ACCESS SHARE');
     messages_rel := loginvault.checked_relation('staging.stg_sqs__messages', 'SHARE ROW EXCLUSIVE');
     staged_rel := loginvault.checked_relation('staging.stg_sqs__login_events', 'SHARE ROW EXCLUSIVE');
     logins_rel := loginvault.checked_relation(format('%I.user_logins', mart), 'SHARE ROW EXCLUSIVE');

@@ -27,7 +27,9 @@ with messages as (
 
 parsed as (
 
-    select
+    -- One raw row per message, even when a loader wrote two alike in every joined column
+    -- (message id, _dlt_id, received_at, load): the body sorting first.
+    select distinct on (m.message_id)
         m.message_id,
         m.sent_at,
         m.received_at,
@@ -44,6 +46,7 @@ parsed as (
             and m._dlt_id = r._dlt_id
             and m.received_at = r.received_at
             and m._dlt_load_id = r._dlt_load_id
+    order by m.message_id, r.body
 
 ),
 
