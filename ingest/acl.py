@@ -134,15 +134,8 @@ WHERE n.nspname = ANY(%(schemas)s) AND a.is_grantable AND a.grantee <> p.proowne
 """
 # The declared shapes (what definer functions read): each relation, and each of its partitions.
 _SHAPES = """
-SELECT d.relation, s.problem
-FROM loginvault.declared_relations d
-CROSS JOIN LATERAL (
-    SELECT loginvault.shape_problem(to_regclass(d.relation), d.relation, false) AS problem
-    UNION ALL
-    SELECT loginvault.shape_problem(i.inhrelid, d.relation, true) FROM pg_inherits i
-    WHERE i.inhparent = to_regclass(d.relation) AND i.inhrelid IS DISTINCT FROM to_regclass(loginvault.guard_of(d.relation))
-) s
-WHERE to_regclass(d.relation) IS NOT NULL AND s.problem IS NOT NULL
+SELECT p.object, p.problem
+FROM loginvault.declared_relations d CROSS JOIN LATERAL loginvault.relation_problem(d.relation) p
 """
 _DATABASE = """
 SELECT a.grantee, a.privilege_type

@@ -235,6 +235,23 @@ BEGIN
 END
 $fn$;
 
+-- The first of the declared relation `relation` and its partitions (not its guard) whose shape
+-- is not the declared one, with what is wrong; no row when all are as declared (or it does not
+-- exist). Read by the check below and by `loginvault check`.
+CREATE OR REPLACE FUNCTION loginvault.relation_problem(relation text) RETURNS TABLE (object text, problem text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT o.oid::regclass::text, loginvault.shape_problem(o.oid, relation, o.is_partition)
+    FROM (
+        SELECT to_regclass(relation)::oid AS oid, false AS is_partition, 0 AS rank
+        UNION ALL
+        SELECT i.inhrelid, true, 1 FROM pg_inherits AS i
+        WHERE i.inhparent = to_regclass(relation) AND i.inhrelid IS DISTINCT FROM to_regclass(loginvault.guard_of(relation))
+    ) AS o
+    WHERE o.oid IS NOT NULL AND loginvault.shape_problem(o.oid, relation, o.is_partition) IS NOT NULL
+    ORDER BY o.rank
+    LIMIT 1
+$fn$;
+
 -- The declared relation `relation` (as declared: schema-qualified), locked in `lock_mode` and
 -- then checked, with each of its partitions; NULL when it does not exist (not built yet).
 -- Raises, naming the object, when its shape is not the declared one. The lock holds until the
@@ -252,8 +269,8 @@ RETURNS regclass
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     rel regclass;
-    part oid;
     problem text;
+    failing record;
 BEGIN
     IF NOT EXISTS (SELECT FROM loginvault.declared_relations AS d WHERE d.relation = checked_relation.relation) THEN
         RAISE EXCEPTION 'no shape is declared for %', relation USING ERRCODE = 'undefined_table';
@@ -283,19 +300,9 @@ BEGIN
         RAISE EXCEPTION 'refusing to read %: it was replaced while the check waited for it', relation
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    problem := loginvault.shape_problem(rel, relation, false);
-    IF problem IS NULL THEN
-        FOR part IN SELECT i.inhrelid FROM pg_inherits AS i
-                    WHERE i.inhparent = rel AND i.inhrelid IS DISTINCT FROM to_regclass(loginvault.guard_of(relation)) LOOP
-            problem := loginvault.shape_problem(part, relation, true);
-            IF problem IS NOT NULL THEN
-                relation := part::regclass::text;
-                EXIT;
-            END IF;
-        END LOOP;
-    END IF;
-    IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'refusing to read %: it %; loginvault did not set that up, and it could run another role''s code in this session', relation, problem
+    SELECT f.object, f.problem INTO failing FROM loginvault.relation_problem(relation) AS f;
+    IF FOUND THEN
+        RAISE EXCEPTION 'refusing to read %: it %; loginvault did not set that up, and it could run another role''s code in this session', failing.object, failing.problem
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     RETURN rel;
@@ -343,13 +350,14 @@ BEGIN
 END
 $fn$;
 
-REVOKE ALL ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text),
+REVOKE ALL ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.relation_problem(text),
+    loginvault.checked_relation(text, text),
     loginvault.create_declared_table(text), loginvault.ensure_guard(text), loginvault.guard_of(text) FROM PUBLIC;
 -- The roles that own definer functions (raw's owner, the erasure's and the recovery's), and the
 -- transformer (its pre-flight checks raw before reading it), check shapes; they read the
 -- declaration to do so.
-GRANT EXECUTE ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.checked_relation(text, text),
-    loginvault.guard_of(text)
+GRANT EXECUTE ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.relation_problem(text),
+    loginvault.checked_relation(text, text), loginvault.guard_of(text)
     TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;
 GRANT SELECT ON loginvault.declared_relations, loginvault.declared_columns
     TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;

@@ -78,7 +78,6 @@ DECLARE
     staged_rel regclass;
     vault_rel regclass;
     subject text;
-    ids text[];
     shredded bigint := 0;
     staged bigint := 0;
     n bigint;

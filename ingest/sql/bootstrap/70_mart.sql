@@ -10,7 +10,6 @@ DO $$
 DECLARE
     mart text := coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public');
     existing regclass;
-    n bigint;
 BEGIN
     IF mart IN ('raw', 'staging', 'pii', 'loginvault', 'pg_catalog', 'information_schema') THEN
         RAISE EXCEPTION 'LOGINVAULT_MART_SCHEMA may not be %: that schema has another owner and purpose', mart;
@@ -30,9 +29,8 @@ BEGIN
         -- Never read (a view, a policy or an expression of its owner's would run in the admin's
         -- session, and SET ROLE is no boundary: such code could RESET it): a plain table with no
         -- data pages at all is empty; anything else is kept.
-        n := CASE WHEN (SELECT c.relkind = 'r' AND NOT c.relhassubclass FROM pg_class AS c WHERE c.oid = existing)
-                       AND pg_relation_size(existing) = 0 THEN 0 END;
-        IF n = 0 THEN
+        IF (SELECT c.relkind = 'r' AND NOT c.relhassubclass FROM pg_class AS c WHERE c.oid = existing)
+            AND pg_relation_size(existing) = 0 THEN
             EXECUTE format('DROP TABLE %s', existing);
             RAISE NOTICE 'dropped the empty pre-existing %.user_logins: dbt builds it with the same DDL plus message_id, app_version_text', mart;
         ELSE
