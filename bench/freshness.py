@@ -36,10 +36,13 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute
-from ingest import bootstrap, config, sample, sqs
+from ingest import config
+from ingest.consumer import sqs
+from ingest.consumer.sqs import MAX_BATCH, Queue
+from ingest.local import sample
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 from ingest.settings import SqsSettings
-from ingest.sqs import MAX_BATCH, Queue
 
 RATE = 150  # messages per second the producer sends: what moto sustains here beside the services
 # (asked for 300, it sent 220 and fell behind its schedule; 150 it holds on two shared cores)

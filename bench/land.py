@@ -14,9 +14,10 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute, timed
-from ingest import config, sample, sqs
-from ingest.consumer import Consumer
-from ingest.raw_loader import RawLoader
+from ingest import config
+from ingest.consumer import Consumer, sqs
+from ingest.consumer.raw_loader import RawLoader
+from ingest.local import sample
 from ingest.settings import RunSettings
 
 

@@ -33,7 +33,7 @@ def run(dsn: str, small: int, large: int, batch_size: int) -> list[Result]:
 
 if __name__ == "__main__":  # the child: land N generated messages, print the peak RSS in KiB
     from bench.land import land
-    from ingest import sample
+    from ingest.local import sample
 
     dsn, n, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     bodies = (sample.to_body(e) for e in sample.synthetic_events(n, seed=19))  # generated on demand

@@ -22,11 +22,12 @@ import psycopg
 
 from bench import transform
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config
-from ingest import transform as ingest_transform
-from ingest.keys import key_options
+from ingest import config
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
+from ingest.transform import runner as ingest_transform
 from ingest.vault import requests
+from ingest.vault.keys import key_options
 
 TARGET_P99_MS = 250.0
 

@@ -21,9 +21,12 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config, retention, sample
-from ingest import transform as ingest_transform
+from ingest import config
+from ingest.lifecycle import retention
+from ingest.local import sample
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
+from ingest.transform import runner as ingest_transform
 
 DAYS, WINDOW_DAYS = 30, 2
 

@@ -17,11 +17,13 @@ import psycopg
 
 from bench import harness, transform
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config, rotation
-from ingest import transform as ingest_transform
-from ingest.keys import setting_option
+from ingest import config
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 from ingest.settings import CommonSettings
+from ingest.transform import runner as ingest_transform
+from ingest.vault import rotation
+from ingest.vault.keys import setting_option
 
 
 def run(pg: PgCluster, n: int) -> list[Result]:

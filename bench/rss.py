@@ -31,10 +31,11 @@ import yaml
 from bench import harness
 from bench.harness import Result, execute
 from bench.sqs_rate import BACKLOG, Producer
-from ingest import config, sqs
+from ingest import config
+from ingest.consumer import sqs
+from ingest.consumer.sqs import Queue
 from ingest.local.network import free_port
 from ingest.settings import SqsSettings
-from ingest.sqs import Queue
 
 DEPLOYMENT = config.REPO_ROOT / "deploy" / "k8s" / "deployment-ingest.yaml"
 UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}

@@ -23,11 +23,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from bench.meter import RequestCounter, Sample, Samples
-from ingest import sample
 from ingest.consumer import Consumer
-from ingest.raw_loader import RawLoader
+from ingest.consumer.raw_loader import RawLoader
+from ingest.consumer.sqs import (
+    ORIGINAL_ID_ATTRIBUTE,
+    ORIGINAL_SENT_ATTRIBUTE,
+    RECEIVE_ATTRIBUTES,
+    Message,
+    Queue,
+    make_client,
+)
+from ingest.local import sample
 from ingest.settings import RunSettings, SqsSettings
-from ingest.sqs import ORIGINAL_ID_ATTRIBUTE, ORIGINAL_SENT_ATTRIBUTE, RECEIVE_ATTRIBUTES, Message, Queue, make_client
 
 # How often an arm looks whether it is done, and then whether the queue is empty.
 DONE_POLL_SECONDS = 0.2  # each look costs the arm CPU: not too often

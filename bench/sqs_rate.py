@@ -44,9 +44,11 @@ import uuid
 from bench import harness, sqs_arms
 from bench.harness import Result, execute
 from bench.meter import Sample
-from ingest import config, sample, sqs
+from ingest import config
+from ingest.consumer import sqs
+from ingest.consumer.sqs import MAX_BATCH, Queue
+from ingest.local import sample
 from ingest.settings import RunSettings, SqsSettings
-from ingest.sqs import MAX_BATCH, Queue
 
 BACKLOG = 200
 SENDERS = 3  # the producer's sender threads

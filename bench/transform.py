@@ -22,8 +22,10 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute, timed
-from ingest import config, sample, transform
-from ingest.keys import key_options
+from ingest import config
+from ingest.local import sample
+from ingest.transform import runner
+from ingest.vault.keys import key_options
 
 SCRIPT = Path(__file__).with_name("handwritten_transform.sql")
 
@@ -89,7 +91,7 @@ def run(dsn: str, n: int, increment: int) -> list[Result]:
         os.environ.update(saved)
 
 
-def _service_build(service: transform.Transformer, args) -> float:
+def _service_build(service: runner.Transformer, args) -> float:
     with timed() as seconds:
         code = service.invoke(args)
     if code != 0:
@@ -100,7 +102,7 @@ def _service_build(service: transform.Transformer, args) -> float:
 def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]:
     load_raw(dsn, n, seed=17)
     with timed() as full:  # the service's first cycle: imports, parse, full build with unit tests
-        service = transform.Transformer("incremental")  # as the service runs it
+        service = runner.Transformer("incremental")  # as the service runs it
         service.warm(BUILD)
         _service_build(service, BUILD)
     full_s = full()
@@ -123,7 +125,7 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]
     cycles = []
     for seed in (18, 19, 20):
         load_raw(dsn, increment, seed=seed, loads=1)
-        cycles.append(_service_build(service, transform.without_unit_tests(BUILD)))
+        cycles.append(_service_build(service, runner.without_unit_tests(BUILD)))
     incremental_s = statistics.median(cycles)
     load_raw(dsn, increment, seed=21, loads=1)
     one_shot_s = cli_build()

@@ -9,7 +9,7 @@ one is one sentence naming the flag or the variable, and exit 2. Nothing reads t
 at import time.
 
 Credentials are not settings: the DSNs and the PII keys are read where they are used (ingest/db.py,
-ingest/keys.py), through `env` and `require` below, and checked there.
+ingest/vault/keys.py), through `env` and `require` below, and checked there.
 """
 
 from __future__ import annotations

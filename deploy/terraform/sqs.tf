@@ -1,4 +1,4 @@
-# login-queue and its dead-letter queue, as the local stack creates them (ingest/stack.py):
+# login-queue and its dead-letter queue, as the local stack creates them (ingest/consumer/sqs.py: ensure_queues):
 # redrive after 5 receives, so a message the database keeps refusing ends in the DLQ
 # (`loginvault dlq`, docs/operations.md) instead of being retried forever.
 

@@ -25,7 +25,7 @@ class DlqCommand(Command):
         )
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import sqs
+        from ingest.consumer import sqs
 
         queue = settings.load(SqsSettings)
         if args.redrive:

@@ -1,5 +1,5 @@
-"""`loginvault keys status|rotate KIND|retire KIND`: the PII key versions (ingest/keys.py) and their
-rotation (ingest/rotation.py), as dbt's login."""
+"""`loginvault keys status|rotate KIND|retire KIND`: the PII key versions (ingest/vault/keys.py) and their
+rotation (ingest/vault/rotation.py), as dbt's login."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ class KeysCommand(Command):
         )
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import keys, rotation
         from ingest.local import keys_in_step
+        from ingest.vault import keys, rotation
 
         if args.action in ("rotate", "retire") and args.kind is None:
             raise SettingError(f"keys {args.action} needs a kind: hmac or encryption")
@@ -62,7 +62,7 @@ class KeysCommand(Command):
 
 def print_key_status(mart_schema: str) -> None:
     """Every key version, tab-separated: kind, version, state, fingerprint, token rule, rows, times."""
-    from ingest import keys
+    from ingest.vault import keys
 
     rows = []
     for row in keys.status(mart_schema):

@@ -1,6 +1,6 @@
-"""The cleartext lifecycle: `loginvault retention apply` (the window, ingest/retention.py), `loginvault
+"""The cleartext lifecycle: `loginvault retention apply` (the window, ingest/lifecycle/retention.py), `loginvault
 raw partition` (an earlier version's raw into day partitions) and `loginvault erase` (a data
-subject, ingest/erase.py)."""
+subject, ingest/vault/erase.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class RetentionCommand(Command):
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         """Once, or every S seconds until a signal; a failed run of the service is logged and retried."""
-        from ingest import retention
+        from ingest.lifecycle import retention
         from ingest.signals import stop_on_signals
 
         window = settings.load(RetentionSettings, args)
@@ -59,7 +59,7 @@ class RawCommand(Command):
         parser.add_argument("action", choices=["partition"])
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import retention
+        from ingest.lifecycle import retention
 
         moved = retention.partition_raw(settings.require("PG_DSN"))
         if moved < 0:
@@ -80,8 +80,7 @@ class EraseCommand(Command):
         settings.add_arguments(parser, RequestSettings)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import erase
-        from ingest.vault import reasons
+        from ingest.vault import erase, reasons
 
         problem = reasons.problem(args.reason)
         if problem:

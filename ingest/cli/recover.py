@@ -1,7 +1,7 @@
 """`loginvault recover` (a privacy officer: token → value, value → token; four eyes' approve,
 reject, pending, answer), `loginvault audit` (an auditor) and `loginvault recovery serve` (the
-recovery service). The requests, the service and the audit are ingest/vault/, ingest/recover.py
-and ingest/audit.py; this module says what came of them."""
+recovery service). The requests, the service and the audit are ingest/vault/, ingest/vault/recover.py
+and ingest/vault/audit.py; this module says what came of them."""
 
 from __future__ import annotations
 
@@ -70,8 +70,7 @@ class RecoverCommand(Command):
         settings.add_arguments(parser, RequestSettings)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import recover
-        from ingest.vault import reasons
+        from ingest.vault import reasons, recover
 
         asked = args.token is not None or args.ip is not None or args.device_id is not None
         check_action(args, asked)
@@ -110,8 +109,7 @@ def check_action(args: argparse.Namespace, asked: bool) -> None:
 
 
 def decide_or_list(args: argparse.Namespace, timeout: float) -> int:
-    from ingest import erase, recover
-    from ingest.vault import requests
+    from ingest.vault import erase, recover, requests
 
     if args.action == "pending":
         print_rows(
@@ -150,7 +148,7 @@ class AuditCommand(Command):
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         """The audit, oldest first."""
-        from ingest import audit
+        from ingest.vault import audit
 
         since = audit.parse_since(args.since) if args.since else None
         sys.stdout.write(audit.render(audit.rows(since), args.audit_format))

@@ -1,4 +1,4 @@
-"""`loginvault run`: the ingest, SQS_QUEUE_URL into raw.login_events (ingest/run.py)."""
+"""`loginvault run`: the ingest, SQS_QUEUE_URL into raw.login_events (ingest/consumer/run.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class RunCommand(Command):
         )
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest.run import run
+        from ingest.consumer.run import run
 
         options = settings.load(RunSettings, args)
         stats = run(options, settings.load(SqsSettings))

@@ -33,7 +33,7 @@ class SeedCommand(Command):
         )
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import sample
+        from ingest.local import sample
 
         queue = settings.load(SqsSettings)
         if args.file:

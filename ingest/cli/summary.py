@@ -1,4 +1,4 @@
-"""`loginvault summary`: what an analyst sees in the marts (ingest/summary.py)."""
+"""`loginvault summary`: what an analyst sees in the marts (ingest/transform/summary.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class SummaryCommand(Command):
     help = "print what an analyst sees in the marts (as loginvault_analyst)"
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest.summary import summary
+        from ingest.transform.summary import summary
 
         for line in summary(common.mart_schema).lines():
             print(line)

@@ -1,5 +1,5 @@
 """`loginvault transform [--every S] [DBT ARGS]`: dbt in this process as the transformer, once or as
-the transform service (ingest/transform.py, ingest/transform_metrics.py)."""
+the transform service (ingest/transform/runner.py, ingest/transform/metrics.py)."""
 
 from __future__ import annotations
 
@@ -24,22 +24,22 @@ class TransformCommand(Command):
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         """One dbt command (default `dbt build`), keys in the session; with --every, a build every S
         seconds in one process until SIGTERM/SIGINT."""
-        from ingest import transform
         from ingest.signals import stop_on_signals
+        from ingest.transform import runner
 
         service = settings.load(TransformSettings, args)
         if service.every is None:
             if args.metrics_port:
                 raise LoginvaultError("--metrics-port needs --every: a one-off build serves no metrics")
-            return transform.run_once(args.dbt_args, service.test_scope or "all")
+            return runner.run_once(args.dbt_args, service.test_scope or "all")
         stop = threading.Event()
         stop_on_signals(stop, "finishing the build in hand")
         scope = service.test_scope or "incremental"
         if not service.metrics_port:
-            return transform.run_every(service.every, args.dbt_args, stop, cycles=service.cycles, test_scope=scope)
-        from ingest.transform_metrics import serving
+            return runner.run_every(service.every, args.dbt_args, stop, cycles=service.cycles, test_scope=scope)
+        from ingest.transform.metrics import serving
 
         with serving(service.every, service.metrics_port, service.metrics_host, common.mart_schema) as metrics:
-            return transform.run_every(
+            return runner.run_every(
                 service.every, args.dbt_args, stop, cycles=service.cycles, observer=metrics.observe, test_scope=scope
             )

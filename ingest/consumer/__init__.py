@@ -9,7 +9,7 @@
 - stats.py: a run's counts (its settings are ingest.settings.RunSettings)
 - run_loop.py: Consumer, which only wires the units together
 
-The loader itself is ingest/raw_loader.py; the queue, ingest/sqs.py.
+The loader itself is ingest/consumer/raw_loader.py; the queue, ingest/consumer/sqs.py.
 """
 
 from ingest.consumer.loading import Loader, LoadResult

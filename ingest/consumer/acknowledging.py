@@ -9,10 +9,10 @@ import time
 from ingest import LoginvaultError
 from ingest.consumer.loading import LoadResult
 from ingest.consumer.pending import PendingCalls
+from ingest.consumer.sqs import MAX_BATCH, Message, Queue
 from ingest.consumer.stats import Stats
 from ingest.consumer.visibility import InFlight
 from ingest.faults import pause_at
-from ingest.sqs import MAX_BATCH, Message, Queue
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ingest.consumer.sqs import MAX_BATCH, Message
 from ingest.settings import RunSettings
-from ingest.sqs import MAX_BATCH, Message
 
 # How often a batch that is collecting looks whether the running loads have ended.
 LOAD_POLL_SECONDS = 0.01

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ingest.consumer.pending import PendingCalls
-from ingest.sqs import Message
+from ingest.consumer.sqs import Message
 
 
 class Loader(Protocol):

@@ -7,11 +7,11 @@ import threading
 import time
 
 from ingest.consumer.batching import Inbox
+from ingest.consumer.sqs import MAX_BATCH, Message, Queue
 from ingest.consumer.stats import Stats
 from ingest.consumer.visibility import InFlight
 from ingest.faults import pause_at
 from ingest.settings import RunSettings
-from ingest.sqs import MAX_BATCH, Message, Queue
 
 
 class MessageBudget:

@@ -13,10 +13,10 @@ from ingest.consumer.acknowledging import Acknowledger
 from ingest.consumer.batching import BatchBuilder, Inbox
 from ingest.consumer.loading import LoadDispatcher, Loader
 from ingest.consumer.receiving import Receivers
+from ingest.consumer.sqs import Queue
 from ingest.consumer.stats import Stats
 from ingest.consumer.visibility import InFlight, VisibilityKeeper
 from ingest.settings import RunSettings
-from ingest.sqs import Queue
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ingest.consumer.sqs import Message, Queue
 from ingest.consumer.stats import Stats
-from ingest.sqs import Message, Queue
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ class KeysFile:
 
     def read(self, create: bool = True) -> dict[str, str]:
         """The secrets; those missing are generated and written (with `create`)."""
-        from ingest.keys import read_env_file
+        from ingest.vault.keys import read_env_file
 
         values = read_env_file(self.path)
         missing = [name for name in LOCAL_SECRETS if name not in values]

@@ -9,10 +9,11 @@ LOGINVAULT_TRANSFORMER_DSN is that stack's own. Against any other database nothi
 
 from __future__ import annotations
 
-from ingest import config, keys, settings
+from ingest import config, settings
 from ingest.local.keys_file import KeysFile
 from ingest.local.stack import LocalStack
 from ingest.settings import LocalStackSettings, SqsSettings
+from ingest.vault import keys
 
 RELOAD = 'other shells reload with `eval "$(make -s env)"`'
 

@@ -15,9 +15,10 @@ import secrets
 import sys
 from pathlib import Path
 
-from ingest import LoginvaultError, config, db, keys, rotation
+from ingest import LoginvaultError, config, db
 from ingest.local.keys_file import PREVIOUS_KEYS
 from ingest.local.stack import LocalStack
+from ingest.vault import keys, rotation
 
 
 def _plan(values: dict[str, str], mart_schema: str, path: Path) -> dict[str, bool]:

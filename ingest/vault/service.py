@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ingest import LoginvaultError, config, db, keys
+from ingest import LoginvaultError, config, db
 from ingest.faults import pause_at
+from ingest.vault import keys
 from ingest.vault.service_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,9 @@ import pytest
 
 from bench import harness
 from conftest import Job, clone_job, drop_test_database, execute, query
-from ingest import config, sample
-from ingest.keys import key_options
+from ingest import config
+from ingest.local import sample
+from ingest.vault.keys import key_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,7 +15,9 @@ import psycopg2.errors
 import pytest
 
 from conftest import Result, execute, query, role_dsn, run_ingest, wait_until
-from ingest import config, raw_loader, sample
+from ingest import config
+from ingest.consumer import raw_loader
+from ingest.local import sample
 from ingest.local.network import free_port
 from ingest.local.pg_cluster import ADMIN_USER
 

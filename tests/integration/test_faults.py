@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from conftest import Result, dbt_dirs, execute, query, run_ingest, wait_until
-from ingest import config, sample
+from ingest import config
+from ingest.local import sample
 from ingest.settings import CommonSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

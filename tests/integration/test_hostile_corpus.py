@@ -13,7 +13,8 @@ import uuid
 import pytest
 
 from conftest import Job, drop_test_database, new_job, query
-from ingest import config, masking
+from ingest import config
+from ingest.vault import masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

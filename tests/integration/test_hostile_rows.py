@@ -15,7 +15,9 @@ import pytest
 from test_lifecycle import day_partitions, land, marts
 
 from conftest import Job, drop_test_database, new_job, query, role_dsn
-from ingest import config, masking, sample
+from ingest import config
+from ingest.local import sample
+from ingest.vault import masking
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import re
 import pytest
 
 from conftest import query, role_dsn, run_ingest
-from ingest import config, sample
-from ingest.raw_loader import RawLoader
+from ingest import config
+from ingest.consumer.raw_loader import RawLoader
+from ingest.local import sample
 
 pytestmark = [pytest.mark.integration]
 
@@ -213,7 +214,7 @@ def test_a_loader_keeps_no_package_of_its_completed_loads(pg_dsn):
 
     from dlt.common.configuration.utils import get_resolved_traces
 
-    from ingest.sqs import Message
+    from ingest.consumer.sqs import Message
 
     def size(path: str) -> int:
         return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from conftest import Job, execute, query, role_dsn
-from ingest import config, keys
+from ingest import config
+from ingest.vault import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from conftest import Job, clone_job, drop_test_database, execute, ip_token, query, role_dsn, wait_until
-from ingest import config, keys, masking
+from ingest import config
+from ingest.vault import keys, masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

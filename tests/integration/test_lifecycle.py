@@ -21,8 +21,11 @@ import psycopg
 import pytest
 
 from conftest import Job, clone_job, drop_test_database, execute, new_job, query, role_dsn, wait_until
-from ingest import config, masking, sample, transform
+from ingest import config
+from ingest.local import sample
 from ingest.settings import SqsSettings
+from ingest.transform import runner
+from ingest.vault import masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,7 +52,7 @@ def land(
 
 
 def sqs_depth(settings: SqsSettings) -> tuple[int, int]:
-    from ingest.sqs import Queue
+    from ingest.consumer.sqs import Queue
 
     return Queue(settings).depth()
 
@@ -242,7 +245,7 @@ def test_plain_dbt_full_refresh_is_refused_after_retention(pg_cluster, aged):
         with pytest.MonkeyPatch.context() as mp:
             for name, value in job.env.items():
                 mp.setenv(name, value)
-            env = {**job.env, **transform.dbt_env()}
+            env = {**job.env, **runner.dbt_env()}
         dbt = [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(config.DBT_PROJECT_DIR)]
         for select in ([], ["--select", "user_logins"]):
             out = subprocess.run(

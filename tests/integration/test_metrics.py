@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import REPO_ROOT, metric, query, scrape, wait_until
-from ingest import sample
+from ingest.local import sample
 from ingest.local.network import free_port
 
 VISIBLE = '{state="visible"}'

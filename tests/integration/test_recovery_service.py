@@ -35,9 +35,9 @@ from conftest import (
     start_recovery_service,
     wait_until,
 )
-from ingest import audit, config, keys
+from ingest import config
 from ingest.local.network import free_port
-from ingest.vault import reasons
+from ingest.vault import audit, keys, reasons
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -30,9 +30,11 @@ from conftest import (
     role_dsn,
     seeded,
 )
-from ingest import audit, config, transform
-from ingest.keys import key_options
+from ingest import config
 from ingest.local.pg_cluster import ADMIN_USER
+from ingest.transform import runner
+from ingest.vault import audit
+from ingest.vault.keys import key_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -226,7 +228,7 @@ def test_plain_dbt_build_refuses_planted_code_too(fresh):
     with pytest.MonkeyPatch.context() as mp:
         for name, value in fresh.env.items():
             mp.setenv(name, value)
-        env = {**fresh.env, **transform.dbt_env()}
+        env = {**fresh.env, **runner.dbt_env()}
     out = subprocess.run(
         [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(config.DBT_PROJECT_DIR)],
         env=env,

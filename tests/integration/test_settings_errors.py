@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from conftest import Result, run_ingest
-from ingest import sample
+from ingest.local import sample
 from ingest.local.network import HOST, free_port
 
 pytestmark = [pytest.mark.integration]

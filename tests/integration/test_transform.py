@@ -34,8 +34,12 @@ from conftest import (
     role_dsns,
     wait_until,
 )
-from ingest import bootstrap, config, db, masking, sample, sqs
+from ingest import config, db
+from ingest.consumer import sqs
+from ingest.local import sample
 from ingest.local.pg_cluster import ensure_database
+from ingest.schema import bootstrap
+from ingest.vault import masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

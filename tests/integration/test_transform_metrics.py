@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import metric, query, scrape
-from ingest import sample
+from ingest.local import sample
 from ingest.local.network import free_port
 
 SUCCESS, FAILURE = '{outcome="success"}', '{outcome="failure"}'

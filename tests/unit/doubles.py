@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ingest import LoginvaultError
-from ingest.sqs import MAX_BATCH, Message
+from ingest.consumer.sqs import MAX_BATCH, Message
 
 _serial = itertools.count(1)
 
 
 def message(body: str = "{}", receive_count: int = 1, message_id: str | None = None) -> Message:
-    """One delivery, as the consumer gets it from ingest.sqs.Queue.receive."""
+    """One delivery, as the consumer gets it from ingest.consumer.sqs.Queue.receive."""
     n = next(_serial)
     now = datetime.now(timezone.utc)
     return Message(message_id or f"m-{n}", body, now, now, receive_count, f"handle-{n}")

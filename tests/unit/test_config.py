@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingest import LoginvaultError, config, db, keys, settings
+from ingest import LoginvaultError, config, db, settings
 from ingest.settings import RunSettings, SettingError
+from ingest.vault import keys
 
 
 def test_check_key_missing_key_fails(monkeypatch):

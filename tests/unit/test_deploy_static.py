@@ -26,10 +26,12 @@ import pytest
 import recovery_interface as recovery
 import yaml
 
-from ingest import cli, config, keys, settings, sqs
+from ingest import cli, config, settings
+from ingest.consumer import sqs
 from ingest.local import stack
 from ingest.local.keys_file import LOCAL_SECRETS
 from ingest.local.pg_cluster import ADMIN_USER
+from ingest.vault import keys
 
 ROOT = config.REPO_ROOT
 K8S = ROOT / "deploy" / "k8s"
@@ -251,7 +253,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out_of_the_build_context():
         "constraints.txt",
         "README.md",
         "ingest/cli/__init__.py",
-        "ingest/sql/bootstrap/10_raw.sql",
+        "ingest/schema/sql/bootstrap/10_raw.sql",
         "dbt_project/dbt_project.yml",
         "dbt_project/profiles.yml",
         "dbt_project/models/marts/user_logins.sql",
@@ -950,7 +952,7 @@ def test_terraform_recovery_service_dsn_secret():
 
 
 def ingest_sqs_client_calls() -> set[str]:
-    """The boto3 SQS operations `loginvault run` can make: the Queue methods that ingest/run.py and the
+    """The boto3 SQS operations `loginvault run` can make: the Queue methods that ingest/consumer/run.py and the
     consumer (ingest/consumer/) call, followed through the Queue methods they call in turn."""
     queue_class = next(
         n
@@ -972,8 +974,7 @@ def ingest_sqs_client_calls() -> set[str]:
         }
 
     consumer = [ast.parse(path.read_text()) for path in sorted((ROOT / "ingest" / "consumer").glob("*.py"))]
-    run = ast.parse((ROOT / "ingest" / "run.py").read_text())
-    todo = set().union(*(attribute_calls(tree, "queue") for tree in [*consumer, run])) & set(methods)
+    todo = set().union(*(attribute_calls(tree, "queue") for tree in consumer)) & set(methods)
     assert todo, "no Queue method found in the ingest's run path"
     seen, operations = set(), set()
     while todo:

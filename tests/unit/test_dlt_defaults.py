@@ -1,4 +1,4 @@
-"""dlt's own settings: ingest/dlt_defaults.toml applies unless an environment variable or the
+"""dlt's own settings: ingest/consumer/dlt_defaults.toml applies unless an environment variable or the
 user's .dlt/config.toml says otherwise. Real dlt configuration resolution, each case in a fresh
 process (dlt reads the environment and the working directory when it first sets up)."""
 
@@ -15,7 +15,7 @@ from hermetic import base_env
 # (logging, telemetry), the other settings as dlt.config resolves them for the pipeline.
 RESOLVE = """
 import json
-from ingest import dlt_defaults
+from ingest.consumer import dlt_defaults
 dlt_defaults.use_packaged_defaults()
 import dlt
 from dlt.common.configuration.container import Container

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 from scraping import metric, scrape
 
 from ingest.consumer import Stats
+from ingest.consumer.metrics import MetricsServer
 from ingest.local.network import free_port
-from ingest.metrics import MetricsServer
 from ingest.metrics_http import MetricsEndpoint
-from ingest.transform import Build
-from ingest.transform_metrics import TransformMetrics
+from ingest.transform.metrics import TransformMetrics
+from ingest.transform.runner import Build
 
 SUCCESS, FAILURE = '{outcome="success"}', '{outcome="failure"}'
 

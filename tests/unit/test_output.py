@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ingest import count
-from ingest.rotation import Rotated
-from ingest.summary import Summary
+from ingest.transform.summary import Summary
+from ingest.vault.rotation import Rotated
 
 
 @pytest.mark.parametrize(

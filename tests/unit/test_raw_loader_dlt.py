@@ -8,8 +8,8 @@ from dlt.common.schema import Schema
 from dlt.common.storages.configuration import SchemaStorageConfiguration
 from dlt.common.storages.live_schema_storage import LiveSchemaStorage
 
-from ingest import dlt_defaults
-from ingest.raw_loader import _config_lookups_cached, _keep_schemas_in_memory, _SchemasInMemory
+from ingest.consumer import dlt_defaults
+from ingest.consumer.raw_loader import _config_lookups_cached, _keep_schemas_in_memory, _SchemasInMemory
 
 
 def test_a_loaders_config_lookups_are_answered_once_and_in_precedence(monkeypatch):

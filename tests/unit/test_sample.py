@@ -10,7 +10,8 @@ from collections import defaultdict
 
 import pytest
 
-from ingest import LoginvaultError, sample
+from ingest import LoginvaultError
+from ingest.local import sample
 
 EVENTS = list(sample.synthetic_events(100))
 

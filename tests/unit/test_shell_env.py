@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ingest import config, keys, settings
+from ingest import config, settings
 from ingest.local.stack import SHELL_BIN, LocalStack, dbt_env, shell_values
 from ingest.settings import LocalStackSettings, SqsSettings
+from ingest.vault import keys
 
 
 def test_path_puts_bin_and_the_venv_first_once():

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from ingest import LoginvaultError, sqs
+from ingest import LoginvaultError
+from ingest.consumer import sqs
 
 KIB = 1024
 

@@ -7,10 +7,11 @@ import stat
 
 import pytest
 
-from ingest import config, keys, settings
+from ingest import config, settings
 from ingest.local.network import HOST
 from ingest.local.stack import LocalStack
 from ingest.settings import LocalStackSettings, SqsSettings
+from ingest.vault import keys
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest import transform
+from ingest.transform import runner
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from ingest import transform
     ],
 )
 def test_parse_takes_the_flags_that_shape_the_manifest(args, parse):
-    assert transform._parse_args(args) == parse
+    assert runner._parse_args(args) == parse
 
 
 @pytest.mark.parametrize(
@@ -37,4 +37,4 @@ def test_parse_takes_the_flags_that_shape_the_manifest(args, parse):
     ],
 )
 def test_later_builds_leave_out_unit_tests_unless_the_user_chose(args, later):
-    assert transform.without_unit_tests(args) == later
+    assert runner.without_unit_tests(args) == later

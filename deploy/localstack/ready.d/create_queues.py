@@ -1,7 +1,7 @@
 """LocalStack READY hook (docker-compose.yml mounts this directory on /etc/localstack/init/ready.d).
 
 Creates `login-queue` and its dead-letter queue `login-queue-dlq` (redrive after 5 receives), as
-`make stack-up` does on moto (ingest/stack.py: ensure_queues). Idempotent: CreateQueue with the same
+`make stack-up` does on moto (ingest/consumer/sqs.py: ensure_queues). Idempotent: CreateQueue with the same
 attributes returns the existing queue. LocalStack runs it inside its own Python, where boto3 is
 installed; AWS_ENDPOINT_URL only lets it be tried against another SQS endpoint.
 """

@@ -181,7 +181,7 @@ GRANT EXECUTE ON FUNCTION loginvault.key_fingerprint(text, text), loginvault.pii
 -- and moves a version forward only: pending → active → previous → retired. A key is registered
 -- once: an old or retired key never becomes active again. Whether the data is ready for a step
 -- (the token map complete, the vault re-encrypted) is the rotation's own check, in Python, on
--- the transformer's own tables (ingest/rotation.py, ingest/keys.py).
+-- the transformer's own tables (ingest/vault/rotation.py, ingest/vault/keys.py).
 
 -- The fingerprint of the session's key of `key_kind` (loginvault.<kind>_key, or with
 -- `previous` loginvault.<kind>_key_previous); raises, naming the variable, when it is missing
@@ -307,7 +307,7 @@ END
 $fn$;
 
 -- An HMAC rotation's last step, in the transaction that swaps in the re-tokenized vault and
--- mart (that they are complete is the rotation's check: ingest/rotation.py): the pending
+-- mart (that they are complete is the rotation's check: ingest/vault/rotation.py): the pending
 -- version, whose key the session holds, becomes active and the active one previous; the erased
 -- subjects are hashed again under it in the same transaction, so that no rotation can leave
 -- them under the old key. Returns the version activated.
@@ -360,7 +360,7 @@ $fn$;
 
 -- `loginvault keys retire KIND`: the previous version of `key_kind` becomes retired. Whether
 -- the data still needs it (vault rows under the previous encryption key) is the command's check
--- on the transformer's vault (ingest/keys.py). Returns the version retired.
+-- on the transformer's vault (ingest/vault/keys.py). Returns the version retired.
 CREATE OR REPLACE FUNCTION pii.retire_key(key_kind text) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE

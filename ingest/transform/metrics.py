@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from ingest import config, db
 from ingest.metrics_http import MetricsEndpoint
-from ingest.transform import Build
+from ingest.transform.runner import Build
 
 log = logging.getLogger(__name__)
 

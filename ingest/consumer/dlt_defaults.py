@@ -1,4 +1,4 @@
-"""dlt's own settings for the raw loads: ingest/dlt_defaults.toml, at dlt's lowest precedence.
+"""dlt's own settings for the raw loads: ingest/consumer/dlt_defaults.toml, at dlt's lowest precedence.
 
 The file ships inside the package rather than as a .dlt/config.toml: dlt reads .dlt/ from the
 working directory, which is the user's place to override settings (and a process started

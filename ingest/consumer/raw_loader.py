@@ -27,9 +27,10 @@ from dlt.common.schema import Schema
 from dlt.common.storages.live_schema_storage import LiveSchemaStorage
 from dlt.extract.resource import DltResource
 
-from ingest import LoginvaultError, config, db, dlt_defaults
+from ingest import LoginvaultError, config, db
+from ingest.consumer import dlt_defaults
+from ingest.consumer.sqs import Message
 from ingest.faults import pause_at
-from ingest.sqs import Message
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class RawLoader:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
         self.file_format = file_format  # auto, parquet or csv
-        # Before dlt resolves any setting: its own settings come from ingest/dlt_defaults.toml
+        # Before dlt resolves any setting: its own settings come from ingest/consumer/dlt_defaults.toml
         # unless the environment or the user's .dlt/config.toml says otherwise.
         dlt_defaults.use_packaged_defaults()
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")

@@ -7,10 +7,10 @@ import logging
 
 from ingest import config, db
 from ingest.consumer import Consumer, Stats
-from ingest.raw_loader import RawLoader
+from ingest.consumer.raw_loader import RawLoader
+from ingest.consumer.sqs import Queue
 from ingest.settings import RunSettings, SqsSettings
 from ingest.signals import stop_on_signals
-from ingest.sqs import Queue
 
 log = logging.getLogger("ingest")
 
@@ -36,7 +36,7 @@ def run(options: RunSettings, sqs: SqsSettings) -> Stats:
         )
         if not options.metrics_port:
             return ingest.run()
-        from ingest.metrics import MetricsServer
+        from ingest.consumer.metrics import MetricsServer
 
         with MetricsServer(ingest, options.metrics_port, options.metrics_host, max_poll_age=options.max_poll_age):
             log.info("metrics on http://%s:%d/metrics, health on /healthz", options.metrics_host, options.metrics_port)

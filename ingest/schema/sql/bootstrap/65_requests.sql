@@ -252,7 +252,7 @@ BEGIN
     END IF;
     input := (SELECT i.value FROM pii.recovery_inputs AS i WHERE i.request_id = req.id);
     IF req.kind = 'erase' THEN
-        -- The transform lock (ingest/keys.py, TRANSFORM_LOCK): no build re-stages the subject's
+        -- The transform lock (ingest/vault/keys.py, TRANSFORM_LOCK): no build re-stages the subject's
         -- rows while they go, and no rotation re-keys under the erasure.
         IF NOT pg_try_advisory_xact_lock(1280726098) THEN
             outcome := 'busy';

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ingest import LoginvaultError, config, db, dbt_results
+from ingest import LoginvaultError, config, db
+from ingest.transform import dbt_results
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def dbt_env() -> dict[str, str]:
 
     Without any key set, no key setting: a command that uses none (`source freshness`, `docs
     generate`) runs so; a writing one is refused by the pre-flight check, naming the missing key."""
-    from ingest import keys
+    from ingest.vault import keys
 
     env = {
         **db.libpq_env(db.role_dsn(config.TRANSFORMER_ROLE)),
@@ -151,7 +152,7 @@ def preflight(args: Sequence[str]) -> None:
     transaction that reads raw. A writing command's keys are the registered active ones."""
     import psycopg
 
-    from ingest import keys
+    from ingest.vault import keys
 
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         try:
@@ -185,8 +186,8 @@ def guarded(args: Sequence[str]) -> Iterator[None]:
     """A writing command holds the transform lock while dbt runs: no key rotation (and no
     second transform) meanwhile; one that cannot have it refuses with one sentence. Under the
     lock (no rotation's tables half-swapped), before dbt starts, the database's privileges must
-    be those of ingest/sql/acl.toml (`loginvault check`)."""
-    from ingest import keys
+    be those of ingest/schema/sql/acl.toml (`loginvault check`)."""
+    from ingest.vault import keys
 
     if args and args[0] in WRITING:
         with keys.exclusive("transform"):
@@ -197,10 +198,11 @@ def guarded(args: Sequence[str]) -> Iterator[None]:
 
 
 def check_privileges() -> None:
-    """LoginvaultError naming the first difference from ingest/sql/acl.toml, if any."""
+    """LoginvaultError naming the first difference from ingest/schema/sql/acl.toml, if any."""
     import psycopg
 
-    from ingest import acl, settings
+    from ingest import settings
+    from ingest.schema import acl
     from ingest.settings import CommonSettings
 
     mart_schema = settings.load(CommonSettings, require=False).mart_schema

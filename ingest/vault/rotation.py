@@ -21,8 +21,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ingest import LoginvaultError, config, count, db, keys, settings
+from ingest import LoginvaultError, config, count, db, settings
 from ingest.faults import pause_at
+from ingest.vault import keys
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ingest import LoginvaultError
+from ingest.consumer.sqs import Queue
 from ingest.settings import SqsSettings
-from ingest.sqs import Queue
 
 MALFORMED = {"foo": "oops_wrong_msg_type", "bar": "123"}
 LOCALES = ["RU", "US", "DE", "FR", "BR", "IN", "JP", "ES", "PH", "NG", "CN", "GB"]

@@ -84,7 +84,7 @@ def apply(days: int, dry_run: bool = False) -> Report:
 
 
 def _apply(report: Report) -> None:
-    from ingest import keys
+    from ingest.vault import keys
 
     cutoff, dry_run = report.cutoff, report.dry_run
     # Apart from transforms (the lock): a build never reads a day being dropped.

@@ -17,8 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingest.consumer import Consumer
+from ingest.consumer.sqs import Queue, dead_letter_queue
 from ingest.metrics_http import MetricsEndpoint
-from ingest.sqs import Queue, dead_letter_queue
 
 log = logging.getLogger(__name__)
 

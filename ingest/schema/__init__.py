@@ -1,0 +1,1 @@
+"""The schema room: the bootstrap (roles, schemas, tables, functions, grants) and the ACL check."""
