@@ -19,13 +19,11 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependency layer: only pyproject.toml's runtime dependencies, pinned by constraints.txt. It is
-# rebuilt when one of these two files changes, not on every change of the code below.
-COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -c constraints.txt -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependency layer: only pyproject.toml's runtime dependencies, from their lock (`make lock`:
+# every package pinned, hashes checked). It is rebuilt when the lock changes, not on every change
+# of the code below.
+COPY requirements/runtime.lock requirements/
+RUN pip install --require-hashes -r requirements/runtime.lock
 
 RUN groupadd --system --gid 10001 loginvault \
     && useradd --system --uid 10001 --gid loginvault --home-dir /home/loginvault --create-home \
@@ -36,7 +34,7 @@ RUN groupadd --system --gid 10001 loginvault \
 # puts the `loginvault` command on PATH and the package's metadata (its version) in place.
 COPY ingest/ ingest/
 COPY dbt_project/ dbt_project/
-COPY README.md ./
+COPY pyproject.toml README.md ./
 RUN pip install --no-deps --editable .
 # dbt writes target/ and logs/ inside its project: the only writable paths under /app (on
 # Kubernetes, with a read-only root filesystem, emptyDir volumes are mounted there and on /tmp).

@@ -12,19 +12,34 @@ STAMP := $(VENV)/.installed
 WITH_ENV := eval "$$($(LV) stack env)" &&
 COUNT ?= 100
 
-.PHONY: help venv stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test test-unit flake bench clean
+.PHONY: help venv lock stack-up stack-down stack-status env bootstrap seed ingest transform rotate-keys summary demo docs docs-serve lint test test-unit flake bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	@echo "creating $(VENV) (Python deps pinned by constraints.txt)" >&2
+# The locks (`make lock` writes them): every Python package with its version and hashes, for
+# CPython 3.11 on Linux x86_64 (glibc >= 2.28). dev.lock: the dependencies and the `dev` extra
+# (the venv, CI); runtime.lock: the dependencies alone, at dev.lock's versions (the image).
+LOCK := requirements/dev.lock
+RUNTIME_LOCK := requirements/runtime.lock
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+UV_COMPILE := $(VENV)/bin/uv pip compile pyproject.toml --generate-hashes $(LOCK_TARGET) --custom-compile-command 'make lock' --quiet
+
+$(STAMP): pyproject.toml $(LOCK)
+	@echo "creating $(VENV) (Python deps from $(LOCK), hashes checked)" >&2
 	@$(PYTHON) -m venv $(VENV) >&2
 	@$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip >&2
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' >&2
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --require-hashes -r $(LOCK) >&2
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e . >&2
 	@touch $@
 
-venv: $(STAMP) ## create the virtualenv with all Python dependencies
+venv: $(STAMP) ## create the virtualenv with all Python dependencies (from requirements/dev.lock, hashes checked)
+
+LOCK_ARGS ?=
+lock: $(STAMP) ## after changing dependencies in pyproject.toml: rewrite requirements/*.lock (uv, hashes); pinned versions stay unless LOCK_ARGS="--upgrade-package NAME" (or --upgrade)
+	@$(UV_COMPILE) --extra dev $(LOCK_ARGS) --output-file $(LOCK)
+	@$(UV_COMPILE) --constraint $(LOCK) --output-file $(RUNTIME_LOCK)
+	@echo "lock: wrote $(LOCK) and $(RUNTIME_LOCK); the next make target reinstalls $(VENV) from them" >&2
 
 stack-up: $(STAMP) ## start local PostgreSQL (.local/pg), moto SQS (127.0.0.1:4566) and the recovery service; create queue + roles
 	@$(LV) stack up

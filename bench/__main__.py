@@ -10,6 +10,10 @@ import time
 from bench import freshness, harness, land, memory, recovery, retention, rotate, rss, sqs_rate, transform
 
 ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory", "rss", "recovery")
+# Each profile: what the sizes are divided by, and the seconds the freshness producer sends.
+# quick: a look in a fraction of the time; smoke: every benchmark end to end on tiny sizes, for
+# CI (it fails when a benchmark crashes; its figures and ratios mean nothing).
+PROFILES = {"full": (1, 120.0), "quick": (10, 30.0), "smoke": (100, 10.0)}
 
 
 def main() -> int:
@@ -20,7 +24,21 @@ def main() -> int:
         metavar="NAME",
         help=f"which to run (default all: {', '.join(ALL)}; transform includes incremental)",
     )
-    parser.add_argument("--quick", action="store_true", help="10x smaller sizes: a smoke run, not a measurement")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick",
+        dest="profile",
+        action="store_const",
+        const="quick",
+        help="10x smaller sizes: a look, not a measurement",
+    )
+    size.add_argument(
+        "--smoke",
+        dest="profile",
+        action="store_const",
+        const="smoke",
+        help="100x smaller sizes, 10 s of freshness: does every benchmark still run (CI)",
+    )
     parser.add_argument("--batch-size", type=int, default=50_000, help="ingest micro-batch size for land/memory")
     parser.add_argument("--receivers", type=int, default=4, help="receiver threads for the sqs benchmark")
     parser.add_argument("--workers", type=int, dest="receivers", help=argparse.SUPPRESS)  # its former name
@@ -28,7 +46,8 @@ def main() -> int:
     unknown = set(args.benchmarks) - set(ALL)
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALL)}")
-    scale = 10 if args.quick else 1
+    profile = args.profile or "full"
+    scale, freshness_s = PROFILES[profile]
     logging.basicConfig(level=logging.WARNING)
     results: list[harness.Result] = []
     started = time.monotonic()
@@ -45,7 +64,7 @@ def main() -> int:
                     results += sqs_rate.run(dsn, server.endpoint_url, 10_000 // scale, args.receivers)
             elif name == "freshness":
                 with harness.moto(fast_clock=True) as server:
-                    results += freshness.run(pg, server.endpoint_url, 120 / (4 if args.quick else 1))
+                    results += freshness.run(pg, server.endpoint_url, freshness_s)
             elif name == "transform":
                 results += transform.run(dsn, 1_000_000 // scale, 10_000 // scale)
             elif name == "rotate":
@@ -63,7 +82,7 @@ def main() -> int:
                 with harness.moto(fast_clock=True) as server:
                     results += rss.large_bodies(dsn, server.endpoint_url, 1_000 // scale)
             print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)
-    harness.record(results)
+    harness.record(results, profile)
     print(f"bench: all done in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -45,15 +45,16 @@ def commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def record(results: list[Result]) -> None:
-    """Print the table and append the entries to bench/results.json (a JSON list)."""
+def record(results: list[Result], profile: str = "full") -> None:
+    """Print the table and append the entries to bench/results.json (a JSON list), each with
+    the profile it ran at (full, quick, smoke: only full measures)."""
     print("\n| benchmark   |    ratio | target                             | met | figures")
     print("|-------------|----------|------------------------------------|-----|--------")
     for r in results:
         print(r.row() + " " + json.dumps(r.figures))
     history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    history += [{"commit": commit(), "at": stamp, **asdict(r)} for r in results]
+    history += [{"commit": commit(), "at": stamp, "profile": profile, **asdict(r)} for r in results]
     RESULTS.write_text(json.dumps(history, indent=1) + "\n")
     print(f"\nappended {len(results)} entries to {RESULTS}")
 

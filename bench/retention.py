@@ -81,14 +81,15 @@ def _load(dsn: str, n: int) -> None:
         "INSERT INTO staging.loginvault_watermarks (model, high) SELECT m, now()"
         " FROM unnest(ARRAY['user_logins', 'rejected_login_events', 'vault']) AS m",
     )
-    # The marts the cheap way too: each message id in user_logins (raw.apply_retention checks
-    # that every message of a day is in a mart before it drops the day).
+    # The marts (the bootstrap's, with their unique index on message_id) filled the cheap way:
+    # each message id in user_logins (raw.apply_retention checks that every message of a day is
+    # in a mart before it drops the day).
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
-        for mart in ("user_logins", "rejected_login_events"):
-            conn.execute(f"CREATE TABLE public.{mart} (message_id text PRIMARY KEY)")
-            conn.execute(f"GRANT SELECT ON public.{mart} TO loginvault_eraser")  # as dbt's grants do
-        conn.execute("INSERT INTO public.user_logins SELECT DISTINCT message_id FROM raw.login_events")
+        conn.execute(
+            "INSERT INTO public.user_logins (user_id, create_date, message_id)"
+            " SELECT DISTINCT ON (message_id) 'bench', received_at::date, message_id FROM raw.login_events"
+        )
         conn.execute("ANALYZE public.user_logins")
     execute(dsn, "VACUUM (ANALYZE) raw.login_events")
     execute(dsn, "CHECKPOINT")

@@ -10,10 +10,13 @@ OS user (initdb and pg_ctl run as it when we are root) cannot enter.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -36,6 +39,7 @@ from ingest.local.network import free_port
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
 from ingest.schema import bootstrap
 from ingest.settings import SqsSettings
+from ingest.transform import runner
 
 REPO_ROOT = config.REPO_ROOT
 TEMPLATE_DB = "loginvault_template"
@@ -372,6 +376,22 @@ class Job:
     def transform(self, *dbt_args: str, ok: bool = True) -> Result:
         return self.run("transform", *(dbt_args or ("build", "--warn-error")), ok=ok)
 
+    def dbt(self, *args: str) -> subprocess.CompletedProcess:
+        """`dbt ARGS` run directly (no pre-flight of the `transform` command), in the environment
+        that command gives dbt: the transformer's login, the job's keys in PGOPTIONS."""
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in self.env.items():
+                mp.setenv(name, value)
+            env = {**self.env, **runner.dbt_env()}
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), *args, "--project-dir", str(config.DBT_PROJECT_DIR)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+
     @property
     def hmac_key(self) -> str:
         return self.env[config.HMAC_KEY_ENV]
@@ -422,6 +442,13 @@ def seeded(job: Job, count: int = 20, seed: int | None = None) -> Job:
     job.run("run", "--wait-time", "1")
     job.transform()
     return job
+
+
+def send_events(job: Job, events: list) -> None:
+    """`seed --file` with these events (dicts, or strings sent as they are) on the job's queue."""
+    path = job.dbt_dir / f"events-{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps(events, ensure_ascii=False), encoding="utf-8")
+    job.run("seed", "--file", str(path))
 
 
 def ip_token(job: Job) -> tuple[str, str]:

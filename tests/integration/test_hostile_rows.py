@@ -14,17 +14,10 @@ import psycopg
 import pytest
 from test_lifecycle import day_partitions, land, marts
 
-from conftest import Job, drop_test_database, new_job, query, role_dsn
+from conftest import Job, query, role_dsn
 from ingest import config
 from ingest.local import sample
 from ingest.vault import masking
-
-
-@pytest.fixture
-def job(pg_cluster, template_db, moto_server):
-    job = new_job(pg_cluster, template_db, moto_server, "hostile-rows")
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
 
 
 def plant(job: Job, rows: list[tuple[str, str, str]]) -> str:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
 
 import psycopg
 import pytest
 
-from conftest import Job, execute, query, role_dsn
+from conftest import Job, execute, query, role_dsn, send_events
 from ingest import config
 from ingest.vault import keys
 
@@ -92,13 +91,12 @@ ATTACK = (
 )
 
 
-def test_the_junk_key_attack_leaves_an_erased_subject_out_of_the_mart(fresh, tmp_path):
+def test_the_junk_key_attack_leaves_an_erased_subject_out_of_the_mart(fresh):
     """The attack of the issue, with dbt's own login: no junk key gets into the registry, the
     re-hash refuses the junk key, and the erased subject's next message is rejected."""
     subject = f"erase-me-{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "subject.json"
-    path.write_text(json.dumps([{"user_id": subject, "ip": "192.0.2.45"}]))
-    fresh.run("seed", "--file", str(path))
+    events = [{"user_id": subject, "ip": "192.0.2.45"}]
+    send_events(fresh, events)
     fresh.run("run", "--wait-time", "1")
     fresh.transform()
     fresh.run("erase", "--user-id", subject, "--reason", "DSAR-17")
@@ -119,7 +117,7 @@ def test_the_junk_key_attack_leaves_an_erased_subject_out_of_the_mart(fresh, tmp
     assert junk not in str(refused.value) and keys.fingerprint("hmac", junk) not in str(refused.value)
     assert query(fresh.dsn, REGISTRY) == registry and query(fresh.dsn, ERASED) == erased
 
-    fresh.run("seed", "--file", str(path))  # the subject's message again (a replay)
+    send_events(fresh, events)  # the subject's message again (a replay)
     fresh.run("run", "--wait-time", "1")
     fresh.transform()
     assert query(fresh.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) == [(0,)]

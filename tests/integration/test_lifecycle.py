@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import Job, clone_job, drop_test_database, execute, new_job, query, role_dsn, wait_until
+from conftest import Job, clone_job, drop_test_database, execute, new_job, query, role_dsn, send_events, wait_until
 from ingest import config
 from ingest.local import sample
 from ingest.settings import SqsSettings
-from ingest.transform import runner
 from ingest.vault import masking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -242,15 +237,8 @@ def test_plain_dbt_full_refresh_is_refused_after_retention(pg_cluster, aged):
     try:
         job.run("retention", "apply", "--days", "7")
         before = marts(job)
-        with pytest.MonkeyPatch.context() as mp:
-            for name, value in job.env.items():
-                mp.setenv(name, value)
-            env = {**job.env, **runner.dbt_env()}
-        dbt = [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(config.DBT_PROJECT_DIR)]
         for select in ([], ["--select", "user_logins"]):
-            out = subprocess.run(
-                [*dbt, "--full-refresh", *select], env=env, capture_output=True, text=True, timeout=300
-            )
+            out = job.dbt("build", "--full-refresh", *select)
             assert out.returncode == 1 and "a --full-refresh would rebuild" in out.stdout
         assert marts(job) == before
     finally:
@@ -279,7 +267,7 @@ def test_the_loader_keeps_loading_during_retention(pg_cluster, aged, spawn):
 # ---------------------------------------------------------------- erasure
 
 
-def test_erasure_leaves_nothing_of_the_subject_and_keeps_them_out(job, tmp_path):
+def test_erasure_leaves_nothing_of_the_subject_and_keeps_them_out(job):
     shared_ip, own_ip, own_device = "198.51.100.7", "203.0.113.99", "555-12-3456"
     subject = f"erase-me-{uuid.uuid4().hex[:8]}"
     bodies = [
@@ -288,9 +276,7 @@ def test_erasure_leaves_nothing_of_the_subject_and_keeps_them_out(job, tmp_path)
         {"user_id": subject, "locale": "x" * 40},  # rejected (locale_too_long), the subject's all the same
         {"user_id": "someone-else", "ip": shared_ip, "device_id": "111-11-1111"},
     ]
-    path = tmp_path / "subject.json"
-    path.write_text(json.dumps(bodies))
-    job.run("seed", "--file", str(path))
+    send_events(job, bodies)
     job.run("seed", "--count", "20")
     job.run("run", "--wait-time", "1")
     job.transform()
@@ -320,7 +306,7 @@ def test_erasure_leaves_nothing_of_the_subject_and_keeps_them_out(job, tmp_path)
     assert audit[0][5] == audit[1][5] == keyed  # the subject's keyed hash, never the id
 
     # Their messages again (a replay, a redrive): nothing of them enters the mart or staging.
-    job.run("seed", "--file", str(path))
+    send_events(job, bodies)
     job.run("run", "--wait-time", "1")
     job.transform()
     assert query(job.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) == [(0,)]
@@ -336,11 +322,10 @@ def test_erasure_leaves_nothing_of_the_subject_and_keeps_them_out(job, tmp_path)
     assert query(job.dsn, "SELECT count(*) FROM pii.erasure_audit WHERE reason = 'DSAR-2'") == [(1,)]
 
 
-def test_erased_subjects_stay_out_across_an_hmac_rotation(job, tmp_path):
+def test_erased_subjects_stay_out_across_an_hmac_rotation(job):
     subject = f"erase-me-{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "subject.json"
-    path.write_text(json.dumps([{"user_id": subject, "ip": "192.0.2.44"}]))
-    job.run("seed", "--file", str(path))
+    events = [{"user_id": subject, "ip": "192.0.2.44"}]
+    send_events(job, events)
     job.run("run", "--wait-time", "1")
     job.transform()
     job.run("erase", "--user-id", subject, "--reason", "DSAR-3")
@@ -353,7 +338,7 @@ def test_erased_subjects_stay_out_across_an_hmac_rotation(job, tmp_path):
     )
     job.env[config.HMAC_KEY_ENV] = new_key
     assert query(job.dsn, "SELECT hmac_key_version FROM pii.erased_subjects") == [(2,)]
-    job.run("seed", "--file", str(path))
+    send_events(job, events)
     job.run("run", "--wait-time", "1")
     job.transform()
     assert query(job.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) == [(0,)]

@@ -23,11 +23,10 @@ import pytest
 from conftest import (
     KEY_VARIABLES,
     Job,
-    clone_job,
-    drop_test_database,
+    database_name,
     execute,
+    ip_token,
     metric,
-    new_job,
     officer_env,
     query,
     role_dsn,
@@ -45,24 +44,12 @@ OFFICER = config.WORKLOADS[config.PII_ADMIN_ROLE].local_login
 SECOND_OFFICER = "loginvault_privacy_officer_2"
 
 
-@pytest.fixture(scope="module")
-def origin(pg_cluster, template_db, moto_server):
-    """20 messages ingested and transformed."""
-    job = new_job(pg_cluster, template_db, moto_server, "recsvc")
-    job.run("seed", "--count", "20")
-    job.run("run", "--wait-time", "1")
-    job.transform()
-    yield job
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
-
-
 @pytest.fixture
-def job(pg_cluster, origin):
-    """A copy of `origin` of this test's own (its own recovery service on first use)."""
-    job = clone_job(pg_cluster, origin, "recsvc")
-    yield job
-    job.stop_service()
-    drop_test_database(pg_cluster, job.dsn.rsplit("/", 1)[1])
+def job(fresh):
+    """A copy of `origin` (conftest: 20 messages ingested and transformed) of this test's own,
+    its own recovery service on first use."""
+    yield fresh
+    fresh.stop_service()
 
 
 def officer(job: Job, login: str | None = None) -> psycopg.Connection:
@@ -80,18 +67,9 @@ def second_officer(job: Job) -> str:
         f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SECOND_OFFICER}') THEN"
         f" CREATE ROLE {SECOND_OFFICER} LOGIN PASSWORD '{password}'; END IF; END $$;"
         f" GRANT {config.PII_ADMIN_ROLE} TO {SECOND_OFFICER}; GRANT CONNECT ON DATABASE"
-        f' "{job.dsn.rsplit("/", 1)[1]}" TO {SECOND_OFFICER}',
+        f' "{database_name(job.dsn)}" TO {SECOND_OFFICER}',
     )
     return SECOND_OFFICER
-
-
-def a_token(job: Job) -> tuple[str, str]:
-    ((token, ip),) = query(
-        job.dsn,
-        "SELECT u.masked_ip, r.body::jsonb ->> 'ip' FROM user_logins u JOIN raw.login_events r USING (message_id)"
-        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
-    )
-    return token, ip
 
 
 def audit_rows(job: Job) -> int:
@@ -141,7 +119,7 @@ def test_an_officer_may_run_exactly_the_request_functions(job):
 
 
 def test_rolled_back_or_swallowed_requests_yield_nothing(job):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     job.ensure_service()
     with officer(job) as conn:
         # A request in a transaction that is rolled back: the service never sees it.
@@ -179,7 +157,7 @@ def test_rolled_back_or_swallowed_requests_yield_nothing(job):
 
 
 def test_an_answer_exists_only_with_its_committed_audit_row_and_is_read_once(job):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     job.ensure_service()
     with officer(job) as conn:
         request_id = file_value(conn, token, "once")
@@ -208,7 +186,7 @@ def test_an_answer_exists_only_with_its_committed_audit_row_and_is_read_once(job
 
 
 def test_twenty_sessions_in_two_isolation_levels_get_exactly_the_budget(job, tmp_path):
-    token, _ = a_token(job)
+    token, _ = ip_token(job)
     execute(job.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 5)")
     job.ensure_service()
     second = start_recovery_service(job.env, tmp_path / "replica")  # two replicas take requests
@@ -249,7 +227,7 @@ def test_twenty_sessions_in_two_isolation_levels_get_exactly_the_budget(job, tmp
 
 
 def test_a_service_killed_before_its_commit_answers_once_after_restart(job):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     paused = job.ensure_service(env={**job.env, "LOGINVAULT_FAULT_PAUSE": "serving=inf"})
     with officer(job) as conn:
         request_id = file_value(conn, token, "KILL-1")
@@ -269,7 +247,7 @@ def test_a_service_killed_before_its_commit_answers_once_after_restart(job):
 
 
 def test_another_officer_cannot_read_an_answer_and_an_expired_one_is_gone(job):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     other = second_officer(job)
     job.ensure_service("--poll-seconds", "0.2")
     with officer(job) as mine, officer(job, other) as theirs:
@@ -300,7 +278,7 @@ def set_aside(job: Job, reason: str) -> int:
 
 
 def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job, spawn):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     other = second_officer(job)
     job.ensure_service(env={**job.env, "LOGINVAULT_RECOVERY_APPROVALS": "1"})
     # The officer's command waits, as long as it was told, while the request waits for approval:
@@ -347,7 +325,7 @@ def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job, s
 
 
 def test_recover_both_ways_and_erase_work_with_no_key_in_the_officers_environment(job):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     job.ensure_service()
     env = {name: value for name, value in job.env.items() if name not in KEY_VARIABLES}
     assert not {config.HMAC_KEY_ENV, config.ENCRYPTION_KEY_ENV, "PGOPTIONS"} & set(env)
@@ -360,10 +338,10 @@ def test_recover_both_ways_and_erase_work_with_no_key_in_the_officers_environmen
 
 
 def test_no_value_or_user_id_in_the_server_log(pg_cluster, job):
-    token, ip = a_token(job)
+    token, ip = ip_token(job)
     (user,) = query(job.dsn, "SELECT user_id FROM user_logins WHERE masked_ip = %s LIMIT 1", (token,))[0]
     device = "123-45-6789"
-    database = job.dsn.rsplit("/", 1)[1]
+    database = database_name(job.dsn)
     execute(job.dsn, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     execute(job.dsn, f'ALTER DATABASE "{database}" SET log_min_duration_statement = 0')
     log_start = pg_cluster.log.stat().st_size
@@ -401,7 +379,7 @@ BAD_REASONS = {
 
 @pytest.mark.parametrize("reason", list(BAD_REASONS.values()), ids=list(BAD_REASONS))
 def test_a_reason_that_could_not_be_audited_is_refused(job, reason):
-    token, _ = a_token(job)
+    token, _ = ip_token(job)
     result = job.run("recover", "--token", token, "--reason", reason, ok=False)
     assert result.returncode == 2 and len(result.error_lines()) == 1 and "--reason" in result.error_lines()[0]
     assert query(job.dsn, "SELECT count(*) FROM pii.recovery_requests") == [(0,)]  # not sent
@@ -485,7 +463,7 @@ def refusal_counted(port: int) -> str | None:
 
 
 def test_the_service_reports_requests_refusals_and_its_queue(job):
-    token, _ = a_token(job)
+    token, _ = ip_token(job)
     port = free_port()
     execute(job.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 1)")
     job.ensure_service("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--poll-seconds", "0.2")
@@ -515,7 +493,7 @@ def test_the_service_reports_requests_refusals_and_its_queue(job):
 
 def test_one_login_cannot_fill_the_queue(job):
     """With no service running, the 21st waiting request of a login is refused (and recorded)."""
-    token, _ = a_token(job)
+    token, _ = ip_token(job)
     with officer(job) as conn:
         states = [
             conn.execute("SELECT request_state FROM pii.request_value(%s, %s)", (token, f"Q-{i}")).fetchone()[0]
@@ -564,7 +542,7 @@ def test_every_login_has_a_connection_limit(job):
 
 
 def test_without_four_eyes_no_officer_can_decide_on_anothers_request(job):
-    token, _ = a_token(job)
+    token, _ = ip_token(job)
     other = second_officer(job)
     with officer(job, other) as theirs, officer(job) as mine:
         request_id = file_value(mine, token, "D-1")  # no service: it stays pending
@@ -576,7 +554,7 @@ def test_without_four_eyes_no_officer_can_decide_on_anothers_request(job):
 
 
 def test_a_request_is_dated_when_it_is_filed_not_when_its_transaction_began(job):
-    token, _ = a_token(job)
+    token, _ = ip_token(job)
     with officer(job) as conn:
         conn.execute("BEGIN")
         (began,) = conn.execute("SELECT now()").fetchone()

@@ -9,10 +9,7 @@ database's (or the command's pre-flight) own.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -32,7 +29,6 @@ from conftest import (
 )
 from ingest import config
 from ingest.local.pg_cluster import ADMIN_USER
-from ingest.transform import runner
 from ingest.vault import audit
 from ingest.vault.keys import key_options
 
@@ -225,18 +221,7 @@ def test_plain_dbt_build_refuses_planted_code_too(fresh):
     execute(fresh.dsn, STEAL)
     execute(fresh.dsn, PLANTED["policy"].format(t="raw.login_events"))
     before = snapshot(fresh.dsn)
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in fresh.env.items():
-            mp.setenv(name, value)
-        env = {**fresh.env, **runner.dbt_env()}
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "dbt"), "build", "--project-dir", str(config.DBT_PROJECT_DIR)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    out = fresh.dbt("build")
     assert out.returncode == 1
     assert "refusing to read raw.login_events" in out.stdout
     assert snapshot(fresh.dsn) == before

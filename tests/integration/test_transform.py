@@ -1,7 +1,8 @@
 """Integration: the dbt project and recover, on real PostgreSQL after a real seed → ingest.
 
-The module's `sample` database goes through the whole job once (100 synthetic events, ingest,
-`dbt build --warn-error`); the tests read it. Tests that change data build their own.
+The module's `origin` database (conftest; `sample_job` here) goes through the whole job once
+(100 synthetic events, ingest, `dbt build --warn-error`); the tests read it. Tests that change
+data build their own.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from conftest import (
     drop_test_database,
     execute,
     ingest_env,
-    new_job,
+    ip_token,
     query,
     role_dsn,
     role_dsns,
+    send_events,
     wait_until,
 )
 from ingest import config, db
@@ -56,20 +58,13 @@ MART_COLUMNS = [
 ]
 
 
+ORIGIN_MESSAGES = 100
+
+
 @pytest.fixture(scope="module")
-def sample_job(pg_cluster, template_db, moto_server):
-    job = new_job(pg_cluster, template_db, moto_server, "sample")
-    job.run("seed", "--count", "100")
-    job.run("run", "--wait-time", "1")
-    job.transform()
-    yield job
-    drop_test_database(pg_cluster, job.dsn)
-
-
-def send(job: Job, events: list, tmp_path: Path) -> None:
-    path = tmp_path / f"events-{uuid.uuid4().hex}.json"
-    path.write_text(json.dumps(events, ensure_ascii=False))
-    job.run("seed", "--file", str(path))
+def sample_job(origin):
+    """The module's `origin` (conftest): 100 synthetic messages ingested and built; read only."""
+    return origin
 
 
 def cleartext_values(dsn: str) -> set[str]:
@@ -188,11 +183,9 @@ def test_tokens_are_keyed_hmac_not_plain_hashes(sample_job):
         assert token not in plain | salted
         assert token == masking.token(ip, "ip", sample_job.hmac_key)  # the HMAC under the job's key
     # …which the database's own function makes: under another key, another token.
-    ((ip, token, separated),) = query(
-        sample_job.dsn,
-        "SELECT r.body::jsonb ->> 'ip', u.masked_ip, (SELECT kind_separated FROM pii.key_versions WHERE kind = 'hmac'"
-        " AND state = 'active') FROM user_logins u JOIN raw.login_events r USING (message_id)"
-        " WHERE u.masked_ip IS NOT NULL ORDER BY u.message_id LIMIT 1",
+    token, ip = ip_token(sample_job)
+    ((separated,),) = query(
+        sample_job.dsn, "SELECT kind_separated FROM pii.key_versions WHERE kind = 'hmac' AND state = 'active'"
     )
     for key, same in ((sample_job.hmac_key, True), (secrets.token_hex(32), False)):
         (made,) = query(sample_job.dsn, "SELECT loginvault.pii_token('ip', %s, %s, %s)", (ip, key, separated))[0]
@@ -424,7 +417,7 @@ def test_second_build_without_new_raw_rows_changes_nothing(sample_job):
 # ---------------------------------------------------------------- builds of their own
 
 
-def test_incremental_replays_and_crafted_values(job, tmp_path):
+def test_incremental_replays_and_crafted_values(job):
     events = [
         {
             "user_id": "alice",
@@ -448,7 +441,7 @@ def test_incremental_replays_and_crafted_values(job, tmp_path):
         {"user_id": "frank", "ip": "999.1.1.1"},
         "not json",
     ]
-    send(job, events, tmp_path)
+    send_events(job, events)
     job.run("run", "--wait-time", "1")
     job.transform()
     tokens = dict(query(job.dsn, "SELECT user_id, masked_ip FROM user_logins"))
@@ -477,7 +470,7 @@ def test_incremental_replays_and_crafted_values(job, tmp_path):
     assert snapshot(job.dsn) == before
 
     # New messages: only they are processed, and they join the same tokens.
-    send(job, [{"user_id": "grace", "ip": "203.0.113.7", "device_id": "111-11-1111"}, {"ip": "1.1.1.1"}], tmp_path)
+    send_events(job, [{"user_id": "grace", "ip": "203.0.113.7", "device_id": "111-11-1111"}, {"ip": "1.1.1.1"}])
     job.run("run", "--wait-time", "1")
     job.transform()
     assert query(job.dsn, "SELECT count(*) FROM user_logins") == [(6,)]
@@ -486,8 +479,8 @@ def test_incremental_replays_and_crafted_values(job, tmp_path):
     assert query(job.dsn, "SELECT count(*) FROM pii.vault WHERE kind = 'ip'") == [(3,)]  # .7, .8, 2001:db8::1
 
 
-def test_a_build_without_keys_fails_clearly(job, tmp_path):
-    send(job, [{"user_id": "u", "ip": "10.1.2.3"}], tmp_path)
+def test_a_build_without_keys_fails_clearly(job):
+    send_events(job, [{"user_id": "u", "ip": "10.1.2.3"}])
     job.run("run", "--wait-time", "1")
     env = {k: v for k, v in job.env.items() if k != config.HMAC_KEY_ENV}
     out = job.run("transform", ok=False, env=env)
@@ -518,8 +511,8 @@ def test_a_build_without_keys_fails_clearly(job, tmp_path):
             assert query(job.dsn, f"SELECT count(*) FROM {model}") == [(0,)], (command, model)  # noqa: S608
 
 
-def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_path):
-    send(job, [{"user_id": "u1", "ip": "198.51.100.23", "device_id": "333-33-3333"}], tmp_path)
+def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job):
+    send_events(job, [{"user_id": "u1", "ip": "198.51.100.23", "device_id": "333-33-3333"}])
     job.run("run", "--wait-time", "1")
     job.transform()
     execute(job.dsn, "UPDATE user_logins SET locale = '333-33-3333'")  # a leak the gate must catch
@@ -557,10 +550,10 @@ def test_dbt_gate_catches_cleartext_in_the_mart_without_printing_it(job, tmp_pat
     assert not re.search(r"\bFAIL \d+ no_cleartext_pii_user_logins_", out.stdout), out.stdout
 
 
-def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job, tmp_path):
+def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job):
     """One `error:` line with the model and PostgreSQL's reason, not dbt's header alone; dbt's own
     output, going to a pipe, has no colour codes (the test's env leaves DBT_USE_COLORS unset)."""
-    send(job, [{"user_id": "u", "ip": "10.1.2.3"}], tmp_path)
+    send_events(job, [{"user_id": "u", "ip": "10.1.2.3"}])
     job.run("run", "--wait-time", "1")
     execute(  # staging's partitioner, broken (raw and its checks pass; no unit test calls it)
         job.dsn,
@@ -581,16 +574,16 @@ def test_a_failed_build_names_the_first_failing_model_and_its_database_error(job
     assert "ERROR creating sql loginvault_day_partitioned model" in out.stdout, out.stdout
 
 
-def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, tmp_path, spawn):
+def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, spawn):
     """`transform --every S`: one process parses the project once and builds every S seconds;
     each cycle takes what landed since the last; unit tests run in the first build only;
     SIGTERM ends it after the build in hand, exit 0."""
-    send(job, [{"user_id": "u1", "ip": "198.51.100.1", "device_id": "111-00-0001"}], tmp_path)
+    send_events(job, [{"user_id": "u1", "ip": "198.51.100.1", "device_id": "111-00-0001"}])
     job.run("run", "--wait-time", "1")
     service = spawn("transform", "--every", "1", "build", "--warn-error", env=job.env)
     service.wait_for("(cycle 1)", timeout=180)
     assert query(job.dsn, "SELECT count(*) FROM user_logins") == [(1,)]
-    send(job, [{"user_id": "u2", "ip": "198.51.100.2"}, {"user_id": "u3", "ip": "198.51.100.1"}], tmp_path)
+    send_events(job, [{"user_id": "u2", "ip": "198.51.100.2"}, {"user_id": "u3", "ip": "198.51.100.1"}])
     job.run("run", "--wait-time", "1")
     wait_until(lambda: query(job.dsn, "SELECT count(*) FROM user_logins") == [(3,)], 60, "a later cycle")
     service.signal(signal.SIGTERM)
@@ -610,7 +603,7 @@ def test_transform_service_takes_new_rows_each_cycle_and_stops_on_sigterm(job, t
     assert len(re.findall(r"Unable to do partial parsing|Partial parsing enabled:", dbt_log)) == 1, dbt_log[-3000:]
 
 
-def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_path):
+def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server):
     name = f"t_{uuid.uuid4().hex}"
     ensure_database(pg_cluster.dsn("postgres"), name)
     dsn = pg_cluster.dsn(name)
@@ -626,7 +619,7 @@ def test_pre_existing_bare_user_logins_is_replaced(pg_cluster, moto_server, tmp_
         env = ingest_env(dsn, url, moto_server.endpoint_url)
         dbt_dir, dbt = dbt_dirs("bare")
         bare = Job(dsn, {**env, **dbt}, dbt_dir)
-        send(bare, list(sample.synthetic_events(20, seed=7)), tmp_path)
+        send_events(bare, list(sample.synthetic_events(20, seed=7)))
         bare.run("run", "--wait-time", "1")
         bare.transform()
         assert query(dsn, "SELECT count(*) FROM public.user_logins") == [(20,)]

@@ -199,13 +199,13 @@ def test_dockerfile_dependency_layer_comes_before_the_code():
     instructions = dockerfile_instructions()
     copies = [(i, args.split()) for i, (op, args) in enumerate(instructions) if op == "COPY"]
     first_index, first_sources = copies[0]
-    assert first_sources[:-1] == ["pyproject.toml", "constraints.txt"], "copy only the dependency files first"
+    assert first_sources[:-1] == ["requirements/runtime.lock"], "copy only the dependencies' lock first"
     install = [
         i
         for i, (op, args) in enumerate(instructions)
-        if op == "RUN" and "pip install" in args and "-c constraints.txt" in args
+        if op == "RUN" and args.split() == ["pip", "install", "--require-hashes", "-r", "requirements/runtime.lock"]
     ]
-    assert install, "dependencies are installed pinned by constraints.txt"
+    assert install, "dependencies are installed from their lock, hashes checked"
     code_copies = {src: i for i, sources in copies[1:] for src in sources[:-1]}
     for code in ("ingest/", "dbt_project/"):
         assert code in code_copies, f"the image needs {code}"
@@ -250,7 +250,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out_of_the_build_context():
         assert dockerignored(path, patterns), f"{path} must not reach the build context"
     for path in (
         "pyproject.toml",
-        "constraints.txt",
+        "requirements/runtime.lock",
         "README.md",
         "ingest/cli/__init__.py",
         "ingest/schema/sql/bootstrap/10_raw.sql",
@@ -1104,7 +1104,7 @@ def test_workflow_jobs():
             if "uses" in step:
                 assert re.fullmatch(r"actions/[\w-]+@v\d+", step["uses"]), f"{name}: pin {step['uses']}"
         setup = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python"))
-        assert setup["with"]["cache"] == "pip" and "constraints.txt" in setup["with"]["cache-dependency-path"]
+        assert setup["with"]["cache"] == "pip" and "requirements/dev.lock" in setup["with"]["cache-dependency-path"]
     test = job_script("test")
     assert "bash .ci/run" in test and "apt-get install" in test and "postgresql" in test
 
