@@ -88,10 +88,11 @@ docs-serve: docs ## serve the docs site on http://127.0.0.1:8580/ (DOCS_PORT=N: 
 	@echo "docs: http://127.0.0.1:$(DOCS_PORT)/static_index.html"
 	@$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory dbt_project/target
 
-lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, terraform fmt -check when terraform is installed
+lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, mypy (strict) on ingest/, terraform fmt -check when terraform is installed
 	@$(VENV)/bin/sqlfluff lint dbt_project
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy
 	@if command -v terraform >/dev/null 2>&1; then \
 		TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive -diff deploy/terraform; \
 	else \
@@ -114,5 +115,5 @@ bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, 
 
 clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, the venv, egg-info and caches
 	@if [ -x $(LV) ]; then $(LV) stack down; fi
-	rm -rf .local $(VENV) dbt_project/target dbt_project/logs *.egg-info .pytest_cache .ruff_cache
+	rm -rf .local $(VENV) dbt_project/target dbt_project/logs *.egg-info .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -4,9 +4,15 @@ database that cannot be reached, with the DSN's password left out of every messa
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ingest import LoginvaultError, config, settings
+
+if TYPE_CHECKING:  # psycopg is imported where a connection is made: a command without one starts faster
+    from psycopg import Connection
+    from psycopg.abc import Params, QueryNoTemplate
+    from psycopg.rows import TupleRow
 
 # Where a user who runs the local stack looks first when the database does not answer.
 DOWN_HINT = "is it running? (`make stack-up` starts the local one)"
@@ -67,7 +73,7 @@ def libpq_env(dsn: str) -> dict[str, str]:
     return {env_name: str(params[key]) for key, env_name in names.items() if params.get(key) not in (None, "")}
 
 
-def connect(role: str, *, options: str | None = None, autocommit: bool = False):
+def connect(role: str, *, options: str | None = None, autocommit: bool = False) -> Connection[TupleRow]:
     """A psycopg connection as `role`'s workload login (LOGINVAULT_<ROLE>_DSN), checked by
     `check_login`. `options`: extra startup options (e.g. the keys as session settings: they
     travel in the startup packet, never in SQL text or a log)."""
@@ -76,7 +82,8 @@ def connect(role: str, *, options: str | None = None, autocommit: bool = False):
 
     dsn = role_dsn(role)
     try:
-        params = conninfo_to_dict(dsn)
+        # libpq's parameters, of all types: passed on as they are.
+        params: dict[str, Any] = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         raise LoginvaultError(
             f"cannot parse {config.WORKLOADS[role].dsn_env} ({redact_dsn(dsn)}):"
@@ -97,14 +104,22 @@ def connect(role: str, *, options: str | None = None, autocommit: bool = False):
     return conn
 
 
-def check_login(conn, role: str) -> None:
+def one_row(conn: Connection[TupleRow], query: QueryNoTemplate, params: Params | None = None) -> TupleRow:
+    """The row of a query that always returns one (an aggregate, a function's result)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LoginvaultError("a query that returns one row returned none")
+    return row
+
+
+def check_login(conn: Connection[TupleRow], role: str) -> None:
     """The session's login is a member of `role` and no superuser: a workload never acts with
     more than its role may (a superuser would skip every grant, and could run anything)."""
     import psycopg
 
     workload = config.WORKLOADS[role]
     try:
-        login, superuser, member = conn.execute(
+        row = conn.execute(
             "SELECT session_user, rolsuper, pg_has_role(session_user, %s, 'MEMBER')"
             " FROM pg_roles WHERE rolname = session_user",
             (role,),
@@ -117,6 +132,9 @@ def check_login(conn, role: str) -> None:
     finally:
         if not conn.autocommit:
             conn.rollback()
+    if row is None:  # the session's login is a role: pg_roles has it
+        raise LoginvaultError(f"{workload.dsn_env}: the login of this session is not in pg_roles")
+    login, superuser, member = row
     if superuser:
         raise LoginvaultError(
             f"{workload.dsn_env} logs in as {login}, a superuser: {workload.who} must use a login of its own,"

@@ -44,7 +44,7 @@ class MetricsEndpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:  # scrapes are not worth a log line each
+            def log_message(self, *args: object) -> None:  # scrapes are not worth a log line each
                 pass
 
         try:
@@ -61,6 +61,6 @@ class MetricsEndpoint:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 from ingest import count
 
@@ -26,7 +27,7 @@ def stop_on_signals(
     saying what it leaves (and, with `abandoning`, what else it abandons)."""
     signalled = threading.Event()
 
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if held is not None and signalled.is_set():
             also = abandoning() if abandoning else ""

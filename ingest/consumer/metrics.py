@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ingest.consumer import Consumer
@@ -79,7 +80,7 @@ class IngestCollector(Collector):
     def stop(self) -> None:
         self._stop.set()
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         stats = self.ingest.stats
         for attribute, (name, documentation) in COUNTERS.items():
             yield CounterMetricFamily(name, documentation, value=getattr(stats, attribute))
@@ -137,6 +138,6 @@ class MetricsServer:
         self.endpoint.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.endpoint.__exit__(*exc)
         self.collector.stop()

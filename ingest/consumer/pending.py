@@ -14,7 +14,7 @@ class PendingCalls:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         # Loader threads submit deletes while the main thread reaps them: one lock for the list.
         self._lock = threading.Lock()
-        self._futures: list[Future] = []
+        self._futures: list[Future[object]] = []
 
     def submit(self, call: Callable[..., object], *args: object) -> None:
         future = self._pool.submit(call, *args)
@@ -23,8 +23,8 @@ class PendingCalls:
 
     def reap(self, wait: bool) -> list[BaseException]:
         """Forget the calls that have ended (all of them, waiting, when `wait`); returns what they raised."""
-        ended: list[Future] = []
-        running: list[Future] = []
+        ended: list[Future[object]] = []
+        running: list[Future[object]] = []
         with self._lock:
             for future in self._futures:
                 (ended if wait or future.done() else running).append(future)

@@ -102,13 +102,15 @@ class Receivers:
 
     def _receive_once(self) -> bool:
         """One long poll into the inbox; False when this receiver is done."""
+        wait = self.options.wait_seconds
+        assert wait is not None, "RunSettings.__post_init__ resolves the long poll's wait"
         want = self.budget.reserve(MAX_BATCH)
         if want == 0:
             return False
         with self._lock:
             self._polling += 1
         try:
-            messages = self.queue.receive(want, self.options.wait_seconds, self.options.visibility_timeout)
+            messages = self.queue.receive(want, wait, self.options.visibility_timeout)
         finally:
             with self._lock:
                 self._polling -= 1

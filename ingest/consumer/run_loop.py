@@ -106,6 +106,7 @@ class Consumer:
         if not polls:
             return
         wait = self.options.wait_seconds
+        assert wait is not None, "RunSettings.__post_init__ resolves the long poll's wait"
         log.info(
             "stopping: waiting up to %d s for %s to return, to release what %s (a second signal abandons %s)",
             wait, count(polls, "open long poll"), "it receives" if polls == 1 else "they receive",

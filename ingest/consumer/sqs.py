@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -38,6 +39,20 @@ ORIGINAL_ID_ATTRIBUTE = "loginvault_message_id"
 ORIGINAL_SENT_ATTRIBUTE = "loginvault_sent_timestamp"
 
 
+class SqsClient(Protocol):
+    """The calls of boto3's SQS client made here (boto3 ships no types: the responses are its dicts)."""
+
+    exceptions: Any
+
+    def get_queue_url(self, **kwargs: Any) -> dict[str, Any]: ...
+    def get_queue_attributes(self, **kwargs: Any) -> dict[str, Any]: ...
+    def create_queue(self, **kwargs: Any) -> dict[str, Any]: ...
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]: ...
+    def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]: ...
+    def change_message_visibility_batch(self, **kwargs: Any) -> dict[str, Any]: ...
+    def send_message_batch(self, **kwargs: Any) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Message:
     """One delivery of an SQS message, as it lands in raw.login_events."""
@@ -52,7 +67,7 @@ class Message:
 
 def make_client(
     endpoint_url: str | None, region: str, retry_mode: str = "standard", max_attempts: int = 5, read_timeout: int = 30
-):
+) -> SqsClient:
     """A boto3 SQS client with botocore's retry mode (standard by default) and bounded attempts."""
     cfg = Config(
         region_name=region,
@@ -62,7 +77,8 @@ def make_client(
         read_timeout=max(read_timeout, MAX_WAIT_SECONDS + 10),
         max_pool_connections=32,
     )
-    return boto3.session.Session().client("sqs", endpoint_url=endpoint_url, config=cfg)
+    client: SqsClient = boto3.session.Session().client("sqs", endpoint_url=endpoint_url, config=cfg)
+    return client
 
 
 @contextlib.contextmanager
@@ -103,18 +119,21 @@ def translate_errors(endpoint_url: str | None, queue_url: str | None = None) -> 
 class Queue:
     """One SQS queue: receive, delete and send through a shared, thread-safe boto3 client."""
 
-    def __init__(self, settings: SqsSettings, client=None) -> None:
+    def __init__(self, settings: SqsSettings, client: SqsClient | None = None) -> None:
         self.settings = settings
         self.url = settings.queue_url
         self.client = client or make_client(settings.endpoint_url, settings.region, settings.retry_mode)
 
-    def errors(self):
+    def errors(self) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self.settings.endpoint_url, self.url)
 
     def attributes(self) -> dict[str, str]:
         """Queue attributes; also the pre-flight check that endpoint, queue and credentials work."""
         with self.errors():
-            return self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
+            attributes: dict[str, str] = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])[
+                "Attributes"
+            ]
+            return attributes
 
     def depth(self) -> tuple[int, int]:
         """(visible, in flight) messages, as SQS approximates them."""
@@ -142,9 +161,10 @@ class Queue:
         received_at = datetime.now(timezone.utc)
         return [_message(m, received_at) for m in response.get("Messages", [])]
 
-    def delete(self, messages: Sequence[Message]) -> tuple[int, list[dict]]:
+    def delete(self, messages: Sequence[Message]) -> tuple[int, list[dict[str, str | None]]]:
         """DeleteMessageBatch in chunks of 10; returns (deleted, failed entries), every entry checked."""
-        deleted, failed = 0, []
+        deleted = 0
+        failed: list[dict[str, str | None]] = []
         for chunk in _chunks(messages, MAX_BATCH):
             entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)]
             with self.errors():
@@ -157,9 +177,9 @@ class Queue:
                 )
         return deleted, failed
 
-    def change_visibility(self, messages: Sequence[Message], timeout: int) -> list[dict]:
+    def change_visibility(self, messages: Sequence[Message], timeout: int) -> list[dict[str, str | None]]:
         """ChangeMessageVisibilityBatch; returns the failed entries (e.g. stale receipt handles)."""
-        failed = []
+        failed: list[dict[str, str | None]] = []
         for chunk in _chunks(messages, MAX_BATCH):
             entries = [
                 {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
@@ -189,7 +209,7 @@ class Queue:
         return sent
 
 
-def _message(raw: dict, received_at: datetime) -> Message:
+def _message(raw: dict[str, Any], received_at: datetime) -> Message:
     attrs = raw.get("Attributes", {})
     original = {name: value.get("StringValue") for name, value in raw.get("MessageAttributes", {}).items()}
     sent_ms = int(original.get(ORIGINAL_SENT_ATTRIBUTE) or attrs.get("SentTimestamp", 0)) or int(
@@ -205,7 +225,7 @@ def _message(raw: dict, received_at: datetime) -> Message:
     )
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+def _chunks(items: Sequence[Message], size: int) -> Iterator[Sequence[Message]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -234,13 +254,14 @@ def ensure_queues(endpoint_url: str | None, region: str, name: str = config.QUEU
     client = make_client(endpoint_url, region)
     with translate_errors(endpoint_url):
         try:
-            return client.get_queue_url(QueueName=name)["QueueUrl"], False
+            existing: str = client.get_queue_url(QueueName=name)["QueueUrl"]
+            return existing, False
         except client.exceptions.QueueDoesNotExist:
             pass
         dlq_url = client.create_queue(QueueName=config.dlq_name(name))["QueueUrl"]
         dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(config.DLQ_MAX_RECEIVE_COUNT)}
-        url = client.create_queue(
+        url: str = client.create_queue(
             QueueName=name,
             Attributes={
                 "RedrivePolicy": json.dumps(redrive),
@@ -270,7 +291,7 @@ def dead_letter_queue(source: Queue) -> Queue:
     arn = json.loads(policy)["deadLetterTargetArn"]
     account, name = arn.split(":")[4], arn.split(":")[5]
     with source.errors():
-        url = source.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        url: str = source.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
     return Queue(dataclasses.replace(source.settings, queue_url=url), client=source.client)
 
 

@@ -13,8 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, config, count, db
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +104,20 @@ def _apply(report: Report) -> None:
         report.oldest_left = _oldest(conn)
 
 
-def _staging(conn, cutoff: datetime, dry_run: bool) -> list[Day]:
+def _staging(conn: Connection[TupleRow], cutoff: datetime, dry_run: bool) -> list[Day]:
     """Staging's days wholly before the cutoff whose rows the marts have taken (their
     _transformed_at is at most the marts' watermark)."""
-    if conn.execute("SELECT to_regclass(%s) IS NULL", (STAGED,)).fetchone()[0]:
+    if db.one_row(conn, "SELECT to_regclass(%s) IS NULL", (STAGED,))[0]:
         return []
-    (watermark,) = conn.execute("SELECT raw.marts_watermark()").fetchone()
+    (watermark,) = db.one_row(conn, "SELECT raw.marts_watermark()")
     days = []
     for partition, day in conn.execute(
         "SELECT partition::text, day FROM loginvault.day_partitions(%s::regclass)"
         " WHERE (day + 1)::timestamp AT TIME ZONE 'UTC' <= %s",
         (STAGED, cutoff),
     ).fetchall():
-        (newest,) = conn.execute(f"SELECT max(_transformed_at) FROM {partition}").fetchone()  # noqa: S608 (an index probe)
-        (rows,) = conn.execute("SELECT loginvault.row_count(%s::regclass)", (partition,)).fetchone()
+        (newest,) = db.one_row(conn, f"SELECT max(_transformed_at) FROM {partition}")  # noqa: S608 (an index probe)
+        (rows,) = db.one_row(conn, "SELECT loginvault.row_count(%s::regclass)", (partition,))
         if newest is not None and (watermark is None or newest > watermark):
             days.append(
                 Day("staging", day, partition, rows, False, "the marts have not taken all of it yet: run a transform")
@@ -124,26 +129,28 @@ def _staging(conn, cutoff: datetime, dry_run: bool) -> list[Day]:
     return days + _staging_default(conn, cutoff, dry_run, watermark)
 
 
-def _staging_default(conn, cutoff: datetime, dry_run: bool, watermark: datetime | None) -> list[Day]:
+def _staging_default(
+    conn: Connection[TupleRow], cutoff: datetime, dry_run: bool, watermark: datetime | None
+) -> list[Day]:
     """Staging's default partition: the rows received before the cutoff or after now + 1 day
     (rejected: received_at_out_of_range) that the marts have taken."""
     default = f"{STAGED}_default"
-    if watermark is None or conn.execute("SELECT to_regclass(%s) IS NULL", (default,)).fetchone()[0]:
+    if watermark is None or db.one_row(conn, "SELECT to_regclass(%s) IS NULL", (default,))[0]:
         return []
     where = "(received_at < %s OR received_at >= now() + interval '1 day') AND _transformed_at <= %s"
     verb = "SELECT count(*) FROM" if dry_run else "WITH gone AS (DELETE FROM"
     tail = "" if dry_run else " RETURNING 1) SELECT count(*) FROM gone"
-    (rows,) = conn.execute(f"{verb} {default} WHERE {where}{tail}", (cutoff, watermark)).fetchone()  # noqa: S608
+    (rows,) = db.one_row(conn, f"{verb} {default} WHERE {where}{tail}", (cutoff, watermark))  # noqa: S608
     return [Day("staging", None, default, rows, True)] if rows else []
 
 
-def _oldest(conn) -> datetime | None:
+def _oldest(conn: Connection[TupleRow]) -> datetime | None:
     """When the oldest cleartext still in raw or staging was received, to the day
     (loginvault.oldest_received: a one-page probe per day partition, oldest first)."""
-    (raw,) = conn.execute("SELECT raw.oldest_cleartext()").fetchone()
+    (raw,) = db.one_row(conn, "SELECT raw.oldest_cleartext()")
     staged = None
-    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (STAGED,)).fetchone()[0]:
-        (staged,) = conn.execute("SELECT loginvault.oldest_received(%s::regclass)", (STAGED,)).fetchone()
+    if db.one_row(conn, "SELECT to_regclass(%s) IS NOT NULL", (STAGED,))[0]:
+        (staged,) = db.one_row(conn, "SELECT loginvault.oldest_received(%s::regclass)", (STAGED,))
     present = [t for t in (raw, staged) if t is not None]
     return min(present) if present else None
 
@@ -170,16 +177,17 @@ def partition_raw(admin_dsn: str) -> int:
         raise LoginvaultError(f"partitioning raw failed (nothing changed): {db.first_line(exc)}") from None
 
 
-def _convert(conn) -> int:
-    loaders = conn.execute(
+def _convert(conn: Connection[TupleRow]) -> int:
+    loaders = db.one_row(
+        conn,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
         " AND pg_has_role(usesysid, %s, 'MEMBER') AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = usesysid)",
         (config.LOADER_ROLE,),
-    ).fetchone()[0]
+    )[0]
     if loaders:
         raise LoginvaultError(f"{loaders} loader sessions are connected: stop the ingest first, then run this again")
     conn.execute("LOCK TABLE raw.login_events IN ACCESS EXCLUSIVE MODE NOWAIT")
-    if conn.execute("SELECT relkind FROM pg_class WHERE oid = 'raw.login_events'::regclass").fetchone()[0] == "p":
+    if db.one_row(conn, "SELECT relkind FROM pg_class WHERE oid = 'raw.login_events'::regclass")[0] == "p":
         return -1
     acl = conn.execute(
         "SELECT a.grantee::regrole::text, a.privilege_type FROM pg_class AS c, aclexplode(c.relacl) AS a"
@@ -210,10 +218,11 @@ def _convert(conn) -> int:
         "COMMENT ON TABLE raw.login_events IS"
         " 'Every SQS delivery of a login event, verbatim (loginvault ingest). Contains cleartext PII.'"
     )
-    first, last, rows = conn.execute(
+    first, last, rows = db.one_row(
+        conn,
         "SELECT min(received_at AT TIME ZONE 'UTC')::date, max(received_at AT TIME ZONE 'UTC')::date, count(*)"
-        " FROM raw.login_events_unpartitioned"
-    ).fetchone()
+        " FROM raw.login_events_unpartitioned",
+    )
     today = datetime.now(timezone.utc).date()
     conn.execute(
         "SELECT raw.ensure_partitions(%s, %s)",

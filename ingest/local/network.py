@@ -18,4 +18,5 @@ def free_port() -> int:
     """A port nothing listens on now (the tests' and benchmarks' servers)."""
     with socket.socket() as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port

@@ -74,7 +74,7 @@ class PgCluster:
     def dsn(self, database: str = config.DATABASE_NAME, user: str = ADMIN_USER, password: str | None = None) -> str:
         return f"postgresql://{user}:{password or self.password}@{HOST}:{self.port}/{database}"
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = _as_postgres([str(pg_bindir() / args[0]), *args[1:]])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if check and out.returncode != 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ingest import LoginvaultError, config, db
@@ -72,7 +73,11 @@ def rotate(stack: LocalStack) -> None:
     for name in (*config.KEY_ENVS, *PREVIOUS_KEYS):
         if name in values:
             os.environ[name] = values[name]
-    for rotate_kind in (lambda: rotation.rotate_hmac(stack.mart_schema), rotation.rotate_encryption):
+    steps: tuple[Callable[[], rotation.Rotated | None], ...] = (
+        lambda: rotation.rotate_hmac(stack.mart_schema),
+        rotation.rotate_encryption,
+    )
+    for rotate_kind in steps:
         rotated = rotate_kind()
         if rotated:
             print(rotated.line(), file=sys.stderr)

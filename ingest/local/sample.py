@@ -36,7 +36,7 @@ def _device_id(rng: random.Random) -> str:
     return f"{rng.randint(0, 999):03d}-{rng.randint(0, 99):02d}-{rng.randint(0, 9999):04d}"
 
 
-def synthetic_events(count: int, seed: int = 42) -> Iterator[dict]:
+def synthetic_events(count: int, seed: int = 42) -> Iterator[dict[str, str | None]]:
     """`count` login events; event i with i % 100 == 42 is the malformed message."""
     rng = random.Random(seed)
     shared_ips: list[str] = []

@@ -26,10 +26,20 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import tomllib
 
-from ingest import LoginvaultError
+from ingest import LoginvaultError, db
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
+
+# One object's declaration, as acl.toml has it: owner, built_by, columns, and PRIVILEGE = [grantees].
+Spec = dict[str, Any]
+# What the database holds: (object, owner, grantee, privilege); grantee None: an object without grants.
+Fact = tuple[str, str, str | None, str]
 
 DECLARATION = Path(__file__).parent / "sql" / "acl.toml"
 PRIVILEGE_KINDS = ("schemas", "relations", "functions")
@@ -44,7 +54,7 @@ class Differences(LoginvaultError):
 
 @dataclass(frozen=True)
 class Declaration:
-    objects: dict[str, dict[str, dict]]  # kind → name (may hold * patterns) → owner, privileges
+    objects: dict[str, dict[str, Spec]]  # kind → name (may hold * patterns) → owner, privileges
     database: dict[str, list[str]]
     default_privileges: list[str]
     memberships: dict[str, list[str]]  # group role → the loginvault roles it is a member of
@@ -62,7 +72,7 @@ def load(path: Path = DECLARATION, mart_schema: str = "public") -> Declaration:
     def named(name: str) -> str:
         return mart_schema + name[len(MART) :] if name.startswith(MART) else name
 
-    objects: dict[str, dict[str, dict]] = {kind: {} for kind in PRIVILEGE_KINDS}
+    objects: dict[str, dict[str, Spec]] = {kind: {} for kind in PRIVILEGE_KINDS}
     for kind in PRIVILEGE_KINDS:
         for name, spec in data.get(kind, {}).items():
             if named(name) in objects[kind]:  # the mart schema is public: its grants add to public's
@@ -155,16 +165,16 @@ WHERE g.rolname LIKE 'loginvault\\_%%' OR m.rolname LIKE 'loginvault\\_%%'
 """
 
 
-def _role_names(conn) -> dict[int, str]:
+def _role_names(conn: Connection[TupleRow]) -> dict[int, str]:
     return {oid: name for oid, name in conn.execute("SELECT oid::int, rolname FROM pg_roles")} | {0: "PUBLIC"}
 
 
-def facts(conn, declaration: Declaration) -> tuple[dict[str, set[tuple]], set[str]]:
+def facts(conn: Connection[TupleRow], declaration: Declaration) -> tuple[dict[str, set[Fact]], set[str]]:
     """kind → {(object, owner, grantee, privilege)} (grantee None: the object without grants),
     and the database's own privileges and default privileges as sentences."""
     names = _role_names(conn)
     params = {"schemas": declaration.schemas}
-    held: dict[str, set[tuple]] = {}
+    held: dict[str, set[Fact]] = {}
     for kind, sql in zip(PRIVILEGE_KINDS, (_SCHEMAS, _RELATIONS, _FUNCTIONS), strict=True):
         held[kind] = {
             (name, owner, names.get(grantee) if grantee is not None else None, privilege)
@@ -179,7 +189,7 @@ def facts(conn, declaration: Declaration) -> tuple[dict[str, set[tuple]], set[st
 # ---------------------------------------------------------------- the comparison
 
 
-def _declared_for(name: str, declared: dict[str, dict]) -> tuple[str, dict] | None:
+def _declared_for(name: str, declared: dict[str, Spec]) -> tuple[str, Spec] | None:
     if name in declared:
         return name, declared[name]
     for pattern, spec in declared.items():
@@ -188,20 +198,21 @@ def _declared_for(name: str, declared: dict[str, dict]) -> tuple[str, dict] | No
     return None
 
 
-def _grants(spec: dict) -> set[tuple[str, str]]:
+def _grants(spec: Spec) -> set[tuple[str, str]]:
     return {(grantee, privilege) for privilege, grantees in spec.items() if privilege.isupper() for grantee in grantees}
 
 
-def compare_objects(kind: str, held: set[tuple], declared: dict[str, dict], admin: str) -> list[str]:
+def compare_objects(kind: str, held: set[Fact], declared: dict[str, Spec], admin: str) -> list[str]:
     """Each difference between what the database holds of `kind` and the declaration (`admin`:
     the role `$admin` stands for)."""
     label = kind.rstrip("s")
-    by_object: dict[str, tuple[str, set]] = {}
+    by_object: dict[str, tuple[str, set[tuple[str, str]]]] = {}
     for name, owner, grantee, privilege in held:
         entry = by_object.setdefault(name, (owner, set()))
         if grantee is not None:
             entry[1].add((grantee, privilege))
-    out, seen = [], set()
+    out: list[str] = []
+    seen: set[str] = set()
     for name, (owner, grants) in sorted(by_object.items()):
         match = _declared_for(name, declared)
         if match is None:
@@ -220,7 +231,7 @@ def compare_objects(kind: str, held: set[tuple], declared: dict[str, dict], admi
     return out
 
 
-def compare_memberships(rows: Iterable[tuple], declaration: Declaration) -> list[str]:
+def compare_memberships(rows: Iterable[tuple[Any, ...]], declaration: Declaration) -> list[str]:
     """Group roles: a member of the declared roles only. Logins: of exactly one workload role,
     without ADMIN OPTION. A superuser (the bootstrap's admin) is not checked: it holds everything."""
     out: list[str] = []
@@ -248,10 +259,10 @@ def compare_memberships(rows: Iterable[tuple], declaration: Declaration) -> list
     return out
 
 
-def differences(conn, declaration: Declaration) -> list[str]:
+def differences(conn: Connection[TupleRow], declaration: Declaration) -> list[str]:
     """Every difference between the database (as `conn` sees its catalogs) and the declaration."""
     held, other = facts(conn, declaration)
-    (admin,) = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'loginvault'").fetchone()
+    (admin,) = db.one_row(conn, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'loginvault'")
     out: list[str] = []
     if admin in declaration.memberships:
         out.append(f"schema loginvault: owned by {admin}, a loginvault group role; the bootstrap's admin owns it")
@@ -273,7 +284,7 @@ def differences(conn, declaration: Declaration) -> list[str]:
     return out
 
 
-def compare_columns(conn, declaration: Declaration) -> list[str]:
+def compare_columns(conn: Connection[TupleRow], declaration: Declaration) -> list[str]:
     """Column grants held against each relation's declared `columns`."""
     names = _role_names(conn)
     held = {
@@ -288,7 +299,7 @@ def compare_columns(conn, declaration: Declaration) -> list[str]:
     return out
 
 
-def check(conn, mart_schema: str) -> list[str]:
+def check(conn: Connection[TupleRow], mart_schema: str) -> list[str]:
     """The differences (none: the database is as declared)."""
     return differences(conn, load(mart_schema=mart_schema))
 

@@ -17,12 +17,12 @@ _FRAMING = re.compile(
 _UNREACHABLE = re.compile(r"connection refused|could not connect|is the server running|connection to server", re.I)
 
 
-def rows_affected(execution) -> dict[str, int]:
+def rows_affected(execution: object) -> dict[str, int]:
     """model name → the rows its statement affected, from dbt's run results (adapter_response):
     for these append-only incremental models, the rows the build inserted (a first build's
     CREATE TABLE AS counts its rows too). dbt has the figure from PostgreSQL's command tag at no
     cost; counting with queries would scan each table twice per build."""
-    rows = {}
+    rows: dict[str, int] = {}
     for node_result in getattr(execution, "results", None) or ():
         node = getattr(node_result, "node", None)
         if node is None or node.resource_type != "model":
@@ -45,7 +45,7 @@ def reason(text: str) -> str:
     return said
 
 
-def first_failure(execution) -> str | None:
+def first_failure(execution: object) -> str | None:
     """`<kind> <name>: <reason>` of the first node that failed (and how many more did), or None."""
     failed = [
         result

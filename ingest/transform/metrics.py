@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ingest import config, db
@@ -64,7 +64,11 @@ def newest_mart_sent_at(dsn: str, mart_schema: str) -> float | None:
     ).format(mart=mart)
     with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
         batch = conn.execute(last_batch).fetchone()
-        return None if batch is None else conn.execute(newest, batch).fetchone()[0]
+        if batch is None:
+            return None
+        row = conn.execute(newest, batch).fetchone()  # an aggregate: always one row
+        sent_at: float | None = None if row is None else row[0]
+        return sent_at
 
 
 class TransformMetrics(Collector):
@@ -124,7 +128,7 @@ class TransformMetrics(Collector):
         age = now - last
         return age <= STALE_INTERVALS * self.interval, f"no successful build for {age:.0f} s"
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         now = time.time()
         with self._lock:
             builds = CounterMetricFamily(

@@ -19,9 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, config, db
 from ingest.transform import dbt_results
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +141,10 @@ class Transformer:
         if not result.success:
             reason = db.first_line(result.exception) if result.exception else "see dbt's output above"
             raise LoginvaultError(f"dbt could not parse the project: {reason}")
+        from dbt.contracts.graph.manifest import Manifest
+
+        if not isinstance(result.result, Manifest):  # what `dbt parse` returns
+            raise LoginvaultError(f"dbt parse returned no manifest but {type(result.result).__name__}")
         self._runner = type(self._runner)(manifest=result.result)
 
 
@@ -166,13 +175,13 @@ def preflight(args: Sequence[str]) -> None:
             raise LoginvaultError(db.first_line(exc)) from None
 
 
-def _refuse_partial_rebuild(conn, args: Sequence[str]) -> None:
+def _refuse_partial_rebuild(conn: Connection[TupleRow], args: Sequence[str]) -> None:
     """After retention has removed cleartext, a --full-refresh would rebuild the marts and the
     vault from partial history and lose rows: refused before dbt starts (the models' pre-hook
     refuses too, for a plain `dbt build --full-refresh`), unless deliberately overridden."""
     if "--full-refresh" not in args or "loginvault_rebuild_from_partial_raw" in " ".join(args):
         return
-    (cutoff,) = conn.execute("SELECT max(cutoff) FROM raw.retention_log").fetchone()
+    (cutoff,) = db.one_row(conn, "SELECT max(cutoff) FROM raw.retention_log")
     if cutoff is not None:
         raise LoginvaultError(
             f"retention removed the cleartext received before {cutoff:%Y-%m-%dT%H:%M:%SZ}: a --full-refresh would"

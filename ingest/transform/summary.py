@@ -5,6 +5,7 @@ reason, IPs and devices shared by several users, and a few sample rows, their to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ingest import LoginvaultError, config, count, db
 
@@ -17,7 +18,7 @@ class Summary:
     reasons: list[tuple[str, int]]
     shared_ips: int
     shared_devices: int
-    sample: list[tuple]
+    sample: list[tuple[Any, ...]]
 
     def lines(self) -> list[str]:
         out = [
@@ -44,12 +45,12 @@ def summary(mart: str) -> Summary:
 
     with db.connect(config.ANALYST_ROLE, autocommit=True) as conn:
         try:
-            logins = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
+            logins = db.one_row(conn, f"SELECT count(*) FROM {mart}.user_logins")[0]  # noqa: S608
             reasons = conn.execute(
                 f"SELECT reason, count(*) FROM {mart}.rejected_login_events GROUP BY 1 ORDER BY 2 DESC, 1"  # noqa: S608
             ).fetchall()
-            shared_ips = conn.execute(_shared(mart, "masked_ip")).fetchone()[0]
-            shared_devices = conn.execute(_shared(mart, "masked_device_id")).fetchone()[0]
+            shared_ips = db.one_row(conn, _shared(mart, "masked_ip"))[0]
+            shared_devices = db.one_row(conn, _shared(mart, "masked_device_id"))[0]
             sample = conn.execute(
                 f"SELECT user_id, device_type, masked_ip, masked_device_id,"  # noqa: S608
                 f" locale, app_version, create_date FROM {mart}.user_logins ORDER BY message_id LIMIT 5"

@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from ingest import LoginvaultError, config, db
 from ingest.settings import SettingError
@@ -42,7 +43,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def rows(since: datetime | None) -> Iterator[tuple]:
+def rows(since: datetime | None) -> Iterator[tuple[Any, ...]]:
     """Audit events, oldest first."""
     import psycopg
 
@@ -83,7 +84,7 @@ def _plain(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def render(events: Iterable[tuple], fmt: str) -> str:
+def render(events: Iterable[tuple[Any, ...]], fmt: str) -> str:
     """The whole output in one of FORMATS (a header first, but in json)."""
     if fmt == "json":
         return "".join(json.dumps(dict(zip(COLUMNS, map(_plain, event), strict=True))) + "\n" for event in events)

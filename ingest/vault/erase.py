@@ -11,6 +11,7 @@ erasure is audited with a keyed hash of the user id (never the id), all in one t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ingest import LoginvaultError
 from ingest.vault import requests
@@ -49,7 +50,7 @@ def erase(user_id: str, reason: str, timeout: float, dry_run: bool = False) -> E
     return from_answer(answer.request_id, answer.body)
 
 
-def from_answer(request_id: int, body: dict) -> Erasure:
+def from_answer(request_id: int, body: dict[str, Any]) -> Erasure:
     if body.get("outcome") not in ("erased", "dry_run"):
         raise LoginvaultError(f"erasure request {request_id} failed: {body.get('error', body.get('outcome'))}")
     return Erasure(*(int(body[name]) for name in COUNTS))

@@ -15,12 +15,17 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, config, db, settings
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class Version:
     retired_at: datetime | None
 
 
-def versions(conn) -> list[Version]:
+def versions(conn: Connection[TupleRow]) -> list[Version]:
     rows = conn.execute(
         "SELECT kind, version, fingerprint, state, kind_separated, created_at, activated_at, retired_at"
         " FROM pii.key_versions ORDER BY kind, version"
@@ -121,7 +126,7 @@ def in_state(all_versions: list[Version], kind: str, state: str) -> Version | No
 
 
 def mismatch(
-    kind: str, key: str, registered: Version, env_name: str | None = None, known: list[Version] = ()
+    kind: str, key: str, registered: Version, env_name: str | None = None, known: Sequence[Version] = ()
 ) -> LoginvaultError:
     """The one sentence for a key that is not the registered one; when it is an older version of
     `known`, the sentence says so and how a shell left with it reloads."""
@@ -140,7 +145,7 @@ def mismatch(
     )
 
 
-def check_environment(conn, kinds: tuple[str, ...] = KINDS) -> None:
+def check_environment(conn: Connection[TupleRow], kinds: tuple[str, ...] = KINDS) -> None:
     """The environment's keys are the registered active versions (a kind with none registered
     yet passes: its first build registers it), and no HMAC rotation is unfinished."""
     registered = versions(conn)
@@ -170,7 +175,7 @@ def session_options(*, previous: bool = False) -> str:
 # ---------------------------------------------------------------- the transform lock
 
 
-def _lock_holder(conn) -> str:
+def _lock_holder(conn: Connection[TupleRow]) -> str:
     row = conn.execute(
         "SELECT a.application_name, a.pid, a.backend_start FROM pg_locks AS l"
         " JOIN pg_stat_activity AS a ON a.pid = l.pid"
@@ -196,7 +201,7 @@ def exclusive(doing: str, wait_seconds: float = 0.0) -> Iterator[None]:
     try:
         deadline = time.monotonic() + wait_seconds
         said = False
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (TRANSFORM_LOCK,)).fetchone()[0]:
+        while not db.one_row(conn, "SELECT pg_try_advisory_lock(%s)", (TRANSFORM_LOCK,))[0]:
             holder = _lock_holder(conn)
             if time.monotonic() >= deadline:
                 raise LoginvaultError(f"cannot {doing.replace('-', ' ')} now: {holder} holds the transform lock")
@@ -224,14 +229,14 @@ def status(mart_schema: str) -> list[Coverage]:
     with db.connect(config.TRANSFORMER_ROLE, autocommit=True) as conn:
         registered = versions(conn)
         counts: dict[tuple[str, int], int] = {}
-        if conn.execute("SELECT to_regclass('pii.vault') IS NOT NULL").fetchone()[0]:
+        if db.one_row(conn, "SELECT to_regclass('pii.vault') IS NOT NULL")[0]:
             for kind, column in ((HMAC, "hmac_key_version"), (ENCRYPTION, "encryption_key_version")):
                 for version, n in conn.execute(f"SELECT {column}, count(*) FROM pii.vault GROUP BY 1").fetchall():
                     counts[(kind, version)] = n
         mart = mart_schema
         mart_rows = 0
-        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{mart}.user_logins",)).fetchone()[0]:
-            mart_rows = conn.execute(f"SELECT count(*) FROM {mart}.user_logins").fetchone()[0]  # noqa: S608
+        if db.one_row(conn, "SELECT to_regclass(%s) IS NOT NULL", (f"{mart}.user_logins",))[0]:
+            mart_rows = db.one_row(conn, f"SELECT count(*) FROM {mart}.user_logins")[0]  # noqa: S608
     return [
         Coverage(
             v,
@@ -254,9 +259,9 @@ def retire(kind: str) -> Version:
             if previous is None:
                 raise LoginvaultError(f"no previous {kind} key to retire (`loginvault keys status`)")
             if kind == ENCRYPTION:
-                (left,) = conn.execute(
-                    "SELECT count(*) FROM pii.vault WHERE encryption_key_version = %s", (previous.version,)
-                ).fetchone()
+                (left,) = db.one_row(
+                    conn, "SELECT count(*) FROM pii.vault WHERE encryption_key_version = %s", (previous.version,)
+                )
                 if left:
                     raise LoginvaultError(
                         f"{left} vault rows are still encrypted with encryption key version {previous.version}:"

@@ -10,6 +10,7 @@ answer. The cleartext goes to the caller's stdout only: never to a log, an error
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingest.vault import requests
 
@@ -28,7 +29,7 @@ class Recovery:
     values: list[tuple[str, str]] = field(default_factory=list)  # token_to_value: (kind, cleartext)
     logins: int = 0  # value_to_token: user_logins rows carrying the token
     current_token: str | None = None  # found_pre_rotation: the token that replaced it
-    detail: dict = field(default_factory=dict)  # refusals: the budget's limit and reset, an error
+    detail: dict[str, Any] = field(default_factory=dict)  # refusals: the budget's limit and reset, an error
 
     @property
     def found(self) -> bool:
@@ -48,7 +49,7 @@ def recover(
     return from_answer(answer.kind, answer.body, token=token, kind=kind)
 
 
-def from_answer(request_kind: str, body: dict, token: str | None = None, kind: str | None = None) -> Recovery:
+def from_answer(request_kind: str, body: dict[str, Any], token: str | None = None, kind: str | None = None) -> Recovery:
     """What the service answered to a recover_value or recover_token request."""
     outcome = str(body.get("outcome"))
     if request_kind == "recover_value":

@@ -16,10 +16,14 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest import LoginvaultError, config, db
 from ingest.settings import SettingError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 ANSWERS_CHANNEL = "loginvault_recovery_answers"
 POLL_SECONDS = 0.5  # the fallback when a notification is missed
@@ -45,7 +49,7 @@ class Answer:
 
 
 @contextlib.contextmanager
-def officer_session(doing: str) -> Iterator[Any]:
+def officer_session(doing: str) -> Iterator[Connection[TupleRow]]:
     """The officer's own login (no key in it), with the database's refusals as one sentence."""
     import psycopg
 
@@ -62,19 +66,19 @@ def officer_session(doing: str) -> Iterator[Any]:
             raise LoginvaultError(db.first_line(exc)) from None
 
 
-def file(conn: Any, function: str, *args: object) -> int:
+def file(conn: Connection[TupleRow], function: str, *args: object) -> int:
     """Files a request through `pii.<function>`; its id. A request the database refuses (a bad
     reason, token, kind or value: recorded as refused) is a SettingError (exit 2)."""
     placeholders = ", ".join(["%s"] * len(args))
-    request_id, state, refusal = conn.execute(
-        f"SELECT request_id, request_state, refusal FROM pii.{function}({placeholders})", args
-    ).fetchone()
+    request_id, state, refusal = db.one_row(
+        conn, f"SELECT request_id, request_state, refusal FROM pii.{function}({placeholders})", args
+    )
     if state == "refused":
         raise SettingError(f"{refusal} (request {request_id} was recorded as refused)")
     return int(request_id)
 
 
-def wait(conn: Any, request_id: int, timeout: float, cancel_on_timeout: bool = True) -> Answer:
+def wait(conn: Connection[TupleRow], request_id: int, timeout: float, cancel_on_timeout: bool = True) -> Answer:
     """The answer to one of this login's requests, read once; raises when none comes in time."""
     conn.execute(f"LISTEN {ANSWERS_CHANNEL}")
     deadline = time.monotonic() + timeout
@@ -86,7 +90,7 @@ def wait(conn: Any, request_id: int, timeout: float, cancel_on_timeout: bool = T
             raise LoginvaultError(f"request {request_id} is not one of this login's requests")
         state, outcome, answered, kind = row
         if answered:
-            body = conn.execute("SELECT pii.take_answer(%s)", (request_id,)).fetchone()[0]
+            body = db.one_row(conn, "SELECT pii.take_answer(%s)", (request_id,))[0]
             if body is not None:
                 return Answer(request_id, kind, body)
         if state not in WAITING_STATES:
@@ -106,7 +110,7 @@ def _ended(request_id: int, state: str, outcome: str | None) -> str:
     }.get(state, f"request {request_id} ended as {state} ({outcome}) and its answer is gone (read or expired)")
 
 
-def _timed_out(conn: Any, request_id: int, state: str, timeout: float, cancel: bool) -> Answer:
+def _timed_out(conn: Connection[TupleRow], request_id: int, state: str, timeout: float, cancel: bool) -> Answer:
     if state == "awaiting_approval" or not cancel:
         raise AwaitingApproval(
             f"request {request_id} waits for another officer's approval (`loginvault recover approve"
@@ -114,7 +118,7 @@ def _timed_out(conn: Any, request_id: int, state: str, timeout: float, cancel: b
             if state == "awaiting_approval"
             else f"request {request_id} is not answered yet: {SERVICE} did not answer within {timeout:g} s"
         )
-    after = conn.execute("SELECT pii.cancel_request(%s)", (request_id,)).fetchone()[0]
+    after = db.one_row(conn, "SELECT pii.cancel_request(%s)", (request_id,))[0]
     if after == "cancelled":
         raise LoginvaultError(
             f"no answer from {SERVICE} within {timeout:g} s: is it running? (`loginvault stack status`;"
@@ -127,7 +131,7 @@ def _timed_out(conn: Any, request_id: int, state: str, timeout: float, cancel: b
 def decide(request_id: int, approve: bool, reason: str) -> str:
     """Four eyes: approve or reject another officer's waiting request (audited)."""
     with officer_session("decide on recovery requests") as conn:
-        result = conn.execute("SELECT pii.decide_request(%s, %s, %s)", (request_id, approve, reason)).fetchone()[0]
+        result: str = db.one_row(conn, "SELECT pii.decide_request(%s, %s, %s)", (request_id, approve, reason))[0]
     if result in ("approved", "rejected"):
         return result
     raise LoginvaultError(
@@ -139,7 +143,7 @@ def decide(request_id: int, approve: bool, reason: str) -> str:
     )
 
 
-def waiting() -> list[tuple]:
+def waiting() -> list[tuple[Any, ...]]:
     """Requests that wait for the service or for an approval, oldest first."""
     with officer_session("list recovery requests") as conn:
         return conn.execute(

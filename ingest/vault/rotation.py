@@ -20,10 +20,15 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, config, count, db, settings
 from ingest.faults import pause_at
 from ingest.vault import keys
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ def _stopped_cleanly() -> Iterator[None]:
         raise LoginvaultError(f"key rotation stopped (run it again to finish): {db.first_line(exc)}") from None
 
 
-def _connect():
+def _connect() -> Connection[TupleRow]:
     """dbt's login, acting as the transformer (what it creates belongs to the role), with the
     current and the previous keys as session settings."""
     conn = db.connect(config.TRANSFORMER_ROLE, autocommit=True, options=keys.session_options(previous=True))
@@ -87,9 +92,12 @@ def _previous_key(kind: str) -> str:
     return keys.check_key(keys.PREVIOUS_ENV[kind])
 
 
-def _registered(conn, kind: str) -> tuple[keys.Version | None, keys.Version | None, keys.Version | None]:
+def _registered(
+    conn: Connection[TupleRow], kind: str
+) -> tuple[keys.Version | None, keys.Version | None, keys.Version | None]:
     all_versions = keys.versions(conn)
-    return tuple(keys.in_state(all_versions, kind, s) for s in ("active", "previous", "pending"))  # type: ignore[return-value]
+    active, previous, pending = (keys.in_state(all_versions, kind, s) for s in ("active", "previous", "pending"))
+    return active, previous, pending
 
 
 # ---------------------------------------------------------------- HMAC
@@ -121,7 +129,7 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
             raise keys.mismatch(keys.HMAC, new_key, pending)
         # The key administrator's step (pii.begin_hmac_rotation): the session's new key as the next
         # version, pending; a resumed rotation gets its pending version back.
-        (target,) = conn.execute("SELECT pii.begin_hmac_rotation()").fetchone()
+        (target,) = db.one_row(conn, "SELECT pii.begin_hmac_rotation()")
         mapped = _map_tokens(conn, target, batch)
         pause_at("rotate_built_map")
         mart = _check_mart(conn, mart_schema)
@@ -131,7 +139,7 @@ def rotate_hmac(mart_schema: str, batch: int = MAP_BATCH) -> Rotated | None:
     return Rotated(keys.HMAC, active.version, target, mapped, time.monotonic() - started)
 
 
-def _decryption(conn) -> str:
+def _decryption(conn: Connection[TupleRow]) -> str:
     """SQL for the key of a vault row `n` (by its encryption key version): whichever of the
     environment's encryption keys (LOGINVAULT_ENCRYPTION_KEY, …_PREVIOUS) has that version's
     fingerprint. Refuses, naming the version, when neither has."""
@@ -177,7 +185,7 @@ SELECT count(*), max(token), (array_agg(kind ORDER BY token DESC, kind DESC))[1]
 """
 
 
-def _map_tokens(conn, target: int, batch: int) -> int:
+def _map_tokens(conn: Connection[TupleRow], target: int, batch: int) -> int:
     """Every vault token → its token under the new key, in batches (keyset over the vault's
     (token, kind) index), each committed: a killed run resumes after the last batch."""
     statement = MAP_BATCH_SQL.replace("KEY_OF_ROW", _decryption(conn))
@@ -186,25 +194,27 @@ def _map_tokens(conn, target: int, batch: int) -> int:
         (target,),
     ).fetchone() or ("", "")
     while True:
-        n, token, kind = conn.execute(
-            statement, {"token": last[0], "kind": last[1], "batch": batch, "target": target}
-        ).fetchone()
+        n, token, kind = db.one_row(
+            conn, statement, {"token": last[0], "kind": last[1], "batch": batch, "target": target}
+        )
         if not n:
             break
         last = (token, kind)
         pause_at("rotate_mapping")
-    return conn.execute("SELECT count(*) FROM pii.token_map WHERE to_version = %s", (target,)).fetchone()[0]
+    mapped: int = db.one_row(conn, "SELECT count(*) FROM pii.token_map WHERE to_version = %s", (target,))[0]
+    return mapped
 
 
-def _check_mart(conn, mart: str) -> str:
+def _check_mart(conn: Connection[TupleRow], mart: str) -> str:
     """The mart's schema, once every token it carries has a mapping (the vault knows every
     token the mart carries: a transform writes both from the same rows)."""
     for column, kind in TOKEN_COLUMNS.items():
-        (orphans,) = conn.execute(
+        (orphans,) = db.one_row(
+            conn,
             f"SELECT count(*) FROM {mart}.user_logins AS u WHERE u.{column} IS NOT NULL AND NOT EXISTS"  # noqa: S608
             f" (SELECT FROM pii.token_map AS m WHERE m.kind = %s AND m.old_token = u.{column})",
             (kind,),
-        ).fetchone()
+        )
         if orphans:
             raise LoginvaultError(
                 f"{count(orphans, column + ' token')} of {mart}.user_logins have no vault entry: the mart and the vault"
@@ -213,7 +223,7 @@ def _check_mart(conn, mart: str) -> str:
     return mart
 
 
-def _rewrite(conn, mart: str, target: int) -> None:
+def _rewrite(conn: Connection[TupleRow], mart: str, target: int) -> None:
     """In one transaction: every token of the vault and the mart replaced by its new one (from
     the token map), then the pending version made active and the active one previous (the erased
     subjects re-hashed with it). Readers see all-old or all-new (MVCC: they are never blocked); a killed
@@ -242,7 +252,7 @@ def _rewrite(conn, mart: str, target: int) -> None:
         conn.execute(f"ANALYZE {table}")
 
 
-def _drop_leftovers(conn, mart: str) -> None:
+def _drop_leftovers(conn: Connection[TupleRow], mart: str) -> None:
     """Copies an earlier version's rotation built beside the tables and a killed run left."""
     for table in (VAULT, f"{mart}.user_logins"):
         conn.execute(f"DROP TABLE IF EXISTS {table}{ROTATING}, {table}{PRE_ROTATION}")
@@ -273,6 +283,8 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
             # subjects re-wrapped under the new one (the vault's rows follow below, in batches).
             conn.execute("SELECT pii.rotate_encryption_key()")
             active, previous, _ = _registered(conn, keys.ENCRYPTION)
+            if active is None or previous is None:  # what pii.rotate_encryption_key just registered
+                raise LoginvaultError("the encryption key switch registered no active and previous version")
         elif active.fingerprint != new_fp:
             raise keys.mismatch(keys.ENCRYPTION, new_key, active)
         elif previous is None or previous.fingerprint != old_fp:
@@ -285,13 +297,14 @@ def rotate_encryption(batch: int = REWRAP_BATCH) -> Rotated | None:
     return Rotated(keys.ENCRYPTION, previous.version, active.version, rows, time.monotonic() - started)
 
 
-def _rewrap(conn, old: int, new: int, batch: int) -> int:
+def _rewrap(conn: Connection[TupleRow], old: int, new: int, batch: int) -> int:
     """Re-encrypt the rows of version `old` in batches (keyset over the vault's (token, kind)
     index), each its own transaction: a killed run leaves whole batches done, the next one
     finds the rest by their version."""
     total, last = 0, ("", "")
     while True:
-        n, token, kind = conn.execute(
+        n, token, kind = db.one_row(
+            conn,
             """
             WITH next AS (
                 SELECT token, kind FROM pii.vault
@@ -312,7 +325,7 @@ def _rewrap(conn, old: int, new: int, batch: int) -> int:
             FROM next
             """,
             {"token": last[0], "kind": last[1], "old": old, "new": new, "batch": batch},
-        ).fetchone()
+        )
         if not n:
             return total
         total += n

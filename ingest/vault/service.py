@@ -19,12 +19,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, config, db
 from ingest.faults import pause_at
 from ingest.vault import keys
 from ingest.vault.service_metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class RecoveryService:
         self.deferred: dict[int, float] = {}  # request id → when to try it again (busy erasures)
         self.last_expiry = 0.0
 
-    def connect(self) -> Any:
+    def connect(self) -> Connection[TupleRow]:
         """The service's login with the keys (checked against the registry before anything)."""
         conn = db.connect(
             config.RECOVERY_SERVICE_ROLE,
@@ -78,7 +82,7 @@ class RecoveryService:
             raise
         return conn
 
-    def serve_one(self, conn: Any) -> Served | None:
+    def serve_one(self, conn: Connection[TupleRow]) -> Served | None:
         """One request in one transaction; None when nothing waits."""
         now = time.monotonic()
         self.deferred = {rid: until for rid, until in self.deferred.items() if until > now}
@@ -106,15 +110,15 @@ class RecoveryService:
             )
         return served
 
-    def upkeep(self, conn: Any) -> None:
+    def upkeep(self, conn: Connection[TupleRow]) -> None:
         if time.monotonic() - self.last_expiry >= EXPIRE_EVERY_SECONDS:
-            expired = conn.execute("SELECT pii.expire_requests(%s)", (MAX_WAIT_SECONDS,)).fetchone()[0]
+            expired = db.one_row(conn, "SELECT pii.expire_requests(%s)", (MAX_WAIT_SECONDS,))[0]
             if expired:
                 log.info("recovery: %s request(s) expired unserved", expired)
             self.last_expiry = time.monotonic()
-        waiting, oldest, timed_out = conn.execute(
-            "SELECT waiting, oldest_seconds, timed_out FROM pii.recovery_queue()"
-        ).fetchone()
+        waiting, oldest, timed_out = db.one_row(
+            conn, "SELECT waiting, oldest_seconds, timed_out FROM pii.recovery_queue()"
+        )
         self.metrics.queue(int(waiting), float(oldest), int(timed_out))
         self.metrics.polled()
 

@@ -54,6 +54,33 @@ def test_redact_dsn_leaves_password_free_dsns_alone():
     assert db.redact_dsn("postgresql://u@db:5432/x") == "postgresql://u@db:5432/x"
 
 
+class _OneQuery:
+    """A connection whose every query returns `row` (or none)."""
+
+    def __init__(self, row):
+        self.row = row
+        self.executed = []
+
+    def execute(self, query, params=None):
+        self.executed.append((query, params))
+        return self
+
+    def fetchone(self):
+        return self.row
+
+
+def test_one_row_is_the_row_of_the_query():
+    conn = _OneQuery((7, "x"))
+    assert db.one_row(conn, "SELECT count(*), max(k) FROM t WHERE v = %s", ("secret",)) == (7, "x")
+    assert conn.executed == [("SELECT count(*), max(k) FROM t WHERE v = %s", ("secret",))]
+
+
+def test_one_row_refuses_a_query_that_returned_none_without_its_parameters():
+    with pytest.raises(LoginvaultError, match="returned none") as raised:
+        db.one_row(_OneQuery(None), "SELECT pii.take_answer(%s)", ("secret",))
+    assert "secret" not in str(raised.value)
+
+
 def test_role_dsn_is_the_workloads_own_login_never_the_admin(monkeypatch):
     monkeypatch.setenv("PG_DSN", "postgresql://admin:pw@db/x")
     monkeypatch.delenv("LOGINVAULT_LOADER_DSN", raising=False)
