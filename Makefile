@@ -38,7 +38,7 @@ stack-status: $(STAMP) ## say whether local PostgreSQL, moto and the recovery se
 env: $(STAMP) ## print `export …` lines for the local stack (PATH with bin/ and .venv/bin, DBT_PROJECT_DIR, DBT_PROFILES_DIR, logins, queue): eval "$(make -s env)"
 	@$(LV) stack env
 
-bootstrap: $(STAMP) ## the bootstrap SQL (ingest/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
+bootstrap: $(STAMP) ## the bootstrap SQL (ingest/schema/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
 	@$(WITH_ENV) $(LV) bootstrap
 
 seed: stack-up ## send COUNT (default 100) synthetic login events to the queue

@@ -36,8 +36,9 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute
-from ingest import bootstrap, config, sample, sqs
+from ingest import config, sample, sqs
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 from ingest.settings import SqsSettings
 from ingest.sqs import MAX_BATCH, Queue
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import psycopg
 
-from ingest import bootstrap, config, sample
+from ingest import config, sample
 from ingest.local.moto_server import MotoServer
 from ingest.local.network import free_port
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 
 RESULTS = Path(__file__).parent / "results.json"
 

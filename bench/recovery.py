@@ -22,10 +22,11 @@ import psycopg
 
 from bench import transform
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config
+from ingest import config
 from ingest import transform as ingest_transform
 from ingest.keys import key_options
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 from ingest.vault import requests
 
 TARGET_P99_MS = 250.0

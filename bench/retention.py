@@ -21,9 +21,10 @@ import psycopg
 
 from bench import harness
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config, retention, sample
+from ingest import config, retention, sample
 from ingest import transform as ingest_transform
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 
 DAYS, WINDOW_DAYS = 30, 2
 

@@ -17,10 +17,11 @@ import psycopg
 
 from bench import harness, transform
 from bench.harness import Result, execute, timed
-from ingest import bootstrap, config, rotation
+from ingest import config, rotation
 from ingest import transform as ingest_transform
 from ingest.keys import setting_option
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 from ingest.settings import CommonSettings
 
 

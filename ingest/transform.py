@@ -185,7 +185,7 @@ def guarded(args: Sequence[str]) -> Iterator[None]:
     """A writing command holds the transform lock while dbt runs: no key rotation (and no
     second transform) meanwhile; one that cannot have it refuses with one sentence. Under the
     lock (no rotation's tables half-swapped), before dbt starts, the database's privileges must
-    be those of ingest/sql/acl.toml (`loginvault check`)."""
+    be those of ingest/schema/sql/acl.toml (`loginvault check`)."""
     from ingest import keys
 
     if args and args[0] in WRITING:
@@ -197,10 +197,11 @@ def guarded(args: Sequence[str]) -> Iterator[None]:
 
 
 def check_privileges() -> None:
-    """LoginvaultError naming the first difference from ingest/sql/acl.toml, if any."""
+    """LoginvaultError naming the first difference from ingest/schema/sql/acl.toml, if any."""
     import psycopg
 
-    from ingest import acl, settings
+    from ingest import settings
+    from ingest.schema import acl
     from ingest.settings import CommonSettings
 
     mart_schema = settings.load(CommonSettings, require=False).mart_schema

@@ -14,7 +14,7 @@ class BootstrapCommand(Command):
     help = "as the admin PG_DSN: the idempotent bootstrap SQL, and a login for each LOGINVAULT_<ROLE>_DSN set"
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest import bootstrap
+        from ingest.schema import bootstrap
 
         budget = settings.load(BootstrapSettings).recovery_daily_budget
         bootstrap.run(common.mart_schema, budget)

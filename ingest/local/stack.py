@@ -18,6 +18,7 @@ from ingest.local.moto_server import MotoServer
 from ingest.local.network import HOST
 from ingest.local.pg_cluster import PgCluster, ensure_database, postgres_can_reach
 from ingest.local.recovery_process import RecoveryProcess
+from ingest.schema import bootstrap
 from ingest.settings import LocalStackSettings, SqsSettings
 
 # The checkout's `dbt` (bin/dbt: `loginvault stack dbt`, the keys for dbt only), then the venv's.
@@ -132,7 +133,7 @@ class LocalStack:
 
     def up(self, seed_if_new: int = 0) -> dict[str, str]:
         """Bring up what is not user-configured; seed `seed_if_new` events into a just-created queue."""
-        from ingest import bootstrap, sample, sqs
+        from ingest import sample, sqs
 
         values = self.env()
         # This process talks to the stack it starts: give it the stack's credentials if unset.

@@ -28,10 +28,11 @@ from scraping import metric, scrape  # noqa: F401
 
 # Imported from here by the integration tests, with the fixtures.
 from hermetic import REGION, base_env  # noqa: F401
-from ingest import bootstrap, config, sqs
+from ingest import config, sqs
 from ingest.local.moto_server import MotoServer
 from ingest.local.network import free_port
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 from ingest.settings import SqsSettings
 from ingest.sqs import Queue
 

@@ -1,4 +1,4 @@
-"""`loginvault check`: the database's privileges against ingest/sql/acl.toml (real PostgreSQL).
+"""`loginvault check`: the database's privileges against ingest/schema/sql/acl.toml (real PostgreSQL).
 
 A freshly bootstrapped database and a built one are as declared; each kind of drift is named
 (a privilege granted or missing, an owner, an object nobody declared, a membership), and the
@@ -15,7 +15,8 @@ from psycopg.conninfo import conninfo_to_dict
 from conftest import Job, query, role_dsn
 
 # `origin` (conftest): 20 messages ingested and built; `fresh`: a copy of it to tamper with.
-from ingest import acl, config
+from ingest import config
+from ingest.schema import acl
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,7 +36,7 @@ def drift(job: Job, *plant: str) -> list[str]:
 def test_a_bootstrapped_and_a_built_database_are_as_declared(job, origin):
     for database in (job, origin):
         out = database.run("check")
-        assert out.stdout == "check: every privilege, owner and membership is as ingest/sql/acl.toml declares\n"
+        assert out.stdout == "check: every privilege, owner and membership is as ingest/schema/sql/acl.toml declares\n"
 
 
 def test_the_transformer_granting_staging_to_the_analyst_is_caught_and_stops_the_transform(fresh):
@@ -45,11 +46,11 @@ def test_the_transformer_granting_staging_to_the_analyst_is_caught_and_stops_the
     out = fresh.run("check", ok=False)
     assert out.returncode == 1
     assert out.stdout.splitlines() == [named]
-    assert out.error_lines() == ["error: 1 differences from ingest/sql/acl.toml (listed above)"]
+    assert out.error_lines() == ["error: 1 differences from ingest/schema/sql/acl.toml (listed above)"]
     marks = query(fresh.dsn, "SELECT model, high FROM staging.loginvault_watermarks ORDER BY model")
     build = fresh.transform(ok=False)
     assert build.returncode == 1
-    assert build.error_lines() == [f"error: the database's privileges differ from ingest/sql/acl.toml: {named}"]
+    assert build.error_lines() == [f"error: the database's privileges differ from ingest/schema/sql/acl.toml: {named}"]
     assert "Running with dbt" not in build.stdout  # refused before dbt started
     assert query(fresh.dsn, "SELECT model, high FROM staging.loginvault_watermarks ORDER BY model") == marks
 

@@ -23,8 +23,9 @@ from conftest import (
     query,
     role_dsns,
 )
-from ingest import bootstrap, config, sample
+from ingest import config, sample
 from ingest.local.pg_cluster import ensure_database, throwaway_logins
+from ingest.schema import bootstrap
 
 pytestmark = [pytest.mark.integration]
 

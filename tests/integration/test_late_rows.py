@@ -1,5 +1,5 @@
 """Rows under a load id that raw._dlt_loads already records are refused by the database (raw's
-load guards: ingest/sql/bootstrap/15_raw_loads.sql), tried with the loader's own login: a late
+load guards: ingest/schema/sql/bootstrap/15_raw_loads.sql), tried with the loader's own login: a late
 row, a second record of a load, a row straight into a partition, both orders of the race of two
 sessions, a snapshot older than the record. Every staged message stays in exactly one mart."""
 
@@ -18,7 +18,8 @@ from test_hostile_rows import assert_identity, body
 from test_lifecycle import day_partitions, land
 
 from conftest import Job, drop_test_database, execute, new_job, query, role_dsn
-from ingest import bootstrap, config, sample
+from ingest import config, sample
+from ingest.schema import bootstrap
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -34,8 +34,9 @@ from conftest import (
     role_dsns,
     wait_until,
 )
-from ingest import bootstrap, config, db, masking, sample, sqs
+from ingest import config, db, masking, sample, sqs
 from ingest.local.pg_cluster import ensure_database
+from ingest.schema import bootstrap
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

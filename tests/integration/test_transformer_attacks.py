@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from conftest import Job, execute, ip_token, query, role_dsn
-from ingest import bootstrap, config
+from ingest import config
+from ingest.schema import bootstrap
 
 pytestmark = [pytest.mark.integration]
 

@@ -1,9 +1,10 @@
-"""Unit: the privileges declaration (ingest/sql/acl.toml) and the comparison of `loginvault check`,
+"""Unit: the privileges declaration (ingest/schema/sql/acl.toml) and the comparison of `loginvault check`,
 on rows as the catalogs give them; no database."""
 
 from __future__ import annotations
 
-from ingest import acl, config
+from ingest import config
+from ingest.schema import acl
 
 OWNERS = ("loginvault_owner", "loginvault_recovery", "loginvault_eraser", "loginvault_key_admin")
 

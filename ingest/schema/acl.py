@@ -1,4 +1,4 @@
-"""`loginvault check`: the database's privileges against those declared in ingest/sql/acl.toml.
+"""`loginvault check`: the database's privileges against those declared in ingest/schema/sql/acl.toml.
 
 The declaration (data, beside the bootstrap that grants them) lists, for every schema loginvault
 uses, the owner and the privileges of every role on the schema and on each table, view,
@@ -15,7 +15,7 @@ the workload roles' logins.
 
 Column grants are privileges too (a relation's `columns`: "PRIVILEGE (col, …) to role"), and no
 privilege may be held WITH GRANT OPTION (none is declared). Last, every relation whose shape is
-declared (ingest/sql/bootstrap/21_shapes.sql: the ones definer functions read) is checked
+declared (ingest/schema/sql/bootstrap/21_shapes.sql: the ones definer functions read) is checked
 against it: row-level security or a policy on a mart, say, would run its owner's code in an
 analyst's session.
 """
@@ -297,4 +297,4 @@ def refuse(found: list[str]) -> None:
     """Differences, in one sentence naming the first, when there are any."""
     if found:
         more = f" (and {len(found) - 1} more: `loginvault check` lists them)" if len(found) > 1 else ""
-        raise Differences(f"the database's privileges differ from ingest/sql/acl.toml: {found[0]}{more}")
+        raise Differences(f"the database's privileges differ from ingest/schema/sql/acl.toml: {found[0]}{more}")

@@ -3,7 +3,7 @@
 -- the mart schema; every grant with its reason.
 --
 -- Idempotent, run as an admin (superuser, or RDS's master user) in ONE transaction that holds
--- an advisory lock (ingest/bootstrap.py), so that several processes may run it at once.
+-- an advisory lock (ingest/schema/bootstrap.py), so that several processes may run it at once.
 -- Ownership rule: nothing that a role's session reads is owned by, or alterable by, a role
 -- that should not run code in that session. Every role below is NOLOGIN; each workload logs in
 -- with a login of its own that is a member of exactly one of them (docs/architecture.md).

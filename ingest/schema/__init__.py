@@ -1,0 +1,1 @@
+"""The schema: the bootstrap (migrations, repeatable definitions, logins) and the privileges check."""
