@@ -1,4 +1,4 @@
--- loginvault bootstrap: recovery and erasure as requests to the recovery service.
+-- Recovery and erasure as requests to the recovery service.
 --
 -- A privacy officer's session holds no key and runs no lookup. It files a request
 -- (pii.request_value, pii.request_token, pii.request_erasure): who, when, from where and why

@@ -1,4 +1,4 @@
--- loginvault bootstrap: the shapes of the relations that SECURITY DEFINER functions read, and
+-- The shapes of the relations that SECURITY DEFINER functions read, and
 -- the one function that checks them.
 --
 -- A definer function runs with more trust than its caller, and several read tables a workload
@@ -10,41 +10,18 @@
 -- loginvault.checked_relation(), which locks it and refuses it unless its owner, kind, column
 -- names and built-in column types are exactly the declared ones and nothing else is attached.
 --
--- The declaration below is the one place these shapes are written: the bootstrap creates the
--- marts and the vault from it (70_mart.sql, 40_pii.sql), and a test holds it against the dbt
--- contracts (tests/integration/test_shapes.py) so that neither can drift from the other.
+-- The declaration below is the one place these shapes are written: the baseline migration
+-- created the marts and the vault of these shapes (a later change to one is a migration and
+-- an edit here, together), 70_mart.sql creates the marts from it in a mart schema that has
+-- none, and a test holds it against the dbt contracts (tests/integration/test_shapes.py) so
+-- that neither can drift from the other.
 -- Relations owned by the bootstrap's admin (the audit, the requests, the key registry) are not
 -- declared: only the admin can alter them, and the admin can replace the definers themselves.
 
-CREATE TABLE IF NOT EXISTS loginvault.declared_relations (
-    relation text   PRIMARY KEY,  -- schema-qualified, the mart schema resolved
-    owner    name   NOT NULL,
-    kind     "char" NOT NULL CHECK (kind IN ('r', 'p'))  -- p: day-partitioned (partitions: tables of the same owner)
-);
--- Its only triggers (raw's load guards, 15_raw_loads.sql): each a statement-level AFTER INSERT
--- trigger whose function has its name, in the relation's schema, a SECURITY DEFINER function of
--- the relation's owner, without arguments.
-ALTER TABLE loginvault.declared_relations ADD COLUMN IF NOT EXISTS triggers name[] NOT NULL DEFAULT '{}';
--- Whether it has a guard: an empty inheritance child in schema loginvault, owned by raw's owner
--- (loginvault.guard_of()). A column change of a table must reach its children, which only their
--- owner may alter, and PostgreSQL 15 lets an owner turn an empty table into a view unless it
--- has children: so the transformer, which owns the vault and the marts, can neither retype,
--- add, drop or rename their columns nor make them views (whose code would run in an analyst's
--- session), and they keep their shapes by construction, not only by the check below.
-ALTER TABLE loginvault.declared_relations ADD COLUMN IF NOT EXISTS guarded boolean NOT NULL DEFAULT false;
-CREATE TABLE IF NOT EXISTS loginvault.declared_columns (
-    relation    text    NOT NULL REFERENCES loginvault.declared_relations (relation) ON DELETE CASCADE,
-    position    integer NOT NULL,
-    column_name name    NOT NULL,
-    column_type text    NOT NULL,  -- as format_type() prints it
-    not_null    boolean NOT NULL,
-    PRIMARY KEY (relation, position)
-);
-ALTER TABLE loginvault.declared_relations OWNER TO CURRENT_USER;
-ALTER TABLE loginvault.declared_columns OWNER TO CURRENT_USER;
 REVOKE ALL ON loginvault.declared_relations, loginvault.declared_columns FROM PUBLIC;
 
--- The declaration, replaced whole by each bootstrap (the mart schema may have changed).
+-- The declaration (tables of the baseline), replaced whole each time the repeatable definitions
+-- are applied (the mart schema is part of their checksum).
 DELETE FROM loginvault.declared_relations;
 WITH mart AS (SELECT coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public') AS schema),
 relations (relation, owner, kind, triggers) AS (
