@@ -106,7 +106,7 @@ def test_concurrent_bootstraps_and_first_runs_on_fresh_databases(pg_cluster, tem
 
 def test_bootstrap_refuses_a_layout_older_than_0_1_0(pg_cluster, template_db):
     """An un-versioned database (loginvault's schemas, no version table) that lacks a column of
-    0.1.0's (the audit's request_id, added in 0.1.0's time) is refused with what to do, and
+    0.1.0's (here: the approvals' application_name) is refused with what to do, and
     nothing changes; with the column back it is taken over at the baseline."""
     name = create_test_database(pg_cluster, template_db)
     dsn = pg_cluster.dsn(name)
@@ -114,14 +114,14 @@ def test_bootstrap_refuses_a_layout_older_than_0_1_0(pg_cluster, template_db):
         execute(
             dsn,
             "DROP TABLE loginvault.alembic_version, loginvault.schema_definitions;"
-            " ALTER TABLE pii.recovery_audit DROP COLUMN request_id",
+            " ALTER TABLE pii.recovery_approvals DROP COLUMN application_name",
         )
         with pytest.raises(bootstrap.migrate.OlderSchema) as refused:
             bootstrap.bootstrap(dsn)
-        assert "pii.recovery_audit.request_id (bigint) is missing or differs" in str(refused.value)
+        assert "pii.recovery_approvals.application_name (text) is missing or differs" in str(refused.value)
         assert "run the bootstrap of loginvault 0.1.0 (commit c5aed21) on it first" in str(refused.value)
         assert query(dsn, "SELECT to_regclass('loginvault.alembic_version')::text") == [(None,)]
-        execute(dsn, "ALTER TABLE pii.recovery_audit ADD COLUMN request_id bigint")
+        execute(dsn, "ALTER TABLE pii.recovery_approvals ADD COLUMN application_name text")
         applied = bootstrap.bootstrap(dsn)
         assert (applied.taken_over, applied.migrations, applied.head) == (True, ["0002"], "0002")
         assert query(dsn, "SELECT version_num FROM loginvault.alembic_version") == [("0002",)]
