@@ -18,6 +18,7 @@ baseline (0001), then migrated. An older one is refused (OlderSchema): the boots
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ def head_revision() -> str:
 def migrate(connection, mart_schema: str) -> Applied:
     """Bring the database of `connection` (a SQLAlchemy Connection in a transaction) to head,
     apply the repeatable definitions if they changed, write the settings."""
+    # alembic narrates each step (and its plugins, on import) at INFO; the bootstrap's own line
+    # says what was applied.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -141,7 +145,7 @@ def migrate(connection, mart_schema: str) -> Applied:
         # loginvault schema would be).
         conn.execute("CREATE SCHEMA IF NOT EXISTS loginvault")
     script = ScriptDirectory.from_config(cfg)
-    head = script.get_current_head()
+    head = head_revision()
     pending = [rev.revision for rev in script.iterate_revisions(head, before or "base")] if before != head else []
     command.upgrade(cfg, "head")
     applied = Applied(before, current_revision(connection) or "", list(reversed(pending)), taken_over=taken_over)
