@@ -53,7 +53,7 @@ stack-status: $(STAMP) ## say whether local PostgreSQL, moto and the recovery se
 env: $(STAMP) ## print `export …` lines for the local stack (PATH with bin/ and .venv/bin, DBT_PROJECT_DIR, DBT_PROFILES_DIR, logins, queue): eval "$(make -s env)"
 	@$(LV) stack env
 
-bootstrap: $(STAMP) ## the bootstrap SQL (ingest/schema/sql/bootstrap/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
+bootstrap: $(STAMP) ## migrate the schema (ingest/schema/migrations/, repeatable/) as the admin PG_DSN, and the logins of the LOGINVAULT_<ROLE>_DSNs set
 	@$(WITH_ENV) $(LV) bootstrap
 
 seed: stack-up ## send COUNT (default 100) synthetic login events to the queue
@@ -88,8 +88,8 @@ docs-serve: docs ## serve the docs site on http://127.0.0.1:8580/ (DOCS_PORT=N: 
 	@echo "docs: http://127.0.0.1:$(DOCS_PORT)/static_index.html"
 	@$(PY) -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory dbt_project/target
 
-lint: $(STAMP) ## sqlfluff on dbt_project/, ruff on the Python code, mypy (strict) on ingest/, terraform fmt -check when terraform is installed
-	@$(VENV)/bin/sqlfluff lint dbt_project
+lint: $(STAMP) ## sqlfluff on dbt_project/ and ingest/schema/, ruff on the Python code, mypy (strict) on ingest/, terraform fmt -check when terraform is installed
+	@$(VENV)/bin/sqlfluff lint dbt_project ingest/schema
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy

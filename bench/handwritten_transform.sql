@@ -2,7 +2,7 @@
 -- validation, masking, vault encryption and inserts as the dbt project, as one script in one
 -- session, materializing the validated rows once. Run as loginvault_transformer with the keys
 -- in the session (loginvault.hmac_key, loginvault.encryption_key), after a dbt run created the
--- loginvault.* parsers (sql/bootstrap/). Writes to schema bench_hw.
+-- loginvault.* parsers (ingest/schema/repeatable/). Writes to schema bench_hw.
 
 drop table if exists bench_hw.validated, bench_hw.user_logins, bench_hw.rejected, bench_hw.vault;
 

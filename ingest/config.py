@@ -28,7 +28,7 @@ PII_ADMIN_ROLE = "loginvault_pii_admin"
 AUDITOR_ROLE = "loginvault_auditor"
 # The recovery service: besides the transformer, the only workload that holds the PII keys.
 RECOVERY_SERVICE_ROLE = "loginvault_recovery_service"
-# NOLOGIN owners (sql/bootstrap/): of raw and its tables, of the recovery functions, and of the
+# NOLOGIN owners (ingest/schema/repeatable/): of raw and its tables, of the recovery functions, and of the
 # key registry's writers (the key administrator).
 RAW_OWNER_ROLE = "loginvault_owner"
 RECOVERY_ROLE = "loginvault_recovery"

@@ -1,5 +1,5 @@
 {#- The project's SQL functions (safe parsers, canonical PII values, the tamper check) are
-    created by the bootstrap (ingest/schema/sql/bootstrap/) in the admin-owned schema `loginvault`:
+    created by the bootstrap (ingest/schema/repeatable/) in the admin-owned schema `loginvault`:
     dbt calls them and cannot replace them. -#}
 
 {% macro loginvault_function(name) -%}

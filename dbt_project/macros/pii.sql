@@ -3,7 +3,7 @@
 
 {#- The canonical form a value is tokenized and encrypted in: host(inet) for an IP (valid
     IPv4/IPv6 only, else NULL), the space-trimmed string for a device id. Defined once, as
-    loginvault.canonical_pii (ingest/schema/sql/bootstrap/; the recovery functions use it too), which the
+    loginvault.canonical_pii (ingest/schema/repeatable/; the recovery functions use it too), which the
     planner inlines. -#}
 {% macro pii_canonical(expr, kind) -%}
     {%- if kind in ('ip', 'device_id') -%}
@@ -16,7 +16,7 @@
 {#- Keyed HMAC-SHA256, hex: 64 chars, deterministic, not enumerable without the key. The input
     is kind || ':' || value, so that an IP and a device id with the same string get different
     tokens, unless the active HMAC key version is one registered over older tokens (its
-    kind_separated is false until its rotation): loginvault.pii_token (ingest/schema/sql/bootstrap/).
+    kind_separated is false until its rotation): loginvault.pii_token (ingest/schema/repeatable/).
     `kind_expr` is SQL: a quoted literal or a column. -#}
 {% macro pii_hmac(canonical_expr, kind_expr) -%}
     {{ loginvault_function('pii_token') }}(

@@ -1,5 +1,5 @@
 {#- An incremental append into a table the bootstrap created from its declared shape
-    (ingest/schema/sql/bootstrap/21_shapes.sql): the marts and the vault. They live in schemas where no
+    (ingest/schema/repeatable/21_shapes.sql): the marts and the vault. They live in schemas where no
     workload may create anything (definer functions resolve names there), so dbt never creates,
     renames or drops them: it checks the model against its contract, adds the new rows, and on
     a full refresh empties the table first. The model tells first runs from later ones with

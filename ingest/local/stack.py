@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ingest import config, settings
+from ingest.local import sample
 from ingest.local.keys_file import KeysFile
 from ingest.local.moto_server import MotoServer
 from ingest.local.network import HOST
 from ingest.local.pg_cluster import PgCluster, ensure_database, postgres_can_reach
 from ingest.local.recovery_process import RecoveryProcess
+from ingest.schema import bootstrap
 from ingest.settings import LocalStackSettings, SqsSettings
 from ingest.vault import keys
 
@@ -134,8 +136,6 @@ class LocalStack:
     def up(self, seed_if_new: int = 0) -> dict[str, str]:
         """Bring up what is not user-configured; seed `seed_if_new` events into a just-created queue."""
         from ingest.consumer import sqs
-        from ingest.local import sample
-        from ingest.schema import bootstrap
 
         values = self.env()
         # This process talks to the stack it starts: give it the stack's credentials if unset.

@@ -1,1 +1,1 @@
-"""The schema room: the bootstrap (roles, schemas, tables, functions, grants) and the ACL check."""
+"""The schema: the bootstrap (migrations, repeatable definitions, logins) and the privileges check."""

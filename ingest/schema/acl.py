@@ -15,7 +15,7 @@ the workload roles' logins.
 
 Column grants are privileges too (a relation's `columns`: "PRIVILEGE (col, …) to role"), and no
 privilege may be held WITH GRANT OPTION (none is declared). Last, every relation whose shape is
-declared (ingest/schema/sql/bootstrap/21_shapes.sql: the ones definer functions read) is checked
+declared (ingest/schema/repeatable/21_shapes.sql: the ones definer functions read) is checked
 against it: row-level security or a policy on a mart, say, would run its owner's code in an
 analyst's session.
 """

@@ -1,5 +1,6 @@
-"""The production bootstrap, as the admin PG_DSN: roles, schemas, tables, functions and grants
-(sql/bootstrap/*.sql, in name order), and a login of its own for each workload whose DSN is given.
+"""The production bootstrap, as the admin PG_DSN: the schema brought to its head version (the
+numbered migrations not yet applied, then the repeatable definitions when they changed:
+ingest/schema/migrate.py), and a login of its own for each workload whose DSN is given.
 
 One transaction under an advisory lock: processes that start together (a pod fleet, a
 rollout, several `make ingest`) bootstrap one after the other, and a failed bootstrap changes
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from ingest import LoginvaultError, config, db, settings
+from ingest.schema import migrate
 
-BOOTSTRAP_SQL_DIR = Path(__file__).parent / "sql" / "bootstrap"
 # pg_advisory_xact_lock key of the bootstrap: hashtext('loginvault.bootstrap') is not stable
 # across major versions, so a constant.
 LOCK_KEY = 0x4C56_4253  # "LVBS"
@@ -25,30 +25,39 @@ def bootstrap(
     mart_schema: str = "public",
     daily_budget: int | None = None,
     logins: Mapping[str, str] | None = None,
-) -> None:
-    """Run the idempotent bootstrap SQL (every script, one transaction); then, for each role → DSN of `logins`, make the DSN's
-    user a login of its own with the DSN's password, a member of that role only.
+) -> migrate.Applied:
+    """Migrate the schema to head (one transaction); then, for each role → DSN of `logins`, make the DSN's
+    user a login of its own with the DSN's password, a member of that role only. What it applied.
 
     `daily_budget`: the default recovery lookups per login per day (None keeps the current one,
     200 on a new database)."""
     import psycopg
+    from sqlalchemy.exc import DBAPIError
 
     try:
-        with psycopg.connect(admin_dsn, connect_timeout=10) as conn, conn.transaction():
+        conn = psycopg.connect(admin_dsn, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise db.cannot_connect(admin_dsn, exc) from None
+    try:
+        with migrate.sqlalchemy_connection(conn) as connection, connection.begin():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             conn.execute(
                 "SELECT set_config('loginvault.mart_schema', %s, true),"
                 " set_config('loginvault.recovery_daily_budget', %s, true)",
                 (mart_schema, "" if daily_budget is None else str(daily_budget)),
             )
-            for script in sorted(BOOTSTRAP_SQL_DIR.glob("*.sql")):
-                conn.execute(script.read_text())
+            applied = migrate.migrate(connection, mart_schema)
             for role, dsn in (logins or {}).items():
                 ensure_login(conn, role, dsn)
     except psycopg.OperationalError as exc:
         raise db.cannot_connect(admin_dsn, exc) from None
     except psycopg.Error as exc:
         raise LoginvaultError(f"bootstrap SQL failed: {db.first_line(exc)}") from None
+    except DBAPIError as exc:
+        raise LoginvaultError(f"bootstrap SQL failed: {db.first_line(exc.orig)}") from None
+    finally:
+        conn.close()
+    return applied
 
 
 def ensure_login(conn, role: str, dsn: str) -> None:
@@ -112,9 +121,9 @@ def workload_logins() -> dict[str, str]:
 def run(mart_schema: str, daily_budget: int | None) -> None:
     """`loginvault bootstrap`: as PG_DSN, with a login for each LOGINVAULT_<ROLE>_DSN that is set."""
     logins = workload_logins()
-    bootstrap(settings.require("PG_DSN"), mart_schema, daily_budget=daily_budget, logins=logins)
+    applied = bootstrap(settings.require("PG_DSN"), mart_schema, daily_budget=daily_budget, logins=logins)
     made = ", ".join(f"{conninfo_user(dsn)} ({role})" for role, dsn in logins.items())
-    print(f"bootstrap: done{'; logins: ' + made if made else ''}", file=sys.stderr)
+    print(f"bootstrap: done; {applied.summary()}{'; logins: ' + made if made else ''}", file=sys.stderr)
 
 
 def conninfo_user(dsn: str) -> str:

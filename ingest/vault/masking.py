@@ -14,7 +14,7 @@ import ipaddress
 import re
 
 KINDS = ("ip", "device_id")
-# The same gate as loginvault.try_inet (sql/bootstrap/): hex digits, colons and dots only, and no
+# The same gate as loginvault.try_inet (ingest/schema/repeatable/): hex digits, colons and dots only, and no
 # IPv4 octet with a leading zero.
 _IP_CHARS = re.compile(r"^[0-9A-Fa-f:.]+$")
 _LEADING_ZERO_OCTET = re.compile(r"(^|[:.])0[0-9]+(\.|$)")

@@ -1,6 +1,6 @@
 """The rule a recovery, erasure or approval reason must meet, in Python: the command refuses a
 bad reason before it reaches the database (one `error:` line, exit 2). The database applies the
-same rule (loginvault.reason_problem, sql/bootstrap/65_requests.sql) to whatever reaches it and
+same rule (loginvault.reason_problem, ingest/schema/repeatable/65_requests.sql) to whatever reaches it and
 records a refusal; a test holds the two equal, code point by code point.
 
 A reason is audited and printed by `loginvault audit`: it must say something (not blank once

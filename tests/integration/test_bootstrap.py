@@ -53,14 +53,29 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def test_bootstrap_twice_changes_nothing(pg_dsn):
+    """A bootstrap of a database at head with nothing changed applies nothing: no migration, no
+    definition (their record and alembic's version as they were), no DDL (the catalogs)."""
     catalog = (
         "SELECT string_agg(format('%s %s %s', c.oid::regclass, pg_get_userbyid(c.relowner), c.relacl), ';'"
         " ORDER BY c.oid::regclass::text) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname IN ('raw', 'pii', 'loginvault', 'staging')"
     )
-    before = query(pg_dsn, catalog)
-    bootstrap.bootstrap(pg_dsn)
+    versions = (
+        "SELECT (SELECT version_num FROM loginvault.alembic_version),"
+        " (SELECT string_agg(format('%s %s %s', name, sha256, applied_at), ';' ORDER BY name)"
+        " FROM loginvault.schema_definitions),"
+        " (SELECT string_agg(format('%s %s', oid::regprocedure, xmin), ';' ORDER BY oid) FROM pg_proc"
+        "  WHERE pronamespace IN ('raw'::regnamespace, 'pii'::regnamespace, 'loginvault'::regnamespace))"
+    )
+    before, versions_before = query(pg_dsn, catalog), query(pg_dsn, versions)
+    applied = bootstrap.bootstrap(pg_dsn)
+    assert (applied.migrations, applied.definitions, applied.head) == ([], [], "0002")
     assert query(pg_dsn, catalog) == before
+    # Not a function replaced (a CREATE OR REPLACE writes its pg_proc row: a new xmin).
+    assert query(pg_dsn, versions) == versions_before
+    # …whereas a changed mart schema applies the definitions again (the checksums include it).
+    assert bootstrap.bootstrap(pg_dsn, mart_schema="marts_elsewhere").definitions
+    assert query(pg_dsn, versions) != versions_before
 
 
 @pytest.mark.slow
@@ -90,62 +105,27 @@ def test_concurrent_bootstraps_and_first_runs_on_fresh_databases(pg_cluster, tem
             drop_test_database(pg_cluster, name)
 
 
-def test_bootstrap_upgrades_the_earlier_layout(pg_cluster, template_db):
-    """Earlier versions: the loader owned raw and its tables (dlt's included), the transformer read
-    what the loader created by default privileges, the pii-admin read the vault and inserted into
-    the audit, and raw had no load guards. After the bootstrap: the owner role owns raw, the grants
-    are exactly the new ones, raw's load guards are there, and every raw row is still there."""
+def test_bootstrap_refuses_a_layout_older_than_0_1_0(pg_cluster, template_db):
+    """An un-versioned database (loginvault's schemas, no version table) that lacks a column of
+    0.1.0's (here: the approvals' application_name) is refused with what to do, and
+    nothing changes; with the column back it is taken over at the baseline."""
     name = create_test_database(pg_cluster, template_db)
     dsn = pg_cluster.dsn(name)
     try:
         execute(
             dsn,
-            """
-            DROP TRIGGER refuse_rows_of_recorded_loads ON raw.login_events;
-            DROP TRIGGER refuse_second_record_of_a_load ON raw._dlt_loads;
-            ALTER SCHEMA raw OWNER TO loginvault_loader;
-            ALTER TABLE raw.login_events OWNER TO loginvault_loader;
-            ALTER TABLE raw._dlt_loads OWNER TO loginvault_loader;
-            ALTER TABLE raw._dlt_version OWNER TO loginvault_loader;
-            CREATE TABLE raw._dlt_pipeline_state (version bigint);
-            ALTER TABLE raw._dlt_pipeline_state OWNER TO loginvault_loader;
-            ALTER DEFAULT PRIVILEGES FOR ROLE loginvault_loader IN SCHEMA raw GRANT SELECT ON TABLES TO loginvault_transformer;
-            INSERT INTO raw.login_events VALUES ('m1', '{}', now(), now(), 1, 'q', 'l1', 'd1');
-            GRANT INSERT ON pii.recovery_audit TO loginvault_pii_admin;
-            DROP TABLE pii.vault CASCADE;
-            CREATE TABLE pii.vault (token varchar(64));
-            ALTER TABLE pii.vault OWNER TO loginvault_transformer;
-            GRANT SELECT ON pii.vault TO loginvault_pii_admin;
-            """,
+            "DROP TABLE loginvault.alembic_version, loginvault.schema_definitions;"
+            " ALTER TABLE pii.recovery_approvals DROP COLUMN application_name",
         )
-        bootstrap.bootstrap(dsn)
-        owners = query(
-            dsn,
-            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'raw'::regnamespace"
-            " UNION SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'raw'",
-        )
-        assert owners == [(config.RAW_OWNER_ROLE,)]
-        assert query(dsn, "SELECT count(*) FROM raw.login_events") == [(1,)]
-        assert query(
-            dsn, "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
-        ) == [
-            ("raw._dlt_loads", "refuse_second_record_of_a_load"),
-            ("raw.login_events", "refuse_rows_of_recorded_loads"),
-        ]
-        checks = {
-            ("loginvault_loader", "raw._dlt_pipeline_state", "INSERT"): False,
-            ("loginvault_transformer", "raw._dlt_pipeline_state", "SELECT"): False,
-            ("loginvault_loader", "raw.login_events", "SELECT"): False,
-            ("loginvault_pii_admin", "pii.vault", "SELECT"): False,
-            ("loginvault_pii_admin", "pii.recovery_audit", "INSERT"): False,
-            ("loginvault_recovery", "pii.recovery_audit", "INSERT"): True,
-        }
-        for (role, table, privilege), expected in checks.items():
-            assert query(dsn, "SELECT has_table_privilege(%s, %s, %s)", (role, table, privilege)) == [(expected,)]
-        assert query(
-            dsn,
-            "SELECT count(*) FROM pg_default_acl WHERE defaclrole = 'loginvault_loader'::regrole",
-        ) == [(0,)]
+        with pytest.raises(bootstrap.migrate.OlderSchema) as refused:
+            bootstrap.bootstrap(dsn)
+        assert "pii.recovery_approvals.application_name (text) is missing or differs" in str(refused.value)
+        assert "run the bootstrap of loginvault 0.1.0 (commit c5aed21) on it first" in str(refused.value)
+        assert query(dsn, "SELECT to_regclass('loginvault.alembic_version')::text") == [(None,)]
+        execute(dsn, "ALTER TABLE pii.recovery_approvals ADD COLUMN application_name text")
+        applied = bootstrap.bootstrap(dsn)
+        assert (applied.taken_over, applied.migrations, applied.head) == (True, ["0002"], "0002")
+        assert query(dsn, "SELECT version_num FROM loginvault.alembic_version") == [("0002",)]
     finally:
         drop_test_database(pg_cluster, name)
 

@@ -1,5 +1,5 @@
 """Definer functions run no one else's code: the allow-list of declared shapes
-(ingest/schema/sql/bootstrap/21_shapes.sql) and the schemas where no workload may create.
+(ingest/schema/repeatable/21_shapes.sql) and the schemas where no workload may create.
 
 The declaration is held against the dbt contracts (so that neither drifts), every declared
 relation passes the check after a bootstrap and after a build, and the attacks of a workload's

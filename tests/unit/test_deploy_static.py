@@ -253,7 +253,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out_of_the_build_context():
         "requirements/runtime.lock",
         "README.md",
         "ingest/cli/__init__.py",
-        "ingest/schema/sql/bootstrap/10_raw.sql",
+        "ingest/schema/migrations/versions/0001_baseline.sql",
         "dbt_project/dbt_project.yml",
         "dbt_project/profiles.yml",
         "dbt_project/models/marts/user_logins.sql",

@@ -1,10 +1,10 @@
--- loginvault bootstrap: raw's partition upkeep and retention.
+-- raw's partition upkeep and retention.
 -- SECURITY DEFINER functions owned by loginvault_owner (the raw tables' owner), search_path
 -- pinned, and the time zone and date style too (a day's bounds are written into SQL text: a
--- caller's TimeZone or DateStyle must not move them): the transform makes partitions ahead of time, and `loginvault retention apply` (as
--- dbt's login) drops whole days of cleartext, without either holding more than these
--- functions do. They decide for themselves what may go: a caller cannot make them drop a day
--- whose messages have not reached the marts.
+-- caller's TimeZone or DateStyle must not move them): the transform makes partitions ahead of
+-- time, and `loginvault retention apply` (as dbt's login) drops whole days of cleartext,
+-- without either holding more than these functions do. They decide for themselves what may go:
+-- a caller cannot make them drop a day whose messages have not reached the marts.
 
 -- The day partitions of raw.login_events for [first_day, last_day] (UTC), made if missing.
 CREATE OR REPLACE FUNCTION raw.ensure_partitions(first_day date, last_day date) RETURNS integer
@@ -37,10 +37,11 @@ END
 $fn$;
 
 -- The rows (their ctid) of raw.login_events's partition `part` received in [lo, hi) (hi NULL:
--- no end; the range prunes the scan to the partitions it covers) whose message is in neither user_logins nor rejected_login_events (the mart schema of
--- pii.settings); every such row before the marts are built. Owned by loginvault_eraser (the
--- NOLOGIN role that reads both raw and the marts); only raw's owner may call it, from
--- raw.apply_retention, which so checks the marts themselves, not staging's bookkeeping alone.
+-- no end; the range prunes the scan to the partitions it covers) whose message is in neither
+-- user_logins nor rejected_login_events (the mart schema of pii.settings); every such row
+-- before the marts are built. Owned by loginvault_eraser (the NOLOGIN role that reads both raw
+-- and the marts); only raw's owner may call it, from raw.apply_retention, which so checks the
+-- marts themselves, not staging's bookkeeping alone.
 CREATE OR REPLACE FUNCTION raw.rows_outside_marts(part regclass, lo timestamptz, hi timestamptz)
 RETURNS TABLE (row_id tid)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

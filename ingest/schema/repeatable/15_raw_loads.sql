@@ -1,4 +1,4 @@
--- loginvault bootstrap: a load is closed once recorded.
+-- A load is closed once recorded.
 -- The transform takes a load once its raw._dlt_loads row is committed and never looks at it
 -- again, so a row appended under a load id already recorded would never be staged. The
 -- database refuses it, and a second record of a load: statement-level triggers on both tables
@@ -20,9 +20,6 @@
 -- into a partition. The owner moves rows between raw's partitions straight into the partition
 -- (loginvault.ensure_day_partitions). The shape check accepts exactly these two triggers
 -- (loginvault.declared_relations.triggers, 21_shapes.sql).
-
--- A record's lookups by load id.
-CREATE INDEX IF NOT EXISTS _dlt_loads_load_id_idx ON raw._dlt_loads (load_id);
 
 -- Refuses the load ids `ids` of one statement's rows: of raw._dlt_loads rows (`recording`) when
 -- one is recorded more than once, else of raw.login_events rows when one is recorded at all.

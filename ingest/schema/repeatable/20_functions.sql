@@ -1,4 +1,4 @@
--- loginvault bootstrap: the project's functions.
+-- The project's functions.
 -- Safe parsers and the tamper check, owned by the admin: dbt, the recovery functions and the
 -- pre-flight checks call them, and no workload can replace them. The parsers run in the
 -- caller's search_path (no SET clause: it would cost a settings save and restore per row);
@@ -6,8 +6,6 @@
 -- pg_input_is_valid(), so each parser catches its own error: a malformed body or IP becomes
 -- NULL, never a failed run. Catching an error opens a subtransaction, which parallel query
 -- forbids: hence `parallel unsafe`.
-CREATE SCHEMA IF NOT EXISTS loginvault;
-ALTER SCHEMA loginvault OWNER TO CURRENT_USER;
 REVOKE ALL ON SCHEMA loginvault FROM PUBLIC;
 GRANT USAGE ON SCHEMA loginvault TO loginvault_transformer, loginvault_recovery, loginvault_owner, loginvault_eraser;
 
@@ -75,10 +73,6 @@ LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $fn$
         WHEN 'device_id' THEN nullif(btrim(value), '')
     END
 $fn$;
-
--- The tamper check of earlier versions (a block-list: RLS, triggers, rules) gave way to the
--- allow-list of 21_shapes.sql (loginvault.checked_relation).
-DROP FUNCTION IF EXISTS loginvault.assert_untampered(regclass, name);
 
 -- What a transform reads that another role owns, checked before any model runs: by the
 -- `transform` command before dbt starts, and by the staging model's pre-hook in the

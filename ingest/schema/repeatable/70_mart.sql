@@ -1,11 +1,15 @@
--- loginvault bootstrap: the mart schema and its tables.
--- (session setting loginvault.mart_schema, default public): analysts read there; the
+-- The mart schema and its tables (session setting loginvault.mart_schema, default public):
+-- analysts read there; the
 -- transformer fills user_logins and rejected_login_events, which the bootstrap creates from
 -- their declared shapes (21_shapes.sql) and hands to it. No workload may create in the mart
 -- schema: `public` holds pgcrypto's functions, which the definer functions call, and an
 -- overload made there could change what they call. A bare user_logins of the original
 -- exercise's DDL (no message_id) is replaced: dropped when empty, else kept as
 -- user_logins_before_loginvault.
+--
+-- Here and not in a migration: the mart schema is named at each bootstrap, and one named
+-- later gets its marts too. A one-off change of a mart is a migration for the databases that
+-- have it (to_regclass) and an edit of its declaration (21_shapes.sql) for the new ones.
 DO $$
 DECLARE
     mart text := coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public');
@@ -16,12 +20,10 @@ BEGIN
     END IF;
     EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', mart);
     -- USAGE: dbt fills the marts, analysts read them, the recovery functions count logins
-    -- there, the erasure deletes a subject's rows. CREATE: nobody (earlier versions let the
-    -- transformer build the marts here; on `public` too, which PUBLIC held before PostgreSQL 15).
+    -- there, the erasure deletes a subject's rows. CREATE: nobody (on `public` too, which
+    -- PUBLIC held before PostgreSQL 15).
     EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC, loginvault_transformer', mart);
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO loginvault_transformer, loginvault_analyst, loginvault_recovery, loginvault_eraser', mart);
-    -- Earlier versions let the pii-admin read the marts; the recovery functions do it now.
-    EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM loginvault_pii_admin', mart);
     existing := to_regclass(format('%I.user_logins', mart));
     IF existing IS NOT NULL AND NOT EXISTS (
         SELECT FROM pg_attribute WHERE attrelid = existing AND attname = 'message_id' AND NOT attisdropped
@@ -38,23 +40,6 @@ BEGIN
             RAISE NOTICE 'kept the pre-existing %.user_logins (not empty, or not a plain table) as user_logins_before_loginvault', mart;
         END IF;
     END IF;
-END
-$$;
-
--- Earlier versions let the pii-admin read the vault and the marts directly (dbt's grants
--- config revokes it too, at the next build of each).
-DO $$
-DECLARE
-    mart text := coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public');
-    t regclass;
-BEGIN
-    FOR t IN
-        SELECT c.oid::regclass FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE ((n.nspname = 'pii' AND c.relname = 'vault') OR n.nspname = mart) AND c.relkind IN ('r', 'p', 'v', 'm')
-          AND has_table_privilege('loginvault_pii_admin', c.oid, 'SELECT')
-    LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM loginvault_pii_admin', t);
-    END LOOP;
 END
 $$;
 

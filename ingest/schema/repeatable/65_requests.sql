@@ -1,4 +1,4 @@
--- loginvault bootstrap: recovery and erasure as requests to the recovery service.
+-- Recovery and erasure as requests to the recovery service.
 --
 -- A privacy officer's session holds no key and runs no lookup. It files a request
 -- (pii.request_value, pii.request_token, pii.request_erasure): who, when, from where and why
@@ -368,6 +368,9 @@ $fn$;
 -- Everything an auditor reads, one row per event, oldest first by `at`: each lookup and each
 -- erasure (with the request it answered), each approval or rejection, and each request that
 -- never reached a lookup or an erasure (refused when filed, cancelled, expired, still waiting).
+-- Its UNION branches are laid out alike, the columns named once, in the first (sqlfluff's
+-- layout and aliasing rules would break that up).
+-- noqa: disable=LT05,LT09,LT14,AL03
 CREATE OR REPLACE VIEW pii.audit_events AS
 SELECT a.recovered_at AS at, 'lookup'::text AS event, a.request_id, a.login_user, a.client_addr,
        a.direction AS kind, a.kind AS value_kind, a.token AS subject,
@@ -381,13 +384,14 @@ SELECT e.erased_at, 'erasure', e.request_id, e.login_user, e.client_addr,
 FROM pii.erasure_audit AS e
 UNION ALL
 SELECT p.decided_at, 'approval', p.request_id, p.login_user, p.client_addr, q.kind, q.value_kind, q.token, p.decision, p.reason
-FROM pii.recovery_approvals AS p JOIN pii.recovery_requests AS q ON q.id = p.request_id
+FROM pii.recovery_approvals AS p INNER JOIN pii.recovery_requests AS q ON p.request_id = q.id
 UNION ALL
 SELECT q.requested_at, 'request', q.id, q.login_user, q.client_addr, q.kind, q.value_kind, q.token,
        coalesce(q.outcome, q.state), q.reason
 FROM pii.recovery_requests AS q
 WHERE NOT EXISTS (SELECT FROM pii.recovery_audit AS a WHERE a.request_id = q.id)
   AND NOT EXISTS (SELECT FROM pii.erasure_audit AS e WHERE e.request_id = q.id);
+-- noqa: enable=all
 ALTER VIEW pii.audit_events OWNER TO CURRENT_USER;
 REVOKE ALL ON pii.audit_events FROM PUBLIC;
 GRANT SELECT ON pii.audit_events TO loginvault_auditor;

@@ -1,76 +1,23 @@
--- loginvault bootstrap: the key registry, the token rule, and the key check.
--- The registry holds, per kind and version, a fingerprint of each key (one-way, keyed: it
--- tells two keys apart, and nothing about either), its state and when it changed. It never
--- holds a key: keys exist only in the environment and, as session settings, in the sessions
--- that use them.
-CREATE TABLE IF NOT EXISTS pii.key_versions (
-    kind           text        NOT NULL CHECK (kind IN ('hmac', 'encryption')),
-    version        integer     NOT NULL CHECK (version > 0),
-    fingerprint    text        NOT NULL,
-    -- pending: a rotation to it is under way; active: the key in use; previous: the one before
-    -- it, still needed (old tokens resolve / rows not yet re-encrypted); retired: gone.
-    state          text        NOT NULL CHECK (state IN ('pending', 'active', 'previous', 'retired')),
-    -- hmac: whether the token's input is kind || ':' || value (tokens of an IP and a device id
-    -- with the same string differ). Only a version registered over existing tokens is not.
-    kind_separated boolean     NOT NULL DEFAULT true,
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    activated_at   timestamptz,
-    retired_at     timestamptz,
-    PRIMARY KEY (kind, version),
-    UNIQUE (kind, fingerprint)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS key_versions_one_active ON pii.key_versions (kind) WHERE state = 'active';
-CREATE UNIQUE INDEX IF NOT EXISTS key_versions_one_previous ON pii.key_versions (kind) WHERE state = 'previous';
-CREATE UNIQUE INDEX IF NOT EXISTS key_versions_one_pending ON pii.key_versions (kind) WHERE state = 'pending';
-ALTER TABLE pii.key_versions OWNER TO CURRENT_USER;
+-- The key registry's grants (its table is the baseline's), the token rule, and the key check.
 REVOKE ALL ON pii.key_versions FROM PUBLIC;
 -- Only the key administrator writes the registry, through its functions below: a workload
 -- that could write it could register a key of its own as active, re-hash the erased subjects
 -- under it and put the registry back (their next messages would enter the mart). The
 -- transformer reads it (every build checks its keys; the rotations plan their steps) and calls
--- the functions (first build, rotations, retirement); earlier versions let it write the table.
+-- the functions (first build, rotations, retirement).
 REVOKE ALL ON pii.key_versions FROM loginvault_transformer;
 GRANT SELECT ON pii.key_versions TO loginvault_transformer;
 GRANT SELECT, INSERT, UPDATE ON pii.key_versions TO loginvault_key_admin;
 -- The recovery functions pick the key of a row's version; the auditor sees the key history;
 -- the recovery service checks its keys against it at start (naming both fingerprints when they
--- differ). A privacy officer holds no key, so has nothing to compare (earlier versions: it had).
+-- differ). A privacy officer holds no key, so has nothing to compare.
 REVOKE ALL ON pii.key_versions FROM loginvault_pii_admin;
 GRANT SELECT ON pii.key_versions TO loginvault_recovery, loginvault_auditor, loginvault_recovery_service;
-COMMENT ON TABLE pii.key_versions IS
-    'Versions of the PII keys: fingerprints (never keys), states, times (loginvault keys status).';
 
--- Old token → new token of each HMAC rotation, kept until `keys retire hmac`: an old token
--- from an analyst's extract still resolves (audited). Written by the rotation (the transformer),
--- read by the recovery functions.
-CREATE TABLE IF NOT EXISTS pii.token_map (
-    kind         text    NOT NULL,
-    old_token    text    NOT NULL,
-    new_token    text    NOT NULL,
-    from_version integer NOT NULL,
-    to_version   integer NOT NULL,
-    PRIMARY KEY (kind, old_token)
-);
-ALTER TABLE pii.token_map OWNER TO loginvault_transformer;
+-- pii.token_map (old token → new token of each HMAC rotation; the baseline's, owned by the
+-- transformer) keeps its columns (21_shapes.sql); the recovery functions read it.
 SELECT loginvault.ensure_guard('pii.token_map');
 GRANT SELECT ON pii.token_map TO loginvault_recovery;
-
--- The vault records the versions of the keys that made each token and ciphertext. A vault of
--- an earlier version has neither column: its rows are version 1 of both.
-DO $$
-BEGIN
-    IF to_regclass('pii.vault') IS NOT NULL AND NOT EXISTS (
-        SELECT FROM pg_attribute WHERE attrelid = to_regclass('pii.vault') AND attname = 'hmac_key_version'
-    ) THEN
-        -- Without a statement that reads or writes the transformer's rows (a trigger, a policy
-        -- or an index expression of its would run in this, the admin's, session; SET ROLE is no
-        -- boundary: such code could RESET it): a constant default fills the rows in the catalog
-        -- only, no row is rewritten.
-        ALTER TABLE pii.vault ADD COLUMN hmac_key_version integer DEFAULT 1, ADD COLUMN encryption_key_version integer DEFAULT 1;
-        ALTER TABLE pii.vault ALTER COLUMN hmac_key_version DROP DEFAULT, ALTER COLUMN encryption_key_version DROP DEFAULT;
-    END IF;
-END
-$$;
 
 -- A key's fingerprint: the first 16 hex digits of HMAC-SHA256(label, key). One-way and keyed.
 CREATE OR REPLACE FUNCTION loginvault.key_fingerprint(kind text, key text) RETURNS text

@@ -1,4 +1,4 @@
--- loginvault bootstrap: the lookups behind recovery.
+-- The lookups behind recovery.
 -- SECURITY DEFINER, owned by loginvault_recovery (NOLOGIN: it has SELECT on the vault and the
 -- mart, INSERT on the audit, and nothing else), search_path pinned, row security off (a
 -- planted policy makes the read fail instead of running). Nobody is granted EXECUTE on these:
@@ -7,13 +7,6 @@
 -- with the requesting officer's login, time, address and reason as the request recorded them.
 -- The keys come from the service's session (loginvault.encryption_key, loginvault.hmac_key:
 -- startup options, never SQL text): an officer's session holds none.
-
--- Earlier versions: the lookups were called by the officer, in the officer's transaction.
-DROP FUNCTION IF EXISTS pii.recover_value(text, text);
-DROP FUNCTION IF EXISTS pii.recover_token(text, text, text);
-DROP FUNCTION IF EXISTS pii.recovery_begin(text, text, text, text);
-DROP FUNCTION IF EXISTS pii.recovery_write_audit(text, text, text, text, text);
-DROP FUNCTION IF EXISTS pii.recovery_admit();
 
 -- The budget of `login` today (UTC): (admitted, the daily limit, lookups used, when it resets).
 -- The caller holds the login's budget lock (pii.serve_next_request locks the login's row of

@@ -1,50 +1,12 @@
--- loginvault bootstrap, in the order of the file names: extensions, roles (here), the raw
--- tables, the project's functions, staging, pii and the key registry, the recovery functions,
--- the mart schema; every grant with its reason.
+-- Loginvault's repeatable definitions, in the order of the file names: the database's
+-- privileges (here), raw's grants and load guards, the project's functions, the shape
+-- declaration, staging, pii and the key registry, the recovery functions, the marts; every
+-- grant with its reason. The tables they name are the migrations' (ingest/schema/migrations).
 --
--- Idempotent, run as an admin (superuser, or RDS's master user) in ONE transaction that holds
--- an advisory lock (ingest/schema/bootstrap.py), so that several processes may run it at once.
--- Ownership rule: nothing that a role's session reads is owned by, or alterable by, a role
--- that should not run code in that session. Every role below is NOLOGIN; each workload logs in
--- with a login of its own that is a member of exactly one of them (docs/architecture.md).
-
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
--- The functions below name pgcrypto's functions in public (with a pinned search_path).
-DO $$
-DECLARE
-    home text := (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto');
-BEGIN
-    IF home <> 'public' THEN
-        RAISE EXCEPTION 'pgcrypto is installed in schema %, loginvault expects public: ALTER EXTENSION pgcrypto SET SCHEMA public', home;
-    END IF;
-END
-$$;
-
-DO $$
-DECLARE
-    r text;
-BEGIN
-    FOREACH r IN ARRAY ARRAY[
-        -- workload roles: each login is a member of exactly one of these
-        'loginvault_loader', 'loginvault_transformer', 'loginvault_analyst',
-        'loginvault_pii_admin', 'loginvault_auditor', 'loginvault_recovery_service',
-        -- owner roles: never granted to a login
-        'loginvault_owner', 'loginvault_recovery', 'loginvault_eraser',
-        -- the key administrator: the only writer of the key registry (45_keys.sql)
-        'loginvault_key_admin'
-    ] LOOP
-        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-        END IF;
-        -- The admin must be a member to hand objects to the role (ALTER … OWNER TO needs it
-        -- on RDS, where the master user is not a superuser). The membership runs one way: the
-        -- admin may act as the role, the role never as the admin.
-        IF NOT pg_has_role(current_user, r, 'MEMBER') THEN
-            EXECUTE format('GRANT %I TO %I', r, current_user);
-        END IF;
-    END LOOP;
-END
-$$;
+-- Safe to run again, and run again whole whenever any of them changes (or the mart schema
+-- does): by the bootstrap, as an admin (superuser, or RDS's master user), after the
+-- migrations, in the same ONE transaction that holds the bootstrap's advisory lock
+-- (ingest/schema/bootstrap.py). They never read or write a workload's rows.
 
 -- Nobody gets anything by default in this database.
 DO $$

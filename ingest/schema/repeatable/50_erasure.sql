@@ -1,4 +1,5 @@
--- loginvault bootstrap: subject erasure (GDPR Art. 17, CCPA deletion).
+-- Subject erasure (GDPR Art. 17, CCPA deletion): its grants and functions (the tables are the
+-- baseline's).
 -- pii.erase_subject is a SECURITY DEFINER function owned by loginvault_eraser (NOLOGIN: DELETE
 -- on what holds a subject's rows, and nothing else), search_path pinned. Only the recovery
 -- service's function (pii.serve_next_request, 65_requests.sql) calls it, for an officer's
@@ -6,48 +7,12 @@
 -- session committed; the audit row is written in the transaction of the erasure, and what it
 -- reads is checked first. The keys come from the service's session.
 
--- Erased subjects, so that a redelivery, a DLQ redrive or a replay of their messages never
--- enters the marts again (staging rejects them: erased_subject). subject_token is the keyed
--- hash of the user id (loginvault.pii_token('user_id', …)) under hmac_key_version; the user id
--- itself is kept only encrypted (under encryption_key_version), so that a key rotation can
--- hash it again: nothing else could keep the list working across HMAC rotations. The
--- transform reads the hashes (column grant), never the ciphertext.
-CREATE TABLE IF NOT EXISTS pii.erased_subjects (
-    subject_token          text        PRIMARY KEY,
-    hmac_key_version       integer     NOT NULL,
-    ciphertext             bytea       NOT NULL,
-    encryption_key_version integer     NOT NULL,
-    erased_at              timestamptz NOT NULL DEFAULT now()
-);
-ALTER TABLE pii.erased_subjects OWNER TO CURRENT_USER;
 REVOKE ALL ON pii.erased_subjects FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON pii.erased_subjects TO loginvault_eraser;
 GRANT SELECT (subject_token, hmac_key_version) ON pii.erased_subjects TO loginvault_transformer;
-COMMENT ON TABLE pii.erased_subjects IS
-    'Erased data subjects (keyed hash; the user id only encrypted): staging rejects their messages (erased_subject).';
-
--- Every erasure (and dry run): the subject's keyed hash, never the user id; the counts; why.
-CREATE TABLE IF NOT EXISTS pii.erasure_audit (
-    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    erased_at        timestamptz NOT NULL DEFAULT now(),
-    login_user       text        NOT NULL,
-    client_addr      inet,
-    application_name text,
-    subject_token    text        NOT NULL,
-    dry_run          boolean     NOT NULL,
-    raw_rows         bigint      NOT NULL,
-    staged_rows      bigint      NOT NULL,
-    logins           bigint      NOT NULL,
-    rejections       bigint      NOT NULL,
-    vault_values     bigint      NOT NULL,
-    reason           text        NOT NULL CHECK (btrim(reason) <> '')
-);
-ALTER TABLE pii.erasure_audit ADD COLUMN IF NOT EXISTS request_id bigint;
-ALTER TABLE pii.erasure_audit OWNER TO CURRENT_USER;
 REVOKE ALL ON pii.erasure_audit FROM PUBLIC;
 GRANT INSERT ON pii.erasure_audit TO loginvault_eraser;
 GRANT SELECT ON pii.erasure_audit TO loginvault_auditor;
-COMMENT ON TABLE pii.erasure_audit IS 'Who erased which subject (keyed hash), when, what and why (loginvault erase).';
 
 -- The eraser's privileges on what the bootstrap owns (dbt grants it those on its models).
 GRANT SELECT, DELETE ON raw.login_events TO loginvault_eraser;
@@ -66,7 +31,6 @@ GRANT EXECUTE ON FUNCTION loginvault.try_jsonb(text),
 -- subjects stay); adds them to
 -- pii.erased_subjects; audits, with the asker of request `request_id`. With `dry_run`, counts
 -- and audits only. One transaction.
-DROP FUNCTION IF EXISTS pii.erase_subject(text, text, boolean);
 CREATE OR REPLACE FUNCTION pii.erase_subject(user_id text, reason text, dry_run boolean, request_id bigint)
 RETURNS TABLE (raw_rows bigint, staged_rows bigint, logins bigint, rejections bigint, vault_values bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET row_security = off AS $fn$

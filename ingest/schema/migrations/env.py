@@ -1,0 +1,12 @@
+"""alembic's environment for loginvault's migrations: always online, on the connection the
+bootstrap passes in `config.attributes["connection"]` (its transaction, under its advisory
+lock), with the version table loginvault.alembic_version. There is no alembic.ini: the
+bootstrap builds the Config (ingest/schema/migrate.py)."""
+
+from alembic import context
+
+from ingest.schema import migrate
+
+context.configure(connection=context.config.attributes["connection"], **migrate.CONTEXT_OPTIONS)
+with context.begin_transaction():
+    context.run_migrations()
