@@ -118,8 +118,9 @@ def metrics_host_setting(variable: str, scope: str = "", needs: str | None = Non
 class CommandParser(argparse.ArgumentParser):
     """argparse's parser, which also refuses (exit 2, one `error:` line) a flag given without the
     flag it `needs` or with one it `conflicts` with; a command's own parser refuses an argument
-    it does not know itself, naming the command, and a group's a flag before the action. With `verbatim`, every argument after the
-    command is that one setting's, as written (`stack dbt`: dbt's own flags, --help included)."""
+    it does not know itself, naming the command, and a group's a flag before the action. With
+    `verbatim`, every argument after the command is that one setting's, as written (`stack dbt`:
+    dbt's own flags, --help included)."""
 
     def __init__(self, *args: Any, verbatim: str | None = None, **kwargs: Any) -> None:
         if verbatim is not None:
