@@ -94,7 +94,7 @@ def peak_rss(dsn: str, endpoint_url: str, n: int) -> dict:
         "AWS_REGION": region,
     }
     port = free_port()
-    args = ["run", "--follow", "--metrics-port", str(port), "--log-format", "json"]
+    args = ["--log-format", "json", "run", "--follow", "--metrics-port", str(port)]
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
         producer.start()

@@ -1,5 +1,5 @@
 """The names of loginvault: queues, schemas, roles, workloads and key variables. Constants only:
-nothing here reads the environment (ingest/settings.py reads it, once, at a command's start)."""
+nothing here reads the environment (ingest/settings/ reads it, once, at a command's start)."""
 
 from __future__ import annotations
 

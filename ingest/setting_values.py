@@ -1,8 +1,9 @@
-"""How a setting's text is read: whole numbers, seconds, ports, choices, SQL names, URLs, paths.
+"""How a setting's text is read: whole numbers, seconds, ports, choices, SQL names, URLs, paths,
+moments.
 
 A parser takes the text of a flag or of an environment variable and returns the value, or raises
 a ValueError whose message says what was expected and what came ("expected …, got …"): the
-caller names the flag or the variable (ingest/settings.py).
+caller names the flag or the variable (ingest/settings/).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,22 @@ def host(text: str) -> str:
 
 def path(text: str) -> Path:
     return Path(text.strip()).expanduser()
+
+
+_AGO = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def moment(text: str) -> datetime:
+    """A moment: `7d`, `12h`, `30m`, `90s` ago, or an ISO date/time (UTC when it has no zone)."""
+    ago = _AGO.match(text.strip())
+    if ago:
+        return datetime.now(timezone.utc) - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"expected e.g. 7d, 12h, 2026-01-31 or 2026-01-31T09:00, got {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def argument_type(parse: Parser) -> Callable[[str], Any]:

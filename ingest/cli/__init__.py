@@ -4,11 +4,12 @@ settings, call the command, report an error the user can fix in one line.
 One module per command group, each command a class (command.py) whose `execute` imports the
 module that does the work: stack.py, bootstrap.py, check.py, seed.py, run.py, dlq.py, transform.py,
 recover.py (recover, audit, recovery), summary.py, keys.py, lifecycle.py (retention, raw, erase).
+A group's actions (`keys status|rotate|retire`) are sub-parsers, each with only its own flags;
+every flag is a setting of ingest/settings/, put on the parser by `settings.add_arguments`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ingest import LoginvaultError, settings
@@ -25,7 +26,7 @@ from ingest.cli.seed import SeedCommand
 from ingest.cli.stack import StackCommand
 from ingest.cli.summary import SummaryCommand
 from ingest.cli.transform import TransformCommand
-from ingest.settings import CommonSettings
+from ingest.settings import CommandParser, CommonSettings
 
 PROG = "loginvault"
 COMMANDS: tuple[Command, ...] = (
@@ -58,15 +59,35 @@ def version() -> str:
         return "unknown (not installed: `make venv`, or `pip install .`)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="loginvault: SQS login events → PostgreSQL, PII masked.")
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog=PROG, description="loginvault: SQS login events → PostgreSQL, PII masked.")
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     settings.add_arguments(parser, CommonSettings)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command_parser = sub.add_parser(command.name, help=command.help, description=command.help)
-        command.configure_parser(command_parser)
-        command_parser.set_defaults(handler=command)
+    add_commands(parser, COMMANDS, "command")
+    return parser
+
+
+def add_commands(parser: CommandParser, commands: tuple[Command, ...], dest: str) -> None:
+    """A sub-parser for each command (each action of a group), with the flags of its settings."""
+    sub = parser.add_subparsers(dest=dest, required=True, metavar=dest.upper(), title=f"{dest}s")
+    for command in commands:
+        child = sub.add_parser(command.name, help=command.help, description=command.help, verbatim=command.verbatim)
+        parser.children[command.name] = child
+        if command.actions:
+            child.grouping = True
+            add_commands(child, command.actions, "action")
+            continue
+        child.leaf = True
+        for cls in command.flags:
+            settings.add_arguments(child, cls)
+        child.set_defaults(handler=command)
+
+
+def command_parser(*names: str) -> CommandParser:
+    """The parser of `loginvault NAMES…` (e.g. "keys", "rotate"), for its help."""
+    parser = build_parser()
+    for name in names:
+        parser = parser.children[name]
     return parser
 
 

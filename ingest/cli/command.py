@@ -1,5 +1,7 @@
-"""What a `loginvault` command is: a name, a help line, its flags (`configure_parser`) and what it
-does (`execute`, which imports the module that does the work and calls it)."""
+"""What a `loginvault` command is: a name, a help line, the settings classes whose flags it takes
+(`flags`, declared in ingest/settings/) and what it does (`execute`, which imports the module that
+does the work and calls it) — or, for a group such as `keys`, its actions, each a command of its
+own with its own flags."""
 
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ from ingest.settings import CommonSettings
 
 
 class Command:
-    """One command of `loginvault`; subclasses set `name` and `help` and override the two methods."""
+    """One command of `loginvault`, or one action of a group; subclasses set `name`, `help` and
+    either `flags` and `execute`, or `actions`."""
 
     name: str
     help: str
-
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        """Declare the command's own flags and arguments."""
+    flags: tuple[type, ...] = ()  # settings classes: their flags and arguments are the command's
+    actions: tuple[Command, ...] = ()  # a group's: `loginvault NAME ACTION …`
+    verbatim: str | None = None  # a setting that takes every argument after the command as written
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         """Do the command; its exit code. A problem the user can fix raises LoginvaultError."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ingest import settings
 from ingest.cli.command import Command, print_rows
-from ingest.setting_values import argument_type, positive
-from ingest.settings import CommonSettings, SettingError
+from ingest.settings import CommonSettings, KeyKind, KeyRotation
 
 STATUS_COLUMNS = (
     "kind", "version", "state", "fingerprint", "tokens", "vault_rows", "mart_rows", "created_at", "activated_at",
@@ -16,48 +16,61 @@ STATUS_COLUMNS = (
 )  # fmt: skip
 
 
-class KeysCommand(Command):
-    name = "keys"
-    help = "PII key versions, as dbt's login: status; rotate or retire a key"
+class KeysStatus(Command):
+    name = "status"
+    help = "every key version: kind, version, state, fingerprint, token rule, vault and mart rows, times"
 
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("action", choices=["status", "rotate", "retire"])
-        parser.add_argument(
-            "kind",
-            nargs="?",
-            choices=["hmac", "encryption"],
-            help="with rotate: from LOGINVAULT_<KIND>_KEY_PREVIOUS (the active key) to LOGINVAULT_<KIND>_KEY;"
-            " with retire: the previous version (old tokens stop resolving / the old key is no longer needed)",
-        )
-        parser.add_argument(
-            "--batch",
-            type=argument_type(positive),
-            metavar="N",
-            help="with rotate: vault rows per committed batch (default 50,000 for hmac, 20,000 for encryption)",
-        )
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        print_key_status(common.mart_schema)
+        return 0
+
+
+class KeysRotate(Command):
+    name = "rotate"
+    help = "rotate a key from LOGINVAULT_<KIND>_KEY_PREVIOUS (the active key) to LOGINVAULT_<KIND>_KEY"
+    flags = (KeyRotation,)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         from ingest.local import keys_in_step
         from ingest.vault import keys, rotation
 
-        if args.action in ("rotate", "retire") and args.kind is None:
-            raise SettingError(f"keys {args.action} needs a kind: hmac or encryption")
-        if args.action == "rotate":
-            if args.kind == keys.HMAC:
-                rotated = rotation.rotate_hmac(common.mart_schema, args.batch or rotation.MAP_BATCH)
-            else:
-                rotated = rotation.rotate_encryption(args.batch or rotation.REWRAP_BATCH)
-            done = f"keys: the {args.kind} key is rotated already: nothing to do"
-            print(rotated.line() if rotated else done, file=sys.stderr)
-            in_step = keys_in_step.after_rotate(args.kind, common.mart_schema)
-        elif args.action == "retire":
-            retired = keys.retire(args.kind)
-            print(f"keys: {args.kind} key version {retired.version} retired", file=sys.stderr)
-            in_step = keys_in_step.after_retire(args.kind, common.mart_schema)
-        if args.action != "status" and in_step:
-            print(in_step, file=sys.stderr)
-        print_key_status(common.mart_schema)
-        return 0
+        chosen = settings.load(KeyRotation, args)
+        if chosen.kind == keys.HMAC:
+            rotated = rotation.rotate_hmac(common.mart_schema, chosen.batch or rotation.MAP_BATCH)
+        else:
+            rotated = rotation.rotate_encryption(chosen.batch or rotation.REWRAP_BATCH)
+        done = f"keys: the {chosen.kind} key is rotated already: nothing to do"
+        print(rotated.line() if rotated else done, file=sys.stderr)
+        return after_change(keys_in_step.after_rotate(chosen.kind, common.mart_schema), common)
+
+
+class KeysRetire(Command):
+    name = "retire"
+    help = "retire the previous version of a key: hmac, old tokens stop resolving; encryption, the old key goes"
+    flags = (KeyKind,)
+
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        from ingest.local import keys_in_step
+        from ingest.vault import keys
+
+        kind = settings.load(KeyKind, args).kind
+        retired = keys.retire(kind)
+        print(f"keys: {kind} key version {retired.version} retired", file=sys.stderr)
+        return after_change(keys_in_step.after_retire(kind, common.mart_schema), common)
+
+
+def after_change(in_step: str | None, common: CommonSettings) -> int:
+    """What the local stack's keys file did to keep in step, then the key status."""
+    if in_step:
+        print(in_step, file=sys.stderr)
+    print_key_status(common.mart_schema)
+    return 0
+
+
+class KeysCommand(Command):
+    name = "keys"
+    help = "PII key versions, as dbt's login: status; rotate or retire a key"
+    actions = (KeysStatus(), KeysRotate(), KeysRetire())
 
 
 def print_key_status(mart_schema: str) -> None:

@@ -12,18 +12,18 @@ import threading
 from ingest import LoginvaultError, count, settings
 from ingest.cli import logs
 from ingest.cli.command import Command
-from ingest.settings import CommonSettings, RequestSettings, RetentionSettings, SettingError
+from ingest.cli.recover import checked_reason
+from ingest.settings import CommonSettings, EraseSettings, Reason, RequestSettings, RetentionSettings
 
 log = logging.getLogger("ingest")
 
 
-class RetentionCommand(Command):
-    name = "retention"
-    help = "as dbt's login: drop raw and staged cleartext older than the window"
-
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("action", choices=["apply"])
-        settings.add_arguments(parser, RetentionSettings)
+class RetentionApply(Command):
+    name = "apply"
+    help = (
+        "as dbt's login: drop the days of raw and staged cleartext before the window whose messages reached the marts"
+    )
+    flags = (RetentionSettings,)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         """Once, or every S seconds until a signal; a failed run of the service is logged and retried."""
@@ -51,12 +51,15 @@ class RetentionCommand(Command):
                 return 0
 
 
-class RawCommand(Command):
-    name = "raw"
-    help = "as the admin PG_DSN: convert an unpartitioned raw.login_events to day partitions"
+class RetentionCommand(Command):
+    name = "retention"
+    help = "the cleartext window: apply it"
+    actions = (RetentionApply(),)
 
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("action", choices=["partition"])
+
+class RawPartition(Command):
+    name = "partition"
+    help = "as the admin PG_DSN: convert an unpartitioned raw.login_events to day partitions"
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         from ingest.lifecycle import retention
@@ -69,23 +72,23 @@ class RawCommand(Command):
         return 0
 
 
+class RawCommand(Command):
+    name = "raw"
+    help = "raw.login_events itself: partition an earlier version's by day"
+    actions = (RawPartition(),)
+
+
 class EraseCommand(Command):
     name = "erase"
     help = "as a privacy officer (loginvault_pii_admin, no key): erase a data subject through the recovery service (audited)"
-
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--user-id", required=True, help="the subject's user_id, exactly as sent")
-        parser.add_argument("--reason", required=True, help="why (request id): written to pii.erasure_audit")
-        parser.add_argument("--dry-run", action="store_true", help="print the counts only (the lookup is audited)")
-        settings.add_arguments(parser, RequestSettings)
+    flags = (EraseSettings, Reason, RequestSettings)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest.vault import erase, reasons
+        from ingest.vault import erase
 
-        problem = reasons.problem(args.reason)
-        if problem:
-            raise SettingError(f"--reason: {problem}")
+        reason = checked_reason(args)
+        subject = settings.load(EraseSettings, args)
         timeout = settings.load(RequestSettings, args).timeout
-        result = erase.erase(args.user_id, args.reason, timeout, dry_run=args.dry_run)
-        print(result.line(args.dry_run), file=sys.stderr)
+        result = erase.erase(subject.user_id, reason, timeout, dry_run=subject.dry_run)
+        print(result.line(subject.dry_run), file=sys.stderr)
         return 0

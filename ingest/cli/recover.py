@@ -1,5 +1,5 @@
-"""`loginvault recover` (a privacy officer: token → value, value → token; four eyes' approve,
-reject, pending, answer), `loginvault audit` (an auditor) and `loginvault recovery serve` (the
+"""`loginvault recover lookup|pending|approve|reject|answer` (a privacy officer: token → value,
+value → token; four eyes), `loginvault audit` (an auditor) and `loginvault recovery serve` (the
 recovery service). The requests, the service and the audit are ingest/vault/, ingest/vault/recover.py
 and ingest/vault/audit.py; this module says what came of them."""
 
@@ -10,7 +10,16 @@ import sys
 
 from ingest import LoginvaultError, settings
 from ingest.cli.command import Command, print_rows
-from ingest.settings import CommonSettings, RecoveryServiceSettings, RequestSettings, SettingError
+from ingest.settings import (
+    AuditSettings,
+    CommonSettings,
+    Lookup,
+    Reason,
+    RecoveryServiceSettings,
+    RequestId,
+    RequestSettings,
+    SettingError,
+)
 
 # Outcomes that answer nothing: the sentence each is reported with (exit 1).
 REFUSALS = {
@@ -25,7 +34,6 @@ REFUSALS = {
     " with the current keys (`loginvault keys status` shows their fingerprints)",
     "refused": "the recovery service refused the lookup: {error} (audited)",
 }
-ACTIONS = ("approve", "reject", "pending", "answer")
 
 
 def report_recovery(result) -> int:
@@ -55,71 +63,79 @@ def report_recovery(result) -> int:
     return 0
 
 
-class RecoverCommand(Command):
-    name = "recover"
-    help = "as a privacy officer (loginvault_pii_admin, no key): token → value or value → token through the recovery service (audited); four eyes: approve, reject, pending, answer"
+def checked_reason(args: argparse.Namespace) -> str:
+    """The officer's --reason, refused (exit 2) before it is sent when it could not be audited."""
+    from ingest.vault import reasons
 
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("action", nargs="?", choices=ACTIONS, help="four eyes: decide, list or read requests")
-        parser.add_argument("request_id", nargs="?", type=int, metavar="ID", help="with approve, reject, answer")
-        what = parser.add_mutually_exclusive_group()
-        what.add_argument("--token", help="print the kind and cleartext of this token")
-        what.add_argument("--ip", help="print the token of this IP and how many logins carry it")
-        what.add_argument("--device-id", help="print the token of this device id and how many logins carry it")
-        parser.add_argument("--reason", help="why (ticket, request): audited; required but with pending and answer")
-        settings.add_arguments(parser, RequestSettings)
+    reason = settings.load(Reason, args).reason
+    problem = reasons.problem(reason)
+    if problem:
+        raise SettingError(f"--reason: {problem}")
+    return reason
+
+
+class RecoverLookup(Command):
+    name = "lookup"
+    help = "token → value (--token) or value → token (--ip, --device-id), through the recovery service (audited)"
+    flags = (Lookup, Reason, RequestSettings)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
-        from ingest.vault import reasons, recover
+        from ingest.vault import recover
 
-        asked = args.token is not None or args.ip is not None or args.device_id is not None
-        check_action(args, asked)
-        if args.action != "pending" and args.action != "answer":
-            problem = reasons.problem(args.reason)
-            if problem:
-                raise SettingError(f"--reason: {problem}")
+        reason = checked_reason(args)
         timeout = settings.load(RequestSettings, args).timeout
-        if args.action:
-            return decide_or_list(args, timeout)
-        if args.token is not None:
-            return report_recovery(recover.recover(reason=args.reason, timeout=timeout, token=args.token))
-        kind, value = ("ip", args.ip) if args.ip is not None else ("device_id", args.device_id)
-        return report_recovery(recover.recover(reason=args.reason, timeout=timeout, value=value, kind=kind))
+        asked = settings.load(Lookup, args)
+        if asked.token is not None:
+            return report_recovery(recover.recover(reason=reason, timeout=timeout, token=asked.token))
+        kind, value = ("ip", asked.ip) if asked.ip is not None else ("device_id", asked.device_id)
+        return report_recovery(recover.recover(reason=reason, timeout=timeout, value=value, kind=kind))
 
 
-def check_action(args: argparse.Namespace, asked: bool) -> None:
-    """Exactly one of a lookup or an action, and only the flags that apply to it (exit 2)."""
-    if args.action is None:
-        if not asked:
-            raise SettingError(
-                "recover: give one of --token, --ip or --device-id (or approve, reject, pending, answer)"
-            )
-        if args.request_id is not None:
-            raise SettingError("recover: a request ID goes with approve, reject or answer")
-        return
-    if asked:
-        raise SettingError(f"recover {args.action}: --token, --ip and --device-id do not apply")
-    if args.action == "pending":
-        if args.request_id is not None or args.reason is not None:
-            raise SettingError("recover pending takes no request ID and no --reason")
-    elif args.request_id is None:
-        raise SettingError(f"recover {args.action} needs the request's ID (`loginvault recover pending`)")
-    elif args.action == "answer" and args.reason is not None:
-        raise SettingError("recover answer: --reason does not apply (the request has its reason)")
+class RecoverPending(Command):
+    name = "pending"
+    help = "four eyes: the requests that wait for an approval"
 
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        from ingest.vault import requests
 
-def decide_or_list(args: argparse.Namespace, timeout: float) -> int:
-    from ingest.vault import erase, recover, requests
-
-    if args.action == "pending":
         print_rows(
             ("request", "requested_at", "login_user", "kind", "value_kind", "token", "dry_run", "state", "reason"),
             requests.waiting(),
         )
         return 0
-    if args.action == "answer":
+
+
+class RecoverDecide(Command):
+    """`recover approve ID` and `recover reject ID`: another officer's request (audited)."""
+
+    flags = (RequestId, Reason)
+
+    def __init__(self, approve: bool) -> None:
+        self.approve = approve
+        self.name = "approve" if approve else "reject"
+        self.help = f"four eyes: {self.name} another officer's request (audited)"
+
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        from ingest.vault import requests
+
+        reason = checked_reason(args)
+        request_id = settings.load(RequestId, args).request_id
+        decision = requests.decide(request_id, self.approve, reason)
+        print(f"recover: request {request_id} {decision} (audited)", file=sys.stderr)
+        return 0
+
+
+class RecoverAnswer(Command):
+    name = "answer"
+    help = "four eyes: read the answer to one of your requests once approved (exit 3 while it waits)"
+    flags = (RequestId, RequestSettings)
+
+    def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
+        from ingest.vault import erase, recover, requests
+
+        timeout = settings.load(RequestSettings, args).timeout
         with requests.officer_session("read a recovery answer") as conn:
-            answer = requests.wait(conn, args.request_id, timeout, cancel_on_timeout=False)
+            answer = requests.wait(conn, settings.load(RequestId, args).request_id, timeout, cancel_on_timeout=False)
         if answer.kind == "erase":
             print(
                 erase.from_answer(answer.request_id, answer.body).line(answer.body.get("outcome") == "dry_run"),
@@ -127,41 +143,33 @@ def decide_or_list(args: argparse.Namespace, timeout: float) -> int:
             )
             return 0
         return report_recovery(recover.from_answer(answer.kind, answer.body))
-    decision = requests.decide(args.request_id, args.action == "approve", args.reason)
-    print(f"recover: request {args.request_id} {decision} (audited)", file=sys.stderr)
-    return 0
+
+
+class RecoverCommand(Command):
+    name = "recover"
+    help = "as a privacy officer (loginvault_pii_admin, no key): lookup through the recovery service (audited); four eyes: pending, approve, reject, answer"
+    actions = (RecoverLookup(), RecoverPending(), RecoverDecide(True), RecoverDecide(False), RecoverAnswer())
 
 
 class AuditCommand(Command):
     name = "audit"
     help = "as an auditor (loginvault_auditor): print the recovery and erasure audit"
 
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--since", metavar="WHEN", help="only rows since WHEN: 7d, 12h, 30m, or a date/time (UTC)")
-        parser.add_argument(
-            "--format",
-            dest="audit_format",
-            choices=("text", "csv", "json"),
-            default="text",
-            help="text (tab-separated, control characters escaped; default), csv or json (one object per line)",
-        )
+    flags = (AuditSettings,)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         """The audit, oldest first."""
         from ingest.vault import audit
 
-        since = audit.parse_since(args.since) if args.since else None
-        sys.stdout.write(audit.render(audit.rows(since), args.audit_format))
+        chosen = settings.load(AuditSettings, args)
+        sys.stdout.write(audit.render(audit.rows(chosen.since), chosen.audit_format))
         return 0
 
 
-class RecoveryCommand(Command):
-    name = "recovery"
+class RecoveryServe(Command):
+    name = "serve"
     help = "the recovery service (its own login, the PII keys): serve officers' recovery and erasure requests"
-
-    def configure_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("action", choices=["serve"])
-        settings.add_arguments(parser, RecoveryServiceSettings)
+    flags = (RecoveryServiceSettings,)
 
     def execute(self, args: argparse.Namespace, common: CommonSettings) -> int:
         import threading
@@ -183,3 +191,9 @@ class RecoveryCommand(Command):
         with MetricsEndpoint(metrics.registry, metrics.health, chosen.metrics_port, chosen.metrics_host):
             service.run(stop)
         return 0
+
+
+class RecoveryCommand(Command):
+    name = "recovery"
+    help = "the recovery service: serve"
+    actions = (RecoveryServe(),)

@@ -2,7 +2,7 @@
 
 Cleartext lives in raw.login_events (bodies) and staging.stg_sqs__login_events (payloads),
 both partitioned by the UTC day of received_at. `retention apply` drops the days wholly older
-than the window (`--days`, LOGINVAULT_RAW_RETENTION_DAYS: ingest/settings.py), but never a day whose messages have
+than the window (`--days`, LOGINVAULT_RAW_RETENTION_DAYS: ingest/settings/), but never a day whose messages have
 not reached the marts: raw's days through raw.apply_retention (a SECURITY DEFINER function of
 raw's owner, which decides for itself), staging's as their owner, dbt's login. Everything
 needed afterwards (deduplication, the marts, the vault, key rotation) works without them.

@@ -1,6 +1,6 @@
 """What an analyst sees (`loginvault summary`, as an analyst's login): mart size, rejections by
 reason, IPs and devices shared by several users, and a few sample rows, their tokens whole (as
-`recover --token` takes them)."""
+`recover lookup --token` takes them)."""
 
 from __future__ import annotations
 

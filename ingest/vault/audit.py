@@ -15,32 +15,16 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ingest import LoginvaultError, config, db
-from ingest.settings import SettingError
 
 COLUMNS = ("at", "event", "request", "login_user", "client_addr", "kind", "value_kind", "subject", "outcome", "reason")
 FORMATS = ("text", "csv", "json")
-_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 # Characters a terminal could take for a line or a column break, or that reorder a line.
 _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`7d`, `12h`, `30m`, `90s` (ago), or an ISO date/time (UTC when it has no zone)."""
-    now = now or datetime.now(timezone.utc)
-    relative = _RELATIVE.match(text.strip())
-    if relative:
-        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise SettingError(f"--since {text!r}: expected e.g. 7d, 12h, 2026-01-31 or 2026-01-31T09:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def rows(since: datetime | None) -> Iterator[tuple[Any, ...]]:

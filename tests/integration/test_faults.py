@@ -329,7 +329,7 @@ MARKER = "refused-by-check-constraint"
 def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn, sqs_queue, job_env, spawn):
     """A message the database refuses (a CHECK constraint) does not hold back the others, is
     redelivered until SQS moves it to the dead-letter queue (maxReceiveCount 5), is reported by
-    its message id; once the constraint is gone, `dlq --redrive` brings it back under its
+    its message id; once the constraint is gone, `dlq redrive` brings it back under its
     original message id and the mart has it once."""
     execute(pg_dsn, f"ALTER TABLE {RAW} ADD CONSTRAINT no_marker CHECK (body NOT LIKE '%{MARKER}%') NOT VALID")
     refused_event = {
@@ -369,7 +369,7 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     good = query(pg_dsn, f"SELECT message_id, count(*) FROM {RAW} GROUP BY 1")  # noqa: S608
     assert len(good) == 5 and {n for _, n in good} == {1} and refused_id not in dict(good)
 
-    report = run_ingest("dlq", env=env)
+    report = run_ingest("dlq", "status", env=env)
     assert report.returncode == 0, report.stderr
     assert re.search(r"^dlq: \S+: 1 message waiting, 0 in flight$", report.stderr, re.M), report.stderr
     assert [line.split("\t")[0] for line in report.stdout.splitlines()] == [refused_id]
@@ -377,14 +377,14 @@ def test_refused_message_goes_to_the_dlq_and_redrive_brings_it_back_once(pg_dsn,
     assert int(re.search(r"\treceived (\d+) times?\t", report.stdout)[1]) >= config.DLQ_MAX_RECEIVE_COUNT
 
     execute(pg_dsn, f"ALTER TABLE {RAW} DROP CONSTRAINT no_marker")
-    redrive = run_ingest("dlq", "--redrive", env=env)
+    redrive = run_ingest("dlq", "redrive", env=env)
     assert redrive.returncode == 0, redrive.stderr
     assert "dlq: moved 1 message back" in redrive.stderr
     assert sqs_queue.depth() == (1, 0)
     counts = assert_ok(run_ingest(*RUN, env=env))
     assert counts["landed"] == counts["deleted"] == 1
     assert sqs_queue.depth() == (0, 0)
-    assert run_ingest("dlq", env=env).stderr.count(": 0 messages waiting, 0 in flight") == 1
+    assert run_ingest("dlq", "status", env=env).stderr.count(": 0 messages waiting, 0 in flight") == 1
 
     by_id = assert_in_raw_at_least_once(pg_dsn, bodies)
     assert json.loads(by_id[refused_id]) == refused_event

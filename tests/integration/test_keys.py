@@ -166,15 +166,15 @@ def test_rotation_keeps_joins_and_old_tokens_resolve_until_retired(fresh):
     )
     assert per_ip[0][0] == 1 and per_ip[0][1] >= 2
 
-    old = fresh.run("recover", "--token", old_token, "--reason", "OLD-1")
+    old = fresh.run("recover", "lookup", "--token", old_token, "--reason", "OLD-1")
     assert old.stdout == f"ip\t{ip}\n" and f"its current token is {new_token}" in old.stderr
     assert query(fresh.dsn, "SELECT outcome FROM pii.recovery_audit WHERE reason = 'OLD-1'") == [
         ("found_pre_rotation",)
     ]
     fresh.run("keys", "retire", "hmac")
-    gone = fresh.run("recover", "--token", old_token, "--reason", "OLD-2", ok=False)
+    gone = fresh.run("recover", "lookup", "--token", old_token, "--reason", "OLD-2", ok=False)
     assert gone.returncode == 1 and "no such token" in gone.stderr
-    assert fresh.run("recover", "--token", new_token, "--reason", "NEW-1").stdout == f"ip\t{ip}\n"
+    assert fresh.run("recover", "lookup", "--token", new_token, "--reason", "NEW-1").stdout == f"ip\t{ip}\n"
 
 
 def test_rotation_needs_no_raw_row(fresh):
@@ -217,8 +217,8 @@ def test_an_ip_and_a_device_id_of_one_string_get_two_tokens_after_the_migration(
     assert after["u-ip"] == masking.token(same, "ip", fresh.env[HMAC_ENV])
     assert after["u-dev"] == masking.token(same, "device_id", fresh.env[HMAC_ENV])
     assert after["u-ip"] != after["u-dev"]
-    assert fresh.run("recover", "--token", after["u-ip"], "--reason", "K-1").stdout == f"ip\t{same}\n"
-    assert fresh.run("recover", "--token", after["u-dev"], "--reason", "K-2").stdout == f"device_id\t{same}\n"
+    assert fresh.run("recover", "lookup", "--token", after["u-ip"], "--reason", "K-1").stdout == f"ip\t{same}\n"
+    assert fresh.run("recover", "lookup", "--token", after["u-dev"], "--reason", "K-2").stdout == f"device_id\t{same}\n"
     assert query(fresh.dsn, "SELECT kind_separated FROM pii.key_versions WHERE kind = 'hmac' AND state = 'active'") == [
         (True,)
     ]
@@ -369,7 +369,7 @@ def test_encryption_rewrap_keeps_recovery_working_and_retire_waits_for_the_last_
     versions = dict(query(fresh.dsn, "SELECT encryption_key_version, count(*) FROM pii.vault GROUP BY 1"))
     assert set(versions) == {1, 2}, "killed half-way: rows of both versions"
     half = {**fresh.env, ENC_ENV: new_key, keys.PREVIOUS_ENV["encryption"]: old_key}
-    assert fresh.run("recover", "--token", token, "--reason", "HALF-1", env=half).stdout == f"ip\t{ip}\n"
+    assert fresh.run("recover", "lookup", "--token", token, "--reason", "HALF-1", env=half).stdout == f"ip\t{ip}\n"
     refused = fresh.run("keys", "retire", "encryption", ok=False, env=half)
     assert refused.returncode == 1 and "still encrypted with encryption key version 1" in refused.stderr
     rotate(fresh, "encryption", new_key=new_key)
@@ -377,7 +377,7 @@ def test_encryption_rewrap_keeps_recovery_working_and_retire_waits_for_the_last_
     fresh.run("keys", "retire", "encryption")
     alone = {**fresh.env}
     alone.pop(keys.PREVIOUS_ENV["encryption"])
-    assert fresh.run("recover", "--token", token, "--reason", "AFTER-1", env=alone).stdout == f"ip\t{ip}\n"
+    assert fresh.run("recover", "lookup", "--token", token, "--reason", "AFTER-1", env=alone).stdout == f"ip\t{ip}\n"
     assert query(fresh.dsn, "SELECT state FROM pii.key_versions WHERE kind = 'encryption' ORDER BY version") == [
         ("retired",),
         ("active",),

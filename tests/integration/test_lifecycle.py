@@ -295,7 +295,7 @@ def test_erasure_leaves_nothing_of_the_subject_and_keeps_them_out(job):
         assert value not in everything, f"{value} is still in a table"
     assert query(job.dsn, "SELECT count(*) FROM pii.vault WHERE token = %s", (shared_token,)) == [(1,)]
     assert query(job.dsn, "SELECT count(*) FROM user_logins WHERE user_id = 'someone-else'") == [(1,)]
-    unknown = job.run("recover", "--token", own_token, "--reason", "after erasure", ok=False)
+    unknown = job.run("recover", "lookup", "--token", own_token, "--reason", "after erasure", ok=False)
     assert unknown.returncode == 1 and "no such token" in unknown.stderr
     audit = query(
         job.dsn,

@@ -117,7 +117,7 @@ def test_summary_prints_whole_tokens_that_recover_takes(job):
     tokens = re.findall(r"\b[0-9a-f]{64}\b", out.stdout)
     assert tokens, out.stdout
     assert "…" not in out.stdout
-    recovered = job.run("recover", "--token", tokens[0], "--reason", "test: a token as summary prints it")
+    recovered = job.run("recover", "lookup", "--token", tokens[0], "--reason", "test: a token as summary prints it")
     assert recovered.stdout.strip(), recovered.stderr
 
 

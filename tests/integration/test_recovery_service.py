@@ -283,7 +283,9 @@ def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job, s
     job.ensure_service(env={**job.env, "LOGINVAULT_RECOVERY_APPROVALS": "1"})
     # The officer's command waits, as long as it was told, while the request waits for approval:
     # the test waits for the service to set it aside, not for a time.
-    asking = spawn("recover", "--token", token, "--reason", "4E-1", "--timeout", "300", env=officer_env(job.env))
+    asking = spawn(
+        "recover", "lookup", "--token", token, "--reason", "4E-1", "--timeout", "300", env=officer_env(job.env)
+    )
     request_id = set_aside(job, "4E-1")
     assert audit_rows(job) == 0
     waiting = job.run("recover", "answer", str(request_id), "--timeout", "1", ok=False)
@@ -301,7 +303,7 @@ def test_four_eyes_another_officer_approves_and_nobody_approves_their_own(job, s
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"ip\t{ip}\n"
     # A rejected request is never served.
-    asking = spawn("recover", "--ip", ip, "--reason", "4E-2", "--timeout", "300", env=officer_env(job.env))
+    asking = spawn("recover", "lookup", "--ip", ip, "--reason", "4E-2", "--timeout", "300", env=officer_env(job.env))
     rejected = set_aside(job, "4E-2")
     job.run("recover", "reject", str(rejected), "--reason", "no ticket", env=other_env)
     for refused in (
@@ -329,8 +331,8 @@ def test_recover_both_ways_and_erase_work_with_no_key_in_the_officers_environmen
     job.ensure_service()
     env = {name: value for name, value in job.env.items() if name not in KEY_VARIABLES}
     assert not {config.HMAC_KEY_ENV, config.ENCRYPTION_KEY_ENV, "PGOPTIONS"} & set(env)
-    assert job.run("recover", "--token", token, "--reason", "NK-1", env=env).stdout == f"ip\t{ip}\n"
-    assert job.run("recover", "--ip", ip, "--reason", "NK-2", env=env).stdout.split("\t")[0] == token
+    assert job.run("recover", "lookup", "--token", token, "--reason", "NK-1", env=env).stdout == f"ip\t{ip}\n"
+    assert job.run("recover", "lookup", "--ip", ip, "--reason", "NK-2", env=env).stdout.split("\t")[0] == token
     (user,) = query(job.dsn, "SELECT user_id FROM user_logins WHERE masked_ip = %s LIMIT 1", (token,))[0]
     erased = job.run("erase", "--user-id", user, "--reason", "NK-3", env=env)
     assert "erase: erased" in erased.stderr
@@ -345,9 +347,9 @@ def test_no_value_or_user_id_in_the_server_log(pg_cluster, job):
     execute(job.dsn, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     execute(job.dsn, f'ALTER DATABASE "{database}" SET log_min_duration_statement = 0')
     log_start = pg_cluster.log.stat().st_size
-    job.run("recover", "--token", token, "--reason", "LOG-1")
-    job.run("recover", "--ip", ip, "--reason", "LOG-2")
-    job.run("recover", "--device-id", device, "--reason", "LOG-3")
+    job.run("recover", "lookup", "--token", token, "--reason", "LOG-1")
+    job.run("recover", "lookup", "--ip", ip, "--reason", "LOG-2")
+    job.run("recover", "lookup", "--device-id", device, "--reason", "LOG-3")
     job.run("erase", "--user-id", user, "--reason", "LOG-4")
     with open(pg_cluster.log, errors="replace") as f:
         f.seek(log_start)
@@ -380,7 +382,7 @@ BAD_REASONS = {
 @pytest.mark.parametrize("reason", list(BAD_REASONS.values()), ids=list(BAD_REASONS))
 def test_a_reason_that_could_not_be_audited_is_refused(job, reason):
     token, _ = ip_token(job)
-    result = job.run("recover", "--token", token, "--reason", reason, ok=False)
+    result = job.run("recover", "lookup", "--token", token, "--reason", reason, ok=False)
     assert result.returncode == 2 and len(result.error_lines()) == 1 and "--reason" in result.error_lines()[0]
     assert query(job.dsn, "SELECT count(*) FROM pii.recovery_requests") == [(0,)]  # not sent
     # Sent straight to the database, it is refused there, and the refusal is audited.
@@ -438,16 +440,20 @@ def test_no_field_can_forge_a_line_of_the_audit(job):
 
 
 def test_unknown_or_malformed_requests_are_refused_in_one_line(job):
-    bad_token = job.run("recover", "--token", "nothex", "--reason", "X", ok=False)
+    bad_token = job.run("recover", "lookup", "--token", "nothex", "--reason", "X", ok=False)
     assert bad_token.returncode == 2 and "64 lowercase hex" in bad_token.error_lines()[0]
     for args in (
         ("approve",),
         ("pending", "3"),
         ("answer", "1", "--reason", "x"),
         ("--token", secrets.token_hex(32), "approve", "1"),
+        ("lookup", "--token", secrets.token_hex(32), "--ip", "10.0.0.1", "--reason", "x"),
+        ("approve", "1", "--reason", "x", "--timeout", "3"),
     ):
         result = job.run("recover", *args, ok=False)
-        assert result.returncode == 2 and len(result.error_lines()) == 1, (args, result.stderr)
+        # argparse's usage, then its one line: `loginvault recover ACTION: error: …`.
+        (said,) = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert result.returncode == 2 and said.startswith("loginvault recover"), (args, result.stderr)
 
 
 # ---------------------------------------------------------------- /metrics and /healthz
@@ -468,8 +474,8 @@ def test_the_service_reports_requests_refusals_and_its_queue(job):
     execute(job.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 1)")
     job.ensure_service("--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--poll-seconds", "0.2")
     assert scrape(port, "/healthz") == (200, "ok\n")
-    job.run("recover", "--token", token, "--reason", "M-1")
-    job.run("recover", "--token", token, "--reason", "M-2", ok=False)
+    job.run("recover", "lookup", "--token", token, "--reason", "M-1")
+    job.run("recover", "lookup", "--token", token, "--reason", "M-2", ok=False)
     # The service counts a request after its commit, which the officer's command may see first
     # (one service thread: the first request was counted before the second was taken).
     text = wait_until(lambda: refusal_counted(port), 30, "the refused request counted")

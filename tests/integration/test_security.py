@@ -337,7 +337,7 @@ def test_recovery_refuses_what_the_transformer_planted(fresh, plant):
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
         conn.execute(plant)
     execute(fresh.dsn, "TRUNCATE public.stolen")  # what planting itself ran, as the transformer
-    refused = fresh.run("recover", "--token", token, "--reason", "INC-9", ok=False)
+    refused = fresh.run("recover", "lookup", "--token", token, "--reason", "INC-9", ok=False)
     assert refused.returncode == 1 and not refused.stdout
     assert "refusing to read" in refused.stderr
     assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "refused", False, "INC-9")
@@ -366,7 +366,7 @@ def test_the_vaults_and_marts_guards_refuse_a_column_change(fresh, plant):
 
 def test_recovery_is_audited_with_the_real_login_and_time(built):
     token, ip = ip_token(built)
-    out = built.run("recover", "--token", token, "--reason", "INC-1")
+    out = built.run("recover", "lookup", "--token", token, "--reason", "INC-1")
     assert out.stdout == f"ip\t{ip}\n"
     ((who, role, addr, recent),) = query(
         built.dsn,
@@ -382,7 +382,7 @@ def test_no_audit_row_no_answer(fresh):
     token, ip = ip_token(fresh)
     execute(fresh.dsn, f"REVOKE INSERT ON pii.recovery_audit FROM {config.RECOVERY_ROLE}")
     for args in (("--token", token), ("--ip", ip)):
-        refused = fresh.run("recover", *args, "--reason", "INC-2", "--timeout", "3", ok=False)
+        refused = fresh.run("recover", "lookup", *args, "--reason", "INC-2", "--timeout", "3", ok=False)
         assert refused.returncode == 1 and refused.stdout == ""
         assert ip not in refused.stderr and "no answer from the recovery service" in refused.stderr
     assert query(fresh.dsn, "SELECT count(*) FROM pii.recovery_audit") == [(0,)]
@@ -391,7 +391,7 @@ def test_no_audit_row_no_answer(fresh):
     assert "permission denied for table recovery_audit" in fresh.service.stderr
     # The service survived the failed requests: it serves once the audit can be written again.
     execute(fresh.dsn, f"GRANT INSERT ON pii.recovery_audit TO {config.RECOVERY_ROLE}")
-    assert fresh.run("recover", "--token", token, "--reason", "INC-2b").stdout == f"ip\t{ip}\n"
+    assert fresh.run("recover", "lookup", "--token", token, "--reason", "INC-2b").stdout == f"ip\t{ip}\n"
 
 
 def test_a_service_with_unregistered_keys_does_not_start(fresh):
@@ -409,7 +409,7 @@ def test_wrong_key_and_failed_decrypt_are_audited(fresh):
     fresh.ensure_service()
     # The registry moves on under a running service (a rotation elsewhere): refused, audited.
     execute(fresh.dsn, "UPDATE pii.key_versions SET fingerprint = 'feedfeedfeedfeed' WHERE kind = 'encryption'")
-    refused = fresh.run("recover", "--token", token, "--reason", "INC-3", ok=False)
+    refused = fresh.run("recover", "lookup", "--token", token, "--reason", "INC-3", ok=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "recovery service's keys are not the registered ones" in refused.stderr and ip not in refused.stderr
     assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "wrong_key", False, "INC-3")
@@ -424,7 +424,7 @@ def test_wrong_key_and_failed_decrypt_are_audited(fresh):
         fresh.dsn,
         f"UPDATE pii.vault SET ciphertext = public.pgp_sym_encrypt('x', '{'e' * 64}') WHERE token = '{token}'",
     )
-    failed = fresh.run("recover", "--token", token, "--reason", "INC-3b", ok=False)
+    failed = fresh.run("recover", "lookup", "--token", token, "--reason", "INC-3b", ok=False)
     assert failed.returncode == 1 and failed.stdout == ""
     assert "holds no key of the vault entry" in failed.stderr and ip not in failed.stderr
     assert _audit(fresh)[-1] == (OFFICER, "token_to_value", "decrypt_failed", False, "INC-3b")
@@ -433,10 +433,10 @@ def test_wrong_key_and_failed_decrypt_are_audited(fresh):
 def test_budget_refuses_the_next_lookup_and_audits_the_refusal(fresh):
     token, ip = ip_token(fresh)
     execute(fresh.dsn, f"INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES ('{OFFICER}', 3)")
-    fresh.run("recover", "--token", token, "--reason", "B-1")
-    fresh.run("recover", "--ip", ip, "--reason", "B-2")
-    fresh.run("recover", "--device-id", "000-00-0000", "--reason", "B-3")  # unknown values count too
-    refused = fresh.run("recover", "--token", token, "--reason", "B-4", ok=False)
+    fresh.run("recover", "lookup", "--token", token, "--reason", "B-1")
+    fresh.run("recover", "lookup", "--ip", ip, "--reason", "B-2")
+    fresh.run("recover", "lookup", "--device-id", "000-00-0000", "--reason", "B-3")  # unknown values count too
+    refused = fresh.run("recover", "lookup", "--token", token, "--reason", "B-4", ok=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert "daily recovery budget of 3 lookups is used up (3 today" in refused.stderr
     assert re.search(r"resets at \d{4}-\d\d-\d\dT00:00:00\+00:00", refused.stderr), refused.stderr
@@ -449,7 +449,7 @@ def test_the_default_budget_is_200_and_the_bootstrap_sets_it(built):
 
 
 def test_auditor_reads_the_audit_and_nothing_else(built):
-    built.run("recover", "--device-id", "999-99-9999", "--reason", "AUD-1")
+    built.run("recover", "lookup", "--device-id", "999-99-9999", "--reason", "AUD-1")
     out = built.run("audit", "--since", "1h")
     header, *rows = out.stdout.splitlines()
     assert header.split("\t") == list(audit.COLUMNS)
@@ -482,8 +482,8 @@ def test_no_key_in_server_log_artifacts_or_catalogs(pg_cluster, fresh):
     fresh.run("run", "--wait-time", "1")
     fresh.transform()
     token, ip = ip_token(fresh)
-    fresh.run("recover", "--token", token, "--reason", "LOG-1")
-    fresh.run("recover", "--ip", ip, "--reason", "LOG-2")
+    fresh.run("recover", "lookup", "--token", token, "--reason", "LOG-1")
+    fresh.run("recover", "lookup", "--ip", ip, "--reason", "LOG-2")
 
     with open(pg_cluster.log, errors="replace") as f:
         f.seek(log_start)

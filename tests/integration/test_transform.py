@@ -318,11 +318,11 @@ def test_recover_round_trip_is_audited(sample_job):
         "SELECT u.masked_ip, min(r.body::jsonb ->> 'ip'), count(*) FROM user_logins u"
         " JOIN raw.login_events r USING (message_id) GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 1",
     )
-    out = sample_job.run("recover", "--token", token, "--reason", "ticket SEC-1")
+    out = sample_job.run("recover", "lookup", "--token", token, "--reason", "ticket SEC-1")
     assert out.stdout.strip() == f"ip\t{ip}"
-    out = sample_job.run("recover", "--ip", ip, "--reason", "ticket SEC-2")
+    out = sample_job.run("recover", "lookup", "--ip", ip, "--reason", "ticket SEC-2")
     assert out.stdout.strip() == f"{token}\t{users}"
-    missing = sample_job.run("recover", "--token", "0" * 64, "--reason", "ticket SEC-3", ok=False)
+    missing = sample_job.run("recover", "lookup", "--token", "0" * 64, "--reason", "ticket SEC-3", ok=False)
     assert missing.returncode == 1 and "no such token" in missing.stderr
 
     audit = query(
@@ -372,15 +372,15 @@ def test_recover_round_trip_is_audited(sample_job):
 def test_recover_needs_a_reason_and_the_pii_admin_role(sample_job):
     (token,) = query(sample_job.dsn, "SELECT masked_ip FROM user_logins LIMIT 1")[0]
     before = query(sample_job.dsn, "SELECT count(*) FROM pii.recovery_audit")[0][0]
-    no_reason = sample_job.run("recover", "--token", token, ok=False)
+    no_reason = sample_job.run("recover", "lookup", "--token", token, ok=False)
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    blank = sample_job.run("recover", "--token", token, "--reason", "  ", ok=False)
+    blank = sample_job.run("recover", "lookup", "--token", token, "--reason", "  ", ok=False)
     assert blank.returncode == 2 and blank.stderr.startswith("error: --reason: a reason must say why")
     others = (config.ANALYST_ROLE, config.TRANSFORMER_ROLE, config.LOADER_ROLE, config.AUDITOR_ROLE)
     for role in (*others, config.RECOVERY_SERVICE_ROLE):
         login = config.WORKLOADS[role].local_login
         env = {**sample_job.env, "LOGINVAULT_PII_ADMIN_DSN": role_dsn(sample_job.dsn, role)}
-        refused = sample_job.run("recover", "--token", token, "--reason", "curious", ok=False, env=env)
+        refused = sample_job.run("recover", "lookup", "--token", token, "--reason", "curious", ok=False, env=env)
         assert refused.returncode == 1 and not refused.stdout
         assert f"logs in as {login}, which is not a member of {config.PII_ADMIN_ROLE}" in refused.stderr
         assert "Traceback" not in refused.stderr

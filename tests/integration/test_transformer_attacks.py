@@ -136,7 +136,7 @@ def test_a_rewritten_vault_ciphertext_is_no_answer(fresh):
         " WHERE token = %s",
         params=(fresh.env[config.ENCRYPTION_KEY_ENV], token),
     )
-    refused = fresh.run("recover", "--token", token, "--reason", "INC-12", ok=False)
+    refused = fresh.run("recover", "lookup", "--token", token, "--reason", "INC-12", ok=False)
     assert refused.returncode == 1 and "6.6.6.6" not in refused.stdout + refused.stderr
     assert "decrypts to a value the token was not made from" in refused.stderr
     assert query(fresh.dsn, "SELECT outcome FROM pii.recovery_audit ORDER BY id DESC LIMIT 1") == [("tampered",)]

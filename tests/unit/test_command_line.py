@@ -161,5 +161,5 @@ def test_metrics_port_without_every_is_refused(capsys, monkeypatch):
     for name, value in base_env().items():
         monkeypatch.setenv(name, value)
     code, stderr = run_loginvault(capsys, "transform", "--metrics-port", "9103", "build")
-    assert code == 1
-    assert stderr.strip() == "error: --metrics-port needs --every: a one-off build serves no metrics"
+    assert code == 2
+    assert stderr.splitlines()[-1] == "loginvault transform: error: argument --metrics-port: needs argument --every"

@@ -390,7 +390,7 @@ def test_compose_commands_are_valid_cli_invocations():
             parse_cli([interpolate(str(arg)) for arg in services[name]["command"]])
     transform = [interpolate(str(arg)) for arg in services["transform"]["command"]]
     assert transform == ["transform", "--every", "300", "build"]
-    assert services["ingest"]["command"][:2] == ["run", "--follow"]
+    assert services["ingest"]["command"][:4] == ["--log-format", "json", "run", "--follow"]
 
 
 def test_compose_recovery_service():
@@ -494,9 +494,8 @@ def test_ingest_deployment():
     assert spec["terminationGracePeriodSeconds"] > sqs.MAX_WAIT_SECONDS + 30, "a long poll plus one load"
     (container,) = spec["containers"]
     args = container["args"]
-    assert args[:2] == ["run", "--follow"]
+    assert args[:4] == ["--log-format", "json", "run", "--follow"]
     port = int(args[args.index("--metrics-port") + 1])
-    assert args[args.index("--log-format") + 1] == "json"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": port}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
@@ -1186,7 +1185,7 @@ def test_runbook_covers_operations_and_names_real_commands():
     blocks = re.split(r"^\s*```.*$", text, flags=re.M)  # prose, code, prose, code, … (fences in lists too)
     code = blocks[1::2] + [span for prose in blocks[0::2] for span in re.findall(r"`([^`\n]+)`", prose)]
     invocations = [args for snippet in code for args in ingest_invocations(snippet) if args and args[0] != "…"]
-    subcommands = set(cli.build_parser()._subparsers._group_actions[0].choices)
+    subcommands = set(cli.build_parser().children)
     used = {args[0] for args in invocations}
     assert {"recover", "dlq", "bootstrap", "transform"} <= used
     assert used <= subcommands, f"unknown commands in the runbook: {sorted(used - subcommands)}"

@@ -1,186 +1,17 @@
-"""Every setting of loginvault, read once at a command's start and checked the same way whatever
-its source.
-
-A setting is a field of one of the frozen dataclasses below: its default, the flag and the
-environment variable(s) it may come from, the parser that reads a value, and what it means, all
-in one place. `load` builds a settings object from the parsed command line, the environment and
-the defaults, in that order. A flag's value and a variable's go through the same parser; a bad
-one is one sentence naming the flag or the variable, and exit 2. Nothing reads the environment
-at import time.
-
-Credentials are not settings: the DSNs and the PII keys are read where they are used (ingest/db.py,
-ingest/vault/keys.py), through `env` and `require` below, and checked there.
+"""The settings of loginvault's workloads: what every command reads, the queue, the ingest, the
+transform, the retention, the recovery requests and service, the bootstrap and the local stack.
+Most of them also come from the environment (a deployment's ConfigMap); ingest/settings/commands.py
+has the flags of single commands.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-from ingest import LoginvaultError, config
-from ingest.setting_values import (
-    Parser,
-    argument_type,
-    choice,
-    host,
-    http_url,
-    identifier,
-    log_level,
-    path,
-    port,
-    port_or_off,
-    positive,
-    seconds,
-    whole,
-)
-
-T = TypeVar("T")
-SETUP_HINT = 'run `eval "$(make -s env)"` or set it yourself'
-
-
-class SettingError(LoginvaultError):
-    """A flag or a variable with a value that cannot be used: the command line is wrong."""
-
-    exit_code = 2
-
-
-# ---------------------------------------------------------------- the environment
-
-
-def env(name: str, default: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
-    """An environment variable, with an empty (or blank) one treated as unset."""
-    value = (os.environ if environ is None else environ).get(name, "").strip()
-    return value or default
-
-
-def require(name: str, hint: str = SETUP_HINT) -> str:
-    """An environment variable that must be set (a credential: exit 1 when it is not)."""
-    value = env(name)
-    if value is None:
-        raise LoginvaultError(f"{name} is not set: {hint}")
-    return value
-
-
-# ---------------------------------------------------------------- declaring and loading settings
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a setting may come from, and how its text is read."""
-
-    help: str
-    env: tuple[str, ...] = ()  # the first one set wins; the later ones are older names
-    flag: str | None = None
-    parse: Parser = str
-    metavar: str | None = None
-    hidden_flags: tuple[str, ...] = ()  # older flags, still accepted, not in --help
-    required: bool = False  # no default: unset is an error (exit 1) when loading with require=True
-    default_text: str | None = None  # what --help says of a default that is not a plain value
-
-
-def setting(
-    default: Any,
-    help: str,
-    *,
-    env: str | tuple[str, ...] = (),
-    flag: str | None = None,
-    parse: Parser = str,
-    metavar: str | None = None,
-    hidden_flags: tuple[str, ...] = (),
-    required: bool = False,
-    default_text: str | None = None,
-) -> Any:
-    """A dataclass field that is a setting: its default beside what it means and where it comes from."""
-    names = (env,) if isinstance(env, str) else env
-    source = Source(help, names, flag, parse, metavar, hidden_flags, required, default_text)
-    return field(default=default, metadata={"source": source})
-
-
-def sources(cls: type) -> dict[str, tuple[Any, Source]]:
-    """name → (default, source) of each setting of a settings class."""
-    return {f.name: (f.default, f.metadata["source"]) for f in fields(cls) if "source" in f.metadata}
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *names: str) -> None:
-    """The flags of `cls`'s settings (or of those named), each with its parser and a help that says
-    its default and its variable. Unset flags are None, so that `load` can tell them apart."""
-    for name, (default, source) in sources(cls).items():
-        if source.flag is None or (names and name not in names):
-            continue
-        options: dict[str, Any] = {"dest": name, "default": None, "help": _help(default, source)}
-        if isinstance(default, bool):
-            options["action"] = "store_true"
-        else:
-            options.update(type=argument_type(source.parse), metavar=source.metavar)
-        parser.add_argument(source.flag, **options)
-        for hidden in source.hidden_flags:
-            parser.add_argument(hidden, **{**options, "help": argparse.SUPPRESS})
-
-
-def _help(default: Any, source: Source) -> str:
-    said = []
-    if source.default_text is not None:
-        said.append(f"default {source.default_text}")
-    elif default is not None and not isinstance(default, bool):
-        said.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
-    if source.env:
-        said.append(f"env {source.env[0]}")
-    return f"{source.help} ({', '.join(said)})" if said else source.help
-
-
-def load(
-    cls: type[T],
-    args: argparse.Namespace | None = None,
-    environ: Mapping[str, str] | None = None,
-    *,
-    require: bool = True,
-) -> T:
-    """`cls` from the flags in `args`, else the environment, else the defaults. A variable that does
-    not parse is a SettingError naming it; a required setting left unset, a LoginvaultError."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for name, (default, source) in sources(cls).items():
-        given = getattr(args, name, None) if source.flag else None
-        if given is not None:
-            values[name] = given
-            continue
-        for variable in source.env:
-            text = env(variable, environ=environ)
-            if text is not None:
-                try:
-                    values[name] = source.parse(text)
-                except ValueError as exc:
-                    raise SettingError(f"{variable}: {exc}") from None
-                break
-        else:
-            if source.required and require and default is None:
-                raise LoginvaultError(f"{source.env[0]} is not set: {SETUP_HINT}")
-    return cls(**values)
-
-
-def metrics_port_setting(variable: str, scope: str = "") -> Any:
-    """A service's port for Prometheus /metrics and /healthz (the ingest's, the transform service's)."""
-    return setting(
-        None,
-        f"{scope}serve Prometheus /metrics and /healthz on this port",
-        env=variable,
-        flag="--metrics-port",
-        parse=port_or_off,
-        metavar="P",
-        default_text="off",
-    )
-
-
-def metrics_host_setting(variable: str) -> Any:
-    """The address a service serves its metrics on: every interface, for a scraper in the cluster."""
-    return setting(
-        "0.0.0.0", "address to serve metrics on", env=variable, flag="--metrics-host", parse=host, metavar="ADDR"
-    )
-
+from ingest import config
+from ingest.setting_values import choice, host, http_url, identifier, log_level, path, port, positive, seconds, whole
+from ingest.settings.declaring import metrics_host_setting, metrics_port_setting, setting
 
 # ---------------------------------------------------------------- the settings
 
@@ -332,7 +163,7 @@ class TransformSettings:
         metavar="S",
     )
     cycles: int | None = setting(
-        None, "with --every: stop after N builds", flag="--cycles", parse=positive, metavar="N"
+        None, "with --every: stop after N builds", flag="--cycles", parse=positive, metavar="N", needs="every"
     )
     # A one-off build tests every row; the service, building every few minutes, opts into
     # testing the rows staged since its last build whose every data test passed.
@@ -346,9 +177,10 @@ class TransformSettings:
         metavar="SCOPE",
         default_text="all; with --every, incremental",
     )
-    # The variable applies to the service only, so that one-off builds ignore a shared setting.
-    metrics_port: int | None = metrics_port_setting("TRANSFORM_METRICS_PORT", "with --every: ")
-    metrics_host: str = metrics_host_setting("TRANSFORM_METRICS_HOST")
+    # The variable applies to the service only, so that one-off builds ignore a shared setting; the
+    # flags are refused without --every (a one-off build serves no metrics).
+    metrics_port: int | None = metrics_port_setting("TRANSFORM_METRICS_PORT", "with --every: ", needs="every")
+    metrics_host: str = metrics_host_setting("TRANSFORM_METRICS_HOST", "with --every: ", needs="every")
 
 
 @dataclass(frozen=True)
@@ -428,21 +260,3 @@ class LocalStackSettings:
     def keys_file(self) -> Path:
         """The local secrets (mode 0600): the PII keys and the local logins' passwords."""
         return self.local_dir / "keys.env"
-
-
-ALL = (
-    CommonSettings,
-    SqsSettings,
-    RunSettings,
-    TransformSettings,
-    RetentionSettings,
-    RequestSettings,
-    RecoveryServiceSettings,
-    BootstrapSettings,
-    LocalStackSettings,
-)
-
-
-def variables() -> dict[str, str]:
-    """Every environment variable a setting reads → what it means (the README's table has them)."""
-    return {name: source.help for cls in ALL for _, source in sources(cls).values() for name in source.env}
