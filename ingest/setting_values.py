@@ -57,7 +57,7 @@ def seconds(minimum: float = 0.0, *, inclusive: bool = True) -> Parser:
 
 def port(text: str) -> int:
     """A TCP port, 1 to 65535."""
-    return whole(1, 65535)(text)
+    return int(whole(1, 65535)(text))
 
 
 def port_or_off(text: str) -> int | None:

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         common = settings.load(CommonSettings, args)
         log_format = common.log_format
         logs.configure(common.log_level, common.log_format)
-        return args.handler.execute(args, common)
+        handler: Command = args.handler
+        return handler.execute(args, common)
     except LoginvaultError as exc:
         logs.report_error(str(exc), log_format)
         return exc.exit_code

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, settings
 from ingest.cli.command import Command, print_rows
@@ -20,6 +21,9 @@ from ingest.settings import (
     RequestSettings,
     SettingError,
 )
+
+if TYPE_CHECKING:
+    from ingest.vault.recover import Recovery
 
 # Outcomes that answer nothing: the sentence each is reported with (exit 1).
 REFUSALS = {
@@ -36,7 +40,7 @@ REFUSALS = {
 }
 
 
-def report_recovery(result) -> int:
+def report_recovery(result: Recovery) -> int:
     """Print a recovery's answer: the value(s) or the token on stdout, a sentence on stderr."""
     if result.outcome in REFUSALS:
         raise LoginvaultError(

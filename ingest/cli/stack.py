@@ -6,10 +6,14 @@ import argparse
 import os
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from ingest import settings
 from ingest.cli.command import Command
 from ingest.settings import CommonSettings, DbtArgs, LocalStackSettings, SqsSettings, StackUpSettings
+
+if TYPE_CHECKING:
+    from ingest.local.stack import LocalStack
 
 # `stack status` when a part is down: LSB's "program is not running".
 NOT_RUNNING = 3
@@ -26,7 +30,7 @@ class StackAction(Command):
         )
         return self.act(stack, args, common)
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         raise NotImplementedError
 
 
@@ -35,7 +39,7 @@ class Up(StackAction):
     help = "start PostgreSQL, moto and the recovery service; create the queue, the roles and the logins"
     flags = (StackUpSettings,)
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         stack.up(seed_if_new=settings.load(StackUpSettings, args).seed_if_new)
         return 0
 
@@ -44,7 +48,7 @@ class Down(StackAction):
     name = "down"
     help = "stop PostgreSQL, moto and the recovery service (the data in .local/ is kept)"
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         stack.down()
         return 0
 
@@ -53,7 +57,7 @@ class Status(StackAction):
     name = "status"
     help = "say whether each part is up (exit 3 when one is down)"
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         parts = stack.status()
         for part, up in parts.items():
             print(f"{part}: {'up' if up else 'down'}")
@@ -64,7 +68,7 @@ class Env(StackAction):
     name = "env"
     help = 'print `export …` lines for the local stack: eval "$(make -s env)"'
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         for name, value in stack.env().items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
@@ -74,7 +78,7 @@ class RotateKeys(StackAction):
     name = "rotate-keys"
     help = "new PII keys into .local/keys.env (the old ones kept as *_PREVIOUS), both rotated, the key status"
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         from ingest.cli.keys import print_key_status
         from ingest.local import rotate_keys
 
@@ -94,7 +98,7 @@ class Dbt(StackAction):
     flags = (DbtArgs,)
     verbatim = "dbt_args"
 
-    def act(self, stack, args: argparse.Namespace, common: CommonSettings) -> int:
+    def act(self, stack: LocalStack, args: argparse.Namespace, common: CommonSettings) -> int:
         """dbt (the venv's) in place of this process, with the local stack's environment and the
         keys for it alone (`bin/dbt`, first on the PATH that `make -s env` sets, runs this)."""
         from pathlib import Path

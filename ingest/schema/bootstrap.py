@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ingest import LoginvaultError, config, db, settings
 from ingest.schema import migrate
+
+if TYPE_CHECKING:
+    import psycopg
 
 # pg_advisory_xact_lock key of the bootstrap: hashtext('loginvault.bootstrap') is not stable
 # across major versions, so a constant.
@@ -54,13 +58,13 @@ def bootstrap(
     except psycopg.Error as exc:
         raise LoginvaultError(f"bootstrap SQL failed: {db.first_line(exc)}") from None
     except DBAPIError as exc:
-        raise LoginvaultError(f"bootstrap SQL failed: {db.first_line(exc.orig)}") from None
+        raise LoginvaultError(f"bootstrap SQL failed: {db.first_line(exc.orig or exc)}") from None
     finally:
         conn.close()
     return applied
 
 
-def ensure_login(conn, role: str, dsn: str) -> None:
+def ensure_login(conn: psycopg.Connection[Any], role: str, dsn: str) -> None:
     """The DSN's user as a login (created, or its password set) that is a member of `role`
     and of no other role, and no superuser. The password reaches the server as a SCRAM
     verifier computed here: the statement (which a statement log may keep) never holds it."""
@@ -69,10 +73,10 @@ def ensure_login(conn, role: str, dsn: str) -> None:
 
     workload = config.WORKLOADS[role]
     params = conninfo_to_dict(dsn)
-    login, password = params.get("user"), params.get("password")
+    login, password = str(params.get("user") or ""), str(params.get("password") or "")
     if not login:
         raise LoginvaultError(f"{workload.dsn_env} names no user: cannot create {workload.who}'s login")
-    admin = conn.execute("SELECT current_user").fetchone()[0]
+    admin = db.one_row(conn, "SELECT current_user")[0]
     if login in config.WORKLOADS or login in (config.RAW_OWNER_ROLE, config.RECOVERY_ROLE):
         raise LoginvaultError(
             f"{workload.dsn_env} logs in as the role {login} itself: use a login that is a member of {role}"
@@ -129,4 +133,4 @@ def run(mart_schema: str, daily_budget: int | None) -> None:
 def conninfo_user(dsn: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
-    return conninfo_to_dict(dsn).get("user", "?")
+    return str(conninfo_to_dict(dsn).get("user", "?"))

@@ -23,8 +23,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ingest import LoginvaultError
+from ingest import LoginvaultError, db
+
+if TYPE_CHECKING:
+    import psycopg
+    import sqlalchemy
+    from alembic.config import Config
+
+    Psycopg = psycopg.Connection[Any]
 
 HERE = Path(__file__).parent
 MIGRATIONS_DIR = HERE / "migrations"
@@ -35,7 +43,7 @@ SETTINGS_SQL = HERE / "settings.sql"
 # sure a new database has exactly these).
 PREVIOUS_SHAPE = MIGRATIONS_DIR / "previous_shape.txt"
 BASELINE = "0001"
-CONTEXT_OPTIONS = {
+CONTEXT_OPTIONS: dict[str, Any] = {
     "version_table": "alembic_version",
     "version_table_schema": "loginvault",
     "transaction_per_migration": False,
@@ -85,11 +93,19 @@ def execute_sql_file(migration: str, name: str) -> None:
     migration's connection, as the driver gets it (no bind-parameter parsing)."""
     from alembic import op
 
-    op.get_bind().connection.driver_connection.execute((Path(migration).parent / name).read_text())
+    driver(op.get_bind()).execute((Path(migration).parent / name).read_text())
+
+
+def driver(connection: sqlalchemy.Connection) -> Psycopg:
+    """The psycopg connection under a SQLAlchemy one (the bootstrap's own)."""
+    conn = connection.connection.driver_connection
+    if conn is None:
+        raise LoginvaultError("the migration's database connection is closed")
+    return conn  # type: ignore[no-any-return]  # SQLAlchemy types the driver's connection as Any
 
 
 @contextmanager
-def sqlalchemy_connection(conn) -> Iterator:
+def sqlalchemy_connection(conn: Psycopg) -> Iterator[sqlalchemy.Connection]:
     """A SQLAlchemy Connection over the psycopg connection `conn` (which it closes at the end)."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
@@ -102,7 +118,7 @@ def sqlalchemy_connection(conn) -> Iterator:
         engine.dispose()
 
 
-def alembic_config(connection):
+def alembic_config(connection: sqlalchemy.Connection | None) -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -111,7 +127,7 @@ def alembic_config(connection):
     return cfg
 
 
-def current_revision(connection) -> str | None:
+def current_revision(connection: sqlalchemy.Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     return MigrationContext.configure(connection, opts=CONTEXT_OPTIONS).get_current_revision()
@@ -120,10 +136,13 @@ def current_revision(connection) -> str | None:
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+    if head is None:
+        raise LoginvaultError(f"no schema migration found in {MIGRATIONS_DIR}: the package is incomplete")
+    return head
 
 
-def migrate(connection, mart_schema: str) -> Applied:
+def migrate(connection: sqlalchemy.Connection, mart_schema: str) -> Applied:
     """Bring the database of `connection` (a SQLAlchemy Connection in a transaction) to head,
     apply the repeatable definitions if they changed, write the settings."""
     # alembic narrates each step (and its plugins, on import) at INFO; the bootstrap's own line
@@ -132,7 +151,7 @@ def migrate(connection, mart_schema: str) -> Applied:
     from alembic import command
     from alembic.script import ScriptDirectory
 
-    conn = connection.connection.driver_connection
+    conn = driver(connection)
     cfg = alembic_config(connection)
     before = current_revision(connection)
     taken_over = False
@@ -154,17 +173,17 @@ def migrate(connection, mart_schema: str) -> Applied:
     return applied
 
 
-def unversioned(conn) -> bool:
+def unversioned(conn: Psycopg) -> bool:
     """loginvault's schemas are there, alembic's version table is not."""
-    row = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = ANY(%s)", (list(OWN_SCHEMAS),)).fetchone()
-    return row[0] > 0
+    found = db.one_row(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = ANY(%s)", (list(OWN_SCHEMAS),))[0]
+    return bool(found)
 
 
 def previous_shape() -> set[tuple[str, ...]]:
     return {tuple(line.split()) for line in PREVIOUS_SHAPE.read_text().splitlines() if line and line[0] != "#"}
 
 
-def shape(conn) -> set[tuple[str, ...]]:
+def shape(conn: Psycopg) -> set[tuple[str, ...]]:
     """The tables of loginvault's schemas (not partitions, guards or the versions' tables) as
     (relation, kind, column, type with no spaces, not null)."""
     return {
@@ -173,7 +192,7 @@ def shape(conn) -> set[tuple[str, ...]]:
     }
 
 
-def check_previous_shape(conn) -> None:
+def check_previous_shape(conn: Psycopg) -> None:
     """OlderSchema unless every table and column of the baseline is there as in 0.1.0."""
     missing = sorted(previous_shape() - shape(conn))
     if missing:
@@ -199,12 +218,13 @@ def definition_checksums(mart_schema: str, database_acl: str) -> dict[str, str]:
     }
 
 
-def database_acl(conn) -> str:
-    row = conn.execute("SELECT coalesce(datacl::text, '') FROM pg_database WHERE datname = current_database()")
-    return row.fetchone()[0]
+def database_acl(conn: Psycopg) -> str:
+    return str(
+        db.one_row(conn, "SELECT coalesce(datacl::text, '') FROM pg_database WHERE datname = current_database()")[0]
+    )
 
 
-def apply_definitions(conn, mart_schema: str) -> list[str]:
+def apply_definitions(conn: Psycopg, mart_schema: str) -> list[str]:
     """Every repeatable definition in name order when any checksum differs from the recorded
     ones (then recorded); nothing otherwise. The names applied."""
     wanted = definition_checksums(mart_schema, database_acl(conn))

@@ -147,7 +147,7 @@ class RunSettings:
     @property
     def max_poll_age(self) -> float:
         """/healthz fails when no poll has succeeded for this long."""
-        return max(60.0, 3.0 * self.wait_seconds)
+        return max(60.0, 3.0 * (self.wait_seconds or 0))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@ from alembic import context
 
 from ingest.schema import migrate
 
-context.configure(connection=context.config.attributes["connection"], **migrate.CONTEXT_OPTIONS)
+options = migrate.CONTEXT_OPTIONS
+context.configure(
+    connection=context.config.attributes["connection"],
+    version_table=options["version_table"],
+    version_table_schema=options["version_table_schema"],
+    transaction_per_migration=options["transaction_per_migration"],
+)
 with context.begin_transaction():
     context.run_migrations()
