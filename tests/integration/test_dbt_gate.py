@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from bench import harness
-from conftest import Job, clone_job, drop_test_database, execute, query
+from conftest import Job, clone_job, drop_test_database, execute, query, send_events
 from ingest import config
 from ingest.local import sample
 from ingest.vault.keys import key_options
@@ -36,11 +36,9 @@ EVENTS = [
 
 
 @pytest.fixture(scope="module")
-def gate(origin: Job, tmp_path_factory) -> Job:
+def gate(origin: Job) -> Job:
     """`origin` with the hand-written events ingested and built (full scope: every test passed)."""
-    path = tmp_path_factory.mktemp("gate") / "events.json"
-    path.write_text(json.dumps(EVENTS))
-    origin.run("seed", "--file", str(path))
+    send_events(origin, EVENTS)
     origin.run("run", "--wait-time", "1")
     origin.transform()
     return origin

@@ -8,11 +8,10 @@ a user_logins row with the expected values, or a rejected_login_events row with 
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
-from conftest import Job, drop_test_database, new_job, query
+from conftest import Job, drop_test_database, new_job, query, send_events
 from ingest import config
 from ingest.vault import masking
 
@@ -65,10 +64,7 @@ def cleartext_pii() -> set[str]:
 @pytest.fixture(scope="module")
 def hostile_job(pg_cluster, template_db, moto_server):
     job = new_job(pg_cluster, template_db, moto_server, "hostile")
-    path = job.dbt_dir / f"hostile-{uuid.uuid4().hex}.json"
-    # String elements are sent as-is: each body byte for byte.
-    path.write_text(json.dumps([entry["body"] for entry in CORPUS], ensure_ascii=False), encoding="utf-8")
-    job.run("seed", "--file", str(path))
+    send_events(job, [entry["body"] for entry in CORPUS])  # strings are sent as-is: each body byte for byte
     job.run("run", "--wait-time", "1")
     job.transform()  # build --warn-error, exit 0: no body breaks the run
     yield job

@@ -16,7 +16,7 @@ from collections import defaultdict
 import psycopg
 import pytest
 
-from conftest import Job, clone_job, drop_test_database, execute, ip_token, query, role_dsn, wait_until
+from conftest import Job, clone_job, drop_test_database, execute, ip_token, query, role_dsn, send_events, wait_until
 from ingest import config
 from ingest.vault import keys, masking
 
@@ -193,9 +193,7 @@ def test_rotation_needs_no_raw_row(fresh):
 def test_an_ip_and_a_device_id_of_one_string_get_two_tokens_after_the_migration(fresh):
     """A database of an earlier version tokenized the value alone: the first rotation migrates."""
     same = "81.112.156.252"
-    path = fresh.dbt_dir / "same.json"
-    path.write_text(json.dumps([{"user_id": "u-ip", "ip": same}, {"user_id": "u-dev", "device_id": same}]))
-    fresh.run("seed", "--file", str(path))
+    send_events(fresh, [{"user_id": "u-ip", "ip": same}, {"user_id": "u-dev", "device_id": same}])
     fresh.run("run", "--wait-time", "1")
     execute(fresh.dsn, "UPDATE pii.key_versions SET kind_separated = false WHERE kind = 'hmac'")
     fresh.transform("build", "--full-refresh")  # every token under the old rule
