@@ -98,7 +98,7 @@ class CachedLookups:
 
 
 @contextlib.contextmanager
-def lookups_cached(cache: dict[Any, Any]) -> Iterator[None]:
+def lookups_cached(cache: dict[object, object]) -> Iterator[None]:
     """Config lookups on this thread are answered from `cache` (a loader's) until the end."""
     _lookups.cache = cache
     try:
@@ -172,7 +172,8 @@ COLUMNS: dict[str, dict[str, Any]] = {
 
 def raw_resource(table: pa.Table, name: str) -> DltResource:
     """A dlt resource appending the Arrow `table` to the table `name`, with the contract's types."""
-    return dlt.resource(table, name=name, write_disposition="append", columns=COLUMNS)  # type: ignore[arg-type]
+    resource: DltResource = dlt.resource(table, name=name, write_disposition="append", columns=COLUMNS)  # type: ignore[call-overload]
+    return resource
 
 
 def new_pipeline(dsn: str, workdir: str, pipeline_name: str, dataset_name: str) -> dlt.Pipeline:
@@ -184,7 +185,7 @@ def new_pipeline(dsn: str, workdir: str, pipeline_name: str, dataset_name: str) 
     )
 
 
-def run(pipeline: dlt.Pipeline, resource: DltResource, loader_file_format: str, lookups: dict[Any, Any]) -> None:
+def run(pipeline: dlt.Pipeline, resource: DltResource, loader_file_format: str, lookups: dict[object, object]) -> None:
     """Extract, normalize and load `resource` in one `pipeline.run`, then remove the packages of
     the completed loads (their files, schema and state: ~100 KiB each) from the working dir: the
     database's raw._dlt_loads is the record, and a consumer that loads every second would

@@ -1,8 +1,8 @@
 """Raw loading: append a micro-batch of SQS deliveries to raw.login_events with dlt, verbatim.
 
-RawLoader owns everything between a batch in hand and a committed load: the dlt resource and
-pipeline, the raw contract's column types, retries with backoff, and the bisection that leaves
-out the rows the database refuses. It knows nothing of the queue: the caller deletes what
+RawLoader owns everything between a batch in hand and a committed load: the Arrow table of the
+batch, the file format, retries with backoff, and the bisection that leaves out the rows the
+database refuses; dlt itself is reached through ingest/consumer/dlt_boundary.py only. It knows nothing of the queue: the caller deletes what
 `load` returns, and only that (at-least-once). Nothing is parsed here: a malformed body is data
 too and lands verbatim.
 """
@@ -82,7 +82,7 @@ class RawLoader:
         # the user's .dlt/config.toml says otherwise.
         dlt_boundary.require_packaged_defaults()
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
-        self._config_lookups: dict = {}  # dlt's, answered once per loader
+        self._config_lookups: dict[object, object] = {}  # dlt's, answered once per loader
         self.pipeline = self._new_pipeline()
 
     def _new_pipeline(self) -> dlt_boundary.Pipeline:
@@ -96,11 +96,12 @@ class RawLoader:
         try:
             with psycopg.connect(self.dsn, connect_timeout=10) as conn:
                 row = conn.execute("SELECT current_user, to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-                if not row[1]:
+                if row is None or not row[1]:
                     raise LoginvaultError(
                         f"table {table} does not exist: run the bootstrap (`make stack-up`, or `loginvault bootstrap` with an admin PG_DSN)"
                     )
-                if not conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()[0]:
+                granted = conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()
+                if granted is None or not granted[0]:
                     raise LoginvaultError(f"role {row[0]} may not insert into {table}: run the bootstrap or grant it")
         except psycopg.OperationalError as exc:
             raise db.cannot_connect(self.dsn, exc) from None
@@ -235,9 +236,11 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None or getattr(exc, "exception", None) is not None:
-        exc = exc.__cause__ or exc.exception
-    return exc
+    while True:
+        inner = exc.__cause__ or getattr(exc, "exception", None)  # dlt's step errors hold it as .exception
+        if not isinstance(inner, BaseException):
+            return exc
+        exc = inner
 
 
 def _root_cause(exc: BaseException) -> str:
