@@ -1,34 +1,25 @@
 """Raw loading: append a micro-batch of SQS deliveries to raw.login_events with dlt, verbatim.
 
-RawLoader owns everything between a batch in hand and a committed load: the dlt resource and
-pipeline, the raw contract's column types, retries with backoff, and the bisection that leaves
-out the rows the database refuses. It knows nothing of the queue: the caller deletes what
+RawLoader owns everything between a batch in hand and a committed load: the Arrow table of the
+batch, the file format, retries with backoff, and the bisection that leaves out the rows the
+database refuses; dlt itself is reached through ingest/consumer/dlt_boundary.py only. It knows nothing of the queue: the caller deletes what
 `load` returns, and only that (at-least-once). Nothing is parsed here: a malformed body is data
 too and lands verbatim.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import random
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 
-import dlt
 import pyarrow as pa
-from dlt.common.configuration.container import Container
-from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
-from dlt.common.schema import Schema
-from dlt.common.storages.live_schema_storage import LiveSchemaStorage
-from dlt.extract.resource import DltResource
 
 from ingest import LoginvaultError, config, db
-from ingest.consumer import dlt_defaults
+from ingest.consumer import dlt_boundary
 from ingest.consumer.sqs import Message
 from ingest.faults import pause_at
 
@@ -58,18 +49,9 @@ ARROW_SCHEMA = pa.schema(
         pa.field("queue", pa.string(), nullable=False),
     ]
 )
-# The raw contract's column types, for dlt (bootstrap.sql creates the table with the same).
-COLUMNS = {
-    "message_id": {"data_type": "text", "nullable": False},
-    "body": {"data_type": "text", "nullable": False},
-    "sent_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
-    "received_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
-    "receive_count": {"data_type": "bigint", "precision": 32, "nullable": False},
-    "queue": {"data_type": "text", "nullable": False},
-}
 
 
-def login_events(messages: Sequence[Message], queue: str) -> DltResource:
+def login_events(messages: Sequence[Message], queue: str) -> dlt_boundary.DltResource:
     """dlt resource of one micro-batch of SQS deliveries, as an Arrow table in raw's layout.
 
     Reads exactly the messages given; the caller acknowledges them (deletes them from the
@@ -86,7 +68,7 @@ def login_events(messages: Sequence[Message], queue: str) -> DltResource:
         ],
         schema=ARROW_SCHEMA,
     )
-    return dlt.resource(table, name=config.RAW_TABLE, write_disposition="append", columns=COLUMNS)
+    return dlt_boundary.raw_resource(table, config.RAW_TABLE)
 
 
 class RawLoader:
@@ -96,24 +78,15 @@ class RawLoader:
         self.dsn = dsn
         self.retry_budget_seconds = retry_budget_seconds
         self.file_format = file_format  # auto, parquet or csv
-        # Before dlt resolves any setting: its own settings come from ingest/consumer/dlt_defaults.toml
-        # unless the environment or the user's .dlt/config.toml says otherwise.
-        dlt_defaults.use_packaged_defaults()
+        # dlt's own settings come from ingest/consumer/dlt_defaults.toml unless the environment or
+        # the user's .dlt/config.toml says otherwise.
+        dlt_boundary.require_packaged_defaults()
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
-        self._config_lookups: dict = {}
+        self._config_lookups: dict[object, object] = {}  # dlt's, answered once per loader
         self.pipeline = self._new_pipeline()
 
-    def _new_pipeline(self):
-        destination = dlt.destinations.postgres(credentials=self.dsn)
-        _memoize_capabilities(destination)
-        pipeline = dlt.pipeline(
-            pipeline_name=config.PIPELINE_NAME,
-            pipelines_dir=self._workdir,
-            destination=destination,
-            dataset_name=config.RAW_SCHEMA,
-        )
-        _keep_schemas_in_memory(pipeline)
-        return pipeline
+    def _new_pipeline(self) -> dlt_boundary.Pipeline:
+        return dlt_boundary.new_pipeline(self.dsn, self._workdir, config.PIPELINE_NAME, config.RAW_SCHEMA)
 
     def check(self) -> None:
         """Pre-flight: the DSN connects, acts as a role that may insert into raw.login_events."""
@@ -123,11 +96,12 @@ class RawLoader:
         try:
             with psycopg.connect(self.dsn, connect_timeout=10) as conn:
                 row = conn.execute("SELECT current_user, to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-                if not row[1]:
+                if row is None or not row[1]:
                     raise LoginvaultError(
                         f"table {table} does not exist: run the bootstrap (`make stack-up`, or `loginvault bootstrap` with an admin PG_DSN)"
                     )
-                if not conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()[0]:
+                granted = conn.execute("SELECT has_table_privilege(%s, 'INSERT')", (table,)).fetchone()
+                if granted is None or not granted[0]:
                     raise LoginvaultError(f"role {row[0]} may not insert into {table}: run the bootstrap or grant it")
         except psycopg.OperationalError as exc:
             raise db.cannot_connect(self.dsn, exc) from None
@@ -188,11 +162,10 @@ class RawLoader:
         while True:
             try:
                 pause_at("in_load")
-                with _config_lookups_cached(self._config_lookups):
-                    info = self.pipeline.run(
-                        login_events(messages, queue), loader_file_format=file_format(len(messages), self.file_format)
-                    )
-                self._forget_loaded(info.loads_ids)
+                resource = login_events(messages, queue)
+                dlt_boundary.run(
+                    self.pipeline, resource, file_format(len(messages), self.file_format), self._config_lookups
+                )
                 return
             except Exception as exc:  # dlt wraps every step's error in PipelineStepFailed
                 error = exc
@@ -216,98 +189,8 @@ class RawLoader:
         self._workdir = tempfile.mkdtemp(prefix="loginvault-dlt-")
         self.pipeline = self._new_pipeline()
 
-    def _forget_loaded(self, load_ids: Sequence[str]) -> None:
-        """Delete the packages dlt keeps of completed loads (its files, schema and state: ~100 KiB
-        each): the database's raw._dlt_loads is the record, and a consumer that loads every
-        second would otherwise fill its disk."""
-        storage = self.pipeline._get_load_storage()
-        for load_id in load_ids:
-            storage.delete_loaded_package(load_id)
-
     def close(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-_lookups = threading.local()  # .cache: the running loader's answers, on its thread
-
-
-@contextlib.contextmanager
-def _config_lookups_cached(cache: dict):
-    """While a loader runs, each of dlt's config lookups (a provider asked for a key under some
-    sections) is answered once per loader and then from `cache`.
-
-    dlt resolves its configuration again on every run (~70 config objects, each key asked of
-    every provider under several sections, secrets also as files under /run/secrets): a third
-    of a small load's CPU under cProfile, for answers that do not change while the process
-    runs. Only lookups made on this thread during a run are cached; outside RawLoader's runs,
-    and on dlt's worker threads, the providers answer as always. Precedence is untouched: dlt
-    still asks the providers in order, each answer being the one that provider gave the first
-    time."""
-    for provider in Container()[PluggableRunContext].providers.providers:
-        if not getattr(provider, "_loginvault_cached", False):
-            provider.get_value = _cached_get_value(provider, provider.get_value)
-            provider._loginvault_cached = True
-    _lookups.cache = cache
-    try:
-        yield
-    finally:
-        _lookups.cache = None
-
-
-def _cached_get_value(provider, get_value):
-    def cached(key, hint, pipeline_name, *sections):
-        cache = getattr(_lookups, "cache", None)
-        if cache is None:
-            return get_value(key, hint, pipeline_name, *sections)
-        try:
-            lookup = (id(provider), key, hint, pipeline_name, sections)
-            return cache[lookup]
-        except TypeError:  # an unhashable hint
-            return get_value(key, hint, pipeline_name, *sections)
-        except KeyError:
-            answer = cache[lookup] = get_value(key, hint, pipeline_name, *sections)
-            return answer
-
-    return cached
-
-
-def _memoize_capabilities(destination) -> None:
-    """dlt asks the destination for its capabilities ~15 times per `pipeline.run()`, and each
-    answer resolves the destination's whole configuration again (~2 ms): a fifth of a small
-    load's CPU. The answer depends only on that configuration (fixed for the process) and the
-    naming convention, so each is computed once and handed out as a copy (dlt edits it)."""
-    compute = destination.capabilities
-    cache: dict = {}
-    lock = threading.Lock()
-
-    def capabilities(config=None, naming=None):
-        if config is not None:  # a final, resolved config: dlt's own path, not cached
-            return compute(config, naming)
-        key = None if naming is None else (type(naming), getattr(naming, "max_length", None))
-        with lock:
-            if key not in cache:
-                cache[key] = compute(None, naming)
-            return copy.deepcopy(cache[key])
-
-    destination.capabilities = capabilities
-
-
-class _SchemasInMemory(LiveSchemaStorage):
-    """dlt's live schema storage, without the reload of a saved schema from its file on every
-    access (~9 per run, each a JSON parse, a validation and a normalizer configuration: a fifth
-    of a small load's CPU under cProfile). The working dir is this loader's alone, so the file
-    only ever holds what this storage saved from the live schema: the live schema is returned as
-    it is. A run that fails leaves no changed live schema behind: RawLoader drops its pipeline."""
-
-    def __getitem__(self, name: str) -> Schema:
-        schema = self.live_schemas.get(name)
-        return schema if schema is not None else super().__getitem__(name)
-
-
-def _keep_schemas_in_memory(pipeline) -> None:
-    storage = pipeline._schema_storage
-    assert type(storage) is LiveSchemaStorage, type(storage)
-    storage.__class__ = _SchemasInMemory
 
 
 class _RowsRefused(Exception):
@@ -348,15 +231,16 @@ def _retryable(exc: BaseException) -> bool:
     """Errors of the database or the way to it (down, restarting, refusing, timing out)."""
     import adbc_driver_manager
     import psycopg2
-    from dlt.common.destination.exceptions import DestinationTransientException
 
-    return isinstance(exc, psycopg2.Error | adbc_driver_manager.Error | OSError | DestinationTransientException)
+    return isinstance(exc, psycopg2.Error | adbc_driver_manager.Error | OSError) or dlt_boundary.is_transient(exc)
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None or getattr(exc, "exception", None) is not None:
-        exc = exc.__cause__ or exc.exception
-    return exc
+    while True:
+        inner = exc.__cause__ or getattr(exc, "exception", None)  # dlt's step errors hold it as .exception
+        if not isinstance(inner, BaseException):
+            return exc
+        exc = inner
 
 
 def _root_cause(exc: BaseException) -> str:

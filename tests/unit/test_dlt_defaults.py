@@ -11,12 +11,12 @@ from pathlib import Path
 
 from hermetic import base_env
 
-# The values a process sees after the loader set dlt up: dlt's runtime as it resolved it
-# (logging, telemetry), the other settings as dlt.config resolves them for the pipeline.
+# The values a process sees once dlt set itself up (through loginvault's run context plugin): dlt's
+# runtime as it resolved it (logging, telemetry), the other settings as dlt.config resolves them.
 RESOLVE = """
 import json
-from ingest.consumer import dlt_defaults
-dlt_defaults.use_packaged_defaults()
+from ingest.consumer import dlt_boundary
+dlt_boundary.require_packaged_defaults()
 import dlt
 from dlt.common.configuration.container import Container
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
