@@ -99,10 +99,13 @@ def metrics_port_setting(variable: str, scope: str = "", needs: str | None = Non
     )
 
 
+METRICS_HOST = "0.0.0.0"
+
+
 def metrics_host_setting(variable: str, scope: str = "", needs: str | None = None) -> Any:
     """The address a service serves its metrics on: every interface, for a scraper in the cluster."""
     return setting(
-        "0.0.0.0",
+        METRICS_HOST,
         f"{scope}address to serve metrics on",
         env=variable,
         flag="--metrics-host",
@@ -110,6 +113,16 @@ def metrics_host_setting(variable: str, scope: str = "", needs: str | None = Non
         metavar="ADDR",
         needs=needs,
     )
+
+
+def refuse_host_without_port(port: int | None, host: str, port_variable: str, host_variable: str) -> None:
+    """A metrics address (flag or variable) with no port to serve on (from either) would be
+    ignored: refused instead, naming both."""
+    if port is None and host != METRICS_HOST:
+        raise SettingError(
+            f"--metrics-host / {host_variable} {host} is set, but no --metrics-port / {port_variable}:"
+            " metrics are served only on a port"
+        )
 
 
 # ---------------------------------------------------------------- the command line

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ingest import config
 from ingest.setting_values import choice, host, http_url, identifier, log_level, path, port, positive, seconds, whole
-from ingest.settings.declaring import metrics_host_setting, metrics_port_setting, setting
+from ingest.settings.declaring import metrics_host_setting, metrics_port_setting, refuse_host_without_port, setting
 
 # ---------------------------------------------------------------- the settings
 
@@ -143,6 +143,7 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.wait_seconds is None:
             object.__setattr__(self, "wait_seconds", 20 if self.follow else 3)
+        refuse_host_without_port(self.metrics_port, self.metrics_host, "INGEST_METRICS_PORT", "INGEST_METRICS_HOST")
 
     @property
     def max_poll_age(self) -> float:
@@ -233,6 +234,9 @@ class RecoveryServiceSettings:
     )  # fmt: skip
     metrics_port: int | None = metrics_port_setting("RECOVERY_METRICS_PORT")
     metrics_host: str = metrics_host_setting("RECOVERY_METRICS_HOST")
+
+    def __post_init__(self) -> None:
+        refuse_host_without_port(self.metrics_port, self.metrics_host, "RECOVERY_METRICS_PORT", "RECOVERY_METRICS_HOST")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from ingest.cli import build_parser, command_parser
 from ingest.settings import (
     CommonSettings,
     LocalStackSettings,
+    RecoveryServiceSettings,
     RunSettings,
     SettingError,
     SqsSettings,
@@ -131,6 +132,21 @@ def test_receivers_is_the_name_workers_the_older_one():
 def test_metrics_port_zero_is_off():
     assert load_run("--metrics-port", "0").metrics_port is None
     assert load_run(INGEST_METRICS_PORT="9102").metrics_port == 9102
+
+
+def test_a_metrics_host_without_a_port_is_refused_not_ignored():
+    """From a flag or a variable, for the ingest and the recovery service; with a port from
+    either source it is taken."""
+    for given in ({"argv": ("--metrics-host", "127.0.0.1")}, {"INGEST_METRICS_HOST": "127.0.0.1"}):
+        argv = given.pop("argv", ())
+        with pytest.raises(SettingError, match="--metrics-host / INGEST_METRICS_HOST 127.0.0.1 is set, but no"):
+            load_run(*argv, **given)
+    assert load_run("--metrics-host", "127.0.0.1", INGEST_METRICS_PORT="9102").metrics_host == "127.0.0.1"
+    assert load_run(INGEST_METRICS_HOST="127.0.0.1", INGEST_METRICS_PORT="9102").metrics_port == 9102
+    serve = build_parser().parse_args(["recovery", "serve", "--metrics-host", "127.0.0.1"])
+    with pytest.raises(SettingError, match="RECOVERY_METRICS_HOST 127.0.0.1 is set, but no --metrics-port"):
+        settings.load(RecoveryServiceSettings, serve, {})
+    assert settings.load(RecoveryServiceSettings, serve, {"RECOVERY_METRICS_PORT": "9103"}).metrics_port == 9103
 
 
 def test_help_says_each_default_and_variable_written_once():
