@@ -12,17 +12,20 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import boto3
 import psycopg
 import pytest
 
-from conftest import REGION, REPO_ROOT, base_env, execute, make_tmp_dir, query, run_ingest
+from conftest import REGION, REPO_ROOT, base_env, drop_test_database, make_tmp_dir, query, run_ingest
 from ingest import config
 from ingest.local.moto_server import MotoServer
 from ingest.local.network import HOST, free_port
+from ingest.local.pg_cluster import ensure_database
 from ingest.local.stack import LocalStack
+from ingest.schema import migrate
 from ingest.settings import LocalStackSettings, SqsSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -194,10 +197,13 @@ def test_stack_up_seeds_a_new_queue_and_ingest_drains_it(local_stack_env):
     assert query(values["PG_DSN"], "SELECT count(*) FROM raw.login_events") == [(5,)]
 
 
-def test_stack_up_starts_nothing_for_user_settings(pg_dsn, sqs_queue, local_stack_env):
-    """A user-set PG_DSN and SQS_QUEUE_URL win: nothing local starts, their database is bootstrapped."""
+def test_stack_up_starts_nothing_for_user_settings(pg_cluster, sqs_queue, local_stack_env):
+    """A user-set PG_DSN and SQS_QUEUE_URL win: nothing local starts, their (empty) database is
+    bootstrapped: migrated to the head version."""
     env, local_dir, pg_port, sqs_port = local_stack_env
-    execute(pg_dsn, "DROP TABLE raw.login_events")
+    name = f"t_{uuid.uuid4().hex}"
+    ensure_database(pg_cluster.dsn("postgres"), name)
+    pg_dsn = pg_cluster.dsn(name)
     env = {
         **env,
         "PG_DSN": pg_dsn,
@@ -205,12 +211,16 @@ def test_stack_up_starts_nothing_for_user_settings(pg_dsn, sqs_queue, local_stac
         "SQS_ENDPOINT_URL": sqs_queue.endpoint_url,
         "AWS_REGION": REGION,
     }
-    code, _, stderr = run_ingest("stack", "up", "--seed-if-new", "5", env=env)
-    assert code == 0, stderr
-    assert "postgres" not in stderr and "moto" not in stderr
-    assert not port_open(pg_port) and not port_open(sqs_port)
-    assert not (local_dir / "pg").exists()
-    assert query(pg_dsn, "SELECT to_regclass('raw.login_events') IS NOT NULL") == [(True,)]
-    assert sqs_queue.depth() == (0, 0)
-    values = eval_env(env)
-    assert values["PG_DSN"] == pg_dsn and values["SQS_QUEUE_URL"] == sqs_queue.url
+    try:
+        code, _, stderr = run_ingest("stack", "up", "--seed-if-new", "5", env=env)
+        assert code == 0, stderr
+        assert "postgres" not in stderr and "moto" not in stderr
+        assert not port_open(pg_port) and not port_open(sqs_port)
+        assert not (local_dir / "pg").exists()
+        assert query(pg_dsn, "SELECT to_regclass('raw.login_events') IS NOT NULL") == [(True,)]
+        assert query(pg_dsn, "SELECT version_num FROM loginvault.alembic_version") == [(migrate.head_revision(),)]
+        assert sqs_queue.depth() == (0, 0)
+        values = eval_env(env)
+        assert values["PG_DSN"] == pg_dsn and values["SQS_QUEUE_URL"] == sqs_queue.url
+    finally:
+        drop_test_database(pg_cluster, name)
