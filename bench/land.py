@@ -8,7 +8,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -32,13 +32,13 @@ class SyntheticQueue:
         self._bodies = bodies
         self._serial = 0
         self._lock = threading.Lock()
-        self._sent_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        self._sent_ms = int(datetime.now(UTC).timestamp() * 1000)
 
     def receive(self, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int = 300) -> list:
         with self._lock:
             bodies = [b for _, b in zip(range(max_messages), self._bodies, strict=False)]
             first, self._serial = self._serial, self._serial + len(bodies)
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         return [
             sqs._message(
                 {
@@ -115,7 +115,7 @@ def row_by_row_baseline(dsn: str, rows: list[tuple]) -> float:
 
 def run(dsn: str, n: int, row_by_row_n: int, batch_size: int) -> list[Result]:
     bodies = [sample.to_body(e) for e in sample.synthetic_events(n, seed=11)]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [(str(uuid.uuid4()), b, now, now, 1, "login-queue", "1.0", uuid.uuid4().hex[:14]) for b in bodies]
 
     landed, land_s = land(dsn, iter(bodies), batch_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -50,15 +50,13 @@ def run(pg: PgCluster, n: int) -> list[Result]:
 def _load(dsn: str, n: int) -> None:
     """N raw rows, one completed dlt load per day, the oldest day DAYS days back (COPY through
     the parent table, as the loader); the loads registered as taken by the marts."""
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     execute(dsn, f"SELECT raw.ensure_partitions('{today - timedelta(days=DAYS)}', '{today}')")
     events = sample.synthetic_events(n, seed=29)
     per_day = n // DAYS
     with psycopg.connect(harness.role_dsn(dsn, config.LOADER_ROLE)) as conn:
         for day in range(DAYS):
-            received = datetime.combine(today - timedelta(days=day), datetime.min.time(), timezone.utc) + timedelta(
-                hours=12
-            )
+            received = datetime.combine(today - timedelta(days=day), datetime.min.time(), UTC) + timedelta(hours=12)
             load_id = f"{received.timestamp():.6f}"
             harness.copy_load(conn, events, per_day, load_id, received, queue="q")
     work = Path(tempfile.mkdtemp(prefix="loginvault-bench-retention-"))
@@ -97,9 +95,7 @@ def _load(dsn: str, n: int) -> None:
 
 def _measure(retention_dsn: str, delete_dsn: str, n: int) -> list[Result]:
     # The start of the oldest day that retention keeps: its partition reaches past the cutoff.
-    kept_from = datetime.combine(
-        (datetime.now(timezone.utc) - timedelta(days=WINDOW_DAYS)).date(), datetime.min.time(), timezone.utc
-    )
+    kept_from = datetime.combine((datetime.now(UTC) - timedelta(days=WINDOW_DAYS)).date(), datetime.min.time(), UTC)
     saved = dict(os.environ)
     os.environ["LOGINVAULT_TRANSFORMER_DSN"] = harness.role_dsn(retention_dsn, config.TRANSFORMER_ROLE)
     try:

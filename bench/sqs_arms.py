@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bench.meter import RequestCounter, Sample, Samples
 from ingest.consumer import Consumer
@@ -108,7 +108,7 @@ def calibrate(loader: RawLoader) -> list[tuple[int, float]]:
     """(messages, process CPU s) of loads of synthetic messages made one after another, after
     the run, with nothing else working in the process: the whole CPU of a load, dlt's COPY job
     (on a thread of dlt's own, which the run's loader threads do not see) included."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     costs = []
     for k in range(CALIBRATION_RUNS):
         for size in CALIBRATION_SIZES:

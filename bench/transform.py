@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -32,7 +32,7 @@ SCRIPT = Path(__file__).with_name("handwritten_transform.sql")
 
 def load_raw(dsn: str, n: int, seed: int, loads: int = 10) -> None:
     """N raw rows in `loads` completed dlt loads, as the loader (COPY, not timed)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     events = sample.synthetic_events(n, seed=seed)
     per_load = -(-n // loads)
     with psycopg.connect(dsn) as conn:

@@ -12,7 +12,7 @@ import argparse
 import math
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,12 +115,12 @@ def moment(text: str) -> datetime:
     """A moment: `7d`, `12h`, `30m`, `90s` ago, or an ISO date/time (UTC when it has no zone)."""
     ago = _AGO.match(text.strip())
     if ago:
-        return datetime.now(timezone.utc) - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
+        return datetime.now(UTC) - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"expected e.g. 7d, 12h, 2026-01-31 or 2026-01-31T09:00, got {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def argument_type(parse: Parser) -> Callable[[str], Any]:

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import boto3
@@ -158,7 +158,7 @@ class Queue:
                 MessageSystemAttributeNames=RECEIVE_ATTRIBUTES,
                 MessageAttributeNames=[ORIGINAL_ID_ATTRIBUTE, ORIGINAL_SENT_ATTRIBUTE],
             )
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         return [_message(m, received_at) for m in response.get("Messages", [])]
 
     def delete(self, messages: Sequence[Message]) -> tuple[int, list[dict[str, str | None]]]:
@@ -218,7 +218,7 @@ def _message(raw: dict[str, Any], received_at: datetime) -> Message:
     return Message(
         message_id=original.get(ORIGINAL_ID_ATTRIBUTE) or raw["MessageId"],
         body=raw["Body"],
-        sent_at=datetime.fromtimestamp(sent_ms / 1000, timezone.utc),
+        sent_at=datetime.fromtimestamp(sent_ms / 1000, UTC),
         received_at=received_at,
         receive_count=int(attrs.get("ApproximateReceiveCount", 1)),
         receipt_handle=raw["ReceiptHandle"],

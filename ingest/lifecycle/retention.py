@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ingest import LoginvaultError, config, count, db
@@ -63,7 +63,7 @@ class Report:
         if self.oldest_left is None:
             out.append("retention: no cleartext left in raw or staging")
         else:
-            age = datetime.now(timezone.utc) - self.oldest_left
+            age = datetime.now(UTC) - self.oldest_left
             out.append(
                 f"retention: oldest cleartext left received {self.oldest_left:%Y-%m-%dT%H:%M:%SZ} or later"
                 f" (oldest_cleartext_age_seconds={age.total_seconds():.0f})"
@@ -77,7 +77,7 @@ def apply(days: int, dry_run: bool = False) -> Report:
 
     if days < 1:
         raise LoginvaultError(f"the retention window must be at least 1 day, got {days}")
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    cutoff = datetime.now(UTC) - timedelta(days=days)
     report = Report(cutoff, dry_run)
     try:
         _apply(report)
@@ -223,7 +223,7 @@ def _convert(conn: Connection[TupleRow]) -> int:
         "SELECT min(received_at AT TIME ZONE 'UTC')::date, max(received_at AT TIME ZONE 'UTC')::date, count(*)"
         " FROM raw.login_events_unpartitioned",
     )
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     conn.execute(
         "SELECT raw.ensure_partitions(%s, %s)",
         (min(first or today, today - timedelta(days=1)), today + timedelta(days=7)),

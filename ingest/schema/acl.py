@@ -23,12 +23,11 @@ analyst's session.
 from __future__ import annotations
 
 import fnmatch
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from ingest import LoginvaultError, db
 

@@ -15,7 +15,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ingest import LoginvaultError, config, db
@@ -36,7 +36,7 @@ def rows(since: datetime | None) -> Iterator[tuple[Any, ...]]:
             cursor = conn.execute(
                 "SELECT at, event, request_id, login_user, client_addr, kind, value_kind, subject, outcome, reason"
                 " FROM pii.audit_events WHERE at >= %s ORDER BY at, event, request_id",
-                (since or datetime(1970, 1, 1, tzinfo=timezone.utc),),
+                (since or datetime(1970, 1, 1, tzinfo=UTC),),
             )
             yield from cursor
         except psycopg.errors.InsufficientPrivilege as exc:

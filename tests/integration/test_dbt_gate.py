@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -260,7 +260,7 @@ GATE_SIZE = 100_000
 def test_the_full_scope_gate_passes_on_100k_messages(job):
     """CI's gate at size: 100,000 messages loaded as the loader does (the benchmarks' COPY), one
     `loginvault transform build --warn-error` that tests every row, and its mark."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with psycopg.connect(job.dsn) as conn:
         conn.execute(f"SET ROLE {config.LOADER_ROLE}")
         events = sample.synthetic_events(GATE_SIZE, seed=5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -23,7 +23,7 @@ from ingest.vault import masking
 def plant(job: Job, rows: list[tuple[str, str, str]]) -> str:
     """(message_id, body, received_at as text) rows in one completed load, as the loader's own
     login. Returns the load id."""
-    load_id = f"{datetime.now(timezone.utc).timestamp():.6f}{secrets.randbelow(1000):03d}"
+    load_id = f"{datetime.now(UTC).timestamp():.6f}{secrets.randbelow(1000):03d}"
     with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as conn:
         for message_id, body, received in rows:
             conn.execute(
@@ -59,7 +59,7 @@ def test_a_received_at_outside_the_window_makes_no_partition_and_is_rejected(job
     hostile = {
         f"h-{n}-{uuid.uuid4().hex[:6]}": at
         for n, at in enumerate(
-            ["infinity", "-infinity", "1900-01-01", "2025-01-01", str(datetime.now(timezone.utc) + timedelta(days=3))]
+            ["infinity", "-infinity", "1900-01-01", "2025-01-01", str(datetime.now(UTC) + timedelta(days=3))]
         )
     }
     plant(job, [(m, body("hostile-user"), at) for m, at in hostile.items()])
@@ -105,7 +105,7 @@ def test_retention_refuses_a_recent_cutoff_and_forged_bookkeeping(job):
     job.run("seed", "--count", "5")
     job.run("run", "--wait-time", "1")
     job.transform()
-    day = (datetime.now(timezone.utc) - timedelta(days=10)).date()
+    day = (datetime.now(UTC) - timedelta(days=10)).date()
     with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
         conn.execute("SELECT raw.ensure_partitions(%s, %s)", (day, day))
     landed = land(job, list(sample.synthetic_events(4, seed=3)), days_ago=10)
@@ -132,7 +132,7 @@ def test_retention_refuses_a_recent_cutoff_and_forged_bookkeeping(job):
 
 
 def test_retention_drops_a_day_once_its_messages_are_in_the_marts(job):
-    day = (datetime.now(timezone.utc) - timedelta(days=10)).date()
+    day = (datetime.now(UTC) - timedelta(days=10)).date()
     with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
         conn.execute("SELECT raw.ensure_partitions(%s, %s)", (day, day))
     landed = land(job, list(sample.synthetic_events(4, seed=3)), days_ago=10)
@@ -150,7 +150,7 @@ def test_erasure_never_reaches_another_subject_through_a_shared_message_id(job):
     job.transform()
     escaped = json.dumps({"user_id": "\\u0061" + alice[1:], "ip": bob_ip}).replace("\\\\u", "\\u")
     # The loader's planted deliveries: one under Bob's message id naming Alice (escaped), one new.
-    plant(job, [(bob_message, escaped, str(datetime.now(timezone.utc)))])
+    plant(job, [(bob_message, escaped, str(datetime.now(UTC)))])
     (escaped_message,) = land(job, [escaped], days_ago=0)
     job.transform()
     assert query(job.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (alice,)) == [(2,)]
@@ -193,8 +193,8 @@ def test_two_raw_rows_alike_in_every_joined_column_stage_one_message(job):
     """The loader writes two deliveries with the same message id, _dlt_id, received_at and load
     (bodies naming two subjects): staging takes one, the build passes (its unique test on staged
     message ids once failed for good), and the messages of later loads still reach the marts."""
-    received = datetime.now(timezone.utc).isoformat()
-    load_id = f"{datetime.now(timezone.utc).timestamp():.6f}{secrets.randbelow(1000):03d}"
+    received = datetime.now(UTC).isoformat()
+    load_id = f"{datetime.now(UTC).timestamp():.6f}{secrets.randbelow(1000):03d}"
     with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as conn:
         conn.execute(
             "INSERT INTO raw.login_events VALUES (%s, %s, now(), %s, 1, 'q', %s, 'same'), (%s, %s, now(), %s, 1, 'q', %s, 'same')",

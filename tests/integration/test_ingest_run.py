@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from datetime import UTC
 
 import pytest
 
@@ -209,7 +210,7 @@ def test_a_loader_keeps_no_package_of_its_completed_loads(pg_dsn):
     """dlt keeps each completed load's package (~100 KiB) in its working dir; a consumer loading
     every second would fill its disk. After 20 loads the working dir is as small as after one,
     and dlt's log of configuration lookups (cleared at the end of each run's trace) no longer."""
-    from datetime import datetime, timezone
+    from datetime import datetime
     from pathlib import Path
 
     from dlt.common.configuration.utils import get_resolved_traces
@@ -220,7 +221,7 @@ def test_a_loader_keeps_no_package_of_its_completed_loads(pg_dsn):
         return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
     def batch(seed: int) -> list[Message]:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         events = sample.synthetic_events(50, seed=seed)
         return [Message(f"keep-{seed}-{i}", sample.to_body(e), now, now, 1, "") for i, e in enumerate(events)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -90,7 +90,7 @@ def test_a_late_row_is_refused_and_nothing_of_its_statement_lands(job):
     """Not staged by a later run (stg_sqs__loads takes a load once), so not taken at all: the
     insert fails naming the load, every row of its statement with it. The transform passes, and
     retention drops the day once its messages are in the marts: nothing of the try is left."""
-    day = (datetime.now(timezone.utc) - timedelta(days=10)).date()
+    day = (datetime.now(UTC) - timedelta(days=10)).date()
     with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
         conn.execute("SELECT raw.ensure_partitions(%s, %s)", (day, day))
     land(job, list(sample.synthetic_events(3, seed=4)), days_ago=10)
@@ -155,7 +155,7 @@ def test_the_loader_reaches_no_partition_only_the_guarded_parent(job):
             assert query(
                 job.dsn, "SELECT has_table_privilege(%s, %s, %s)", (config.LOADER_ROLE, partition, privilege)
             ) == [(False,)], (partition, privilege)
-    today = day_partitions(job, "raw.login_events")[datetime.now(timezone.utc).date()]
+    today = day_partitions(job, "raw.login_events")[datetime.now(UTC).date()]
     for partition in ("raw.login_events_default", today):
         with loader(job) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(ROW.replace("raw.login_events", partition), row(taken))
@@ -165,7 +165,7 @@ def test_the_loader_reaches_no_partition_only_the_guarded_parent(job):
 def test_rows_moved_out_of_the_default_partition_are_not_refused(job):
     """A day's partition made after its rows landed in the default one (of a recorded load):
     they move into it, not through the guarded parent."""
-    day = (datetime.now(timezone.utc) - timedelta(days=20)).date()
+    day = (datetime.now(UTC) - timedelta(days=20)).date()
     landed = land(job, list(sample.synthetic_events(3, seed=7)), days_ago=20)
     with psycopg.connect(role_dsn(job.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
         conn.execute("SELECT raw.ensure_partitions(%s, %s)", (day, day))

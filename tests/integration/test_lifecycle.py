@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -30,7 +30,7 @@ def land(
 ) -> list[str]:
     """Raw rows of `events` received `days_ago` days ago, in one dlt load, through the parent
     table as the loader (the way dlt appends). Returns their message ids."""
-    received = datetime.now(timezone.utc) - timedelta(days=days_ago)
+    received = datetime.now(UTC) - timedelta(days=days_ago)
     load_id = f"{received.timestamp():.6f}{secrets.randbelow(1000):03d}"
     ids = message_ids or [str(uuid.uuid4()) for _ in events]
     with psycopg.connect(role_dsn(job.dsn, config.LOADER_ROLE)) as conn:
@@ -88,7 +88,7 @@ def job(pg_cluster, template_db, moto_server):
 def test_dlt_loads_through_the_parent_into_the_day_partition(job, file_format):
     job.run("seed", "--count", "12")
     job.run("run", "--wait-time", "1", env={**job.env, "INGEST_LOADER_FILE_FORMAT": file_format})
-    today = datetime.now(timezone.utc).strftime("%Y%m%d")
+    today = datetime.now(UTC).strftime("%Y%m%d")
     placed = query(job.dsn, "SELECT tableoid::regclass::text, count(*) FROM raw.login_events GROUP BY 1")
     assert placed == [(f"raw.login_events_p{today}", 12)]
     job.transform()
@@ -148,8 +148,8 @@ def aged(pg_cluster, template_db, moto_server):
     """30 days of back-dated raw rows (1 day without a partition: in the default), transformed;
     then one more back-dated load that no transform took; and today's rows from SQS."""
     job = new_job(pg_cluster, template_db, moto_server, "aged")
-    today = datetime.now(timezone.utc).date()
-    no_partition = (datetime.now(timezone.utc) - timedelta(days=20.5)).date()
+    today = datetime.now(UTC).date()
+    no_partition = (datetime.now(UTC) - timedelta(days=20.5)).date()
     for first, last in (
         (today - timedelta(days=31), no_partition - timedelta(days=1)),
         (no_partition + timedelta(days=1), today),
@@ -179,10 +179,10 @@ def test_retention_drops_old_days_that_reached_the_marts_and_keeps_the_rest(pg_c
 
         out = job.run("retention", "apply", "--days", "7")
 
-        cutoff = (datetime.now(timezone.utc) - timedelta(days=7)).date()
+        cutoff = (datetime.now(UTC) - timedelta(days=7)).date()
         old_raw = [d for d in day_partitions(job, "raw.login_events") if d < cutoff - timedelta(days=1)]
         old_staged = [d for d in day_partitions(job, "staging.stg_sqs__login_events") if d < cutoff - timedelta(days=1)]
-        kept_day = (datetime.now(timezone.utc) - timedelta(days=25.5)).date()
+        kept_day = (datetime.now(UTC) - timedelta(days=25.5)).date()
         assert old_raw == [kept_day], "only the day with untransformed rows stays"
         assert old_staged == []
         assert "kept raw" in out.stderr and "have not reached the marts yet" in out.stderr

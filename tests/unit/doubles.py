@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ingest import LoginvaultError
 from ingest.consumer.sqs import MAX_BATCH, Message
@@ -19,7 +19,7 @@ _serial = itertools.count(1)
 def message(body: str = "{}", receive_count: int = 1, message_id: str | None = None) -> Message:
     """One delivery, as the consumer gets it from ingest.consumer.sqs.Queue.receive."""
     n = next(_serial)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return Message(message_id or f"m-{n}", body, now, now, receive_count, f"handle-{n}")
 
 
@@ -113,7 +113,7 @@ class MemoryQueue:
 
     def _take(self, max_messages: int, visibility_timeout: int) -> list[Message]:
         now = time.monotonic()
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         taken = []
         for message_id, stored in self._stored.items():
             if len(taken) == max_messages:

@@ -5,10 +5,10 @@ A dependency changed in pyproject.toml without `make lock` fails here."""
 from __future__ import annotations
 
 import re
+import tomllib
 from functools import cache
 from pathlib import Path
 
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
@@ -48,7 +48,7 @@ def test_send_chunks_of_nothing_is_nothing():
 
 
 def test_message_from_a_receive_response():
-    received_at = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    received_at = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     raw = {
         "MessageId": "m-1",
         "Body": "not json {",
@@ -57,7 +57,7 @@ def test_message_from_a_receive_response():
     }
     m = sqs._message(raw, received_at)
     assert m.message_id == "m-1" and m.body == "not json {" and m.receipt_handle == "rh"
-    assert m.sent_at == datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+    assert m.sent_at == datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
     assert m.receive_count == 3
     assert m.received_at == received_at
 
