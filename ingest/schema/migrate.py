@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import psycopg
     import sqlalchemy
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     Psycopg = psycopg.Connection[Any]
 
@@ -133,10 +134,13 @@ def current_revision(connection: sqlalchemy.Connection) -> str | None:
     return MigrationContext.configure(connection, opts=CONTEXT_OPTIONS).get_current_revision()
 
 
-def head_revision() -> str:
-    from alembic.script import ScriptDirectory
+def head_revision(script: ScriptDirectory | None = None) -> str:
+    """The newest migration's revision (of `script`, else of the package's migrations)."""
+    if script is None:
+        from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+        script = ScriptDirectory.from_config(alembic_config(None))
+    head = script.get_current_head()
     if head is None:
         raise LoginvaultError(f"no schema migration found in {MIGRATIONS_DIR}: the package is incomplete")
     return head
@@ -164,7 +168,7 @@ def migrate(connection: sqlalchemy.Connection, mart_schema: str) -> Applied:
         # loginvault schema would be).
         conn.execute("CREATE SCHEMA IF NOT EXISTS loginvault")
     script = ScriptDirectory.from_config(cfg)
-    head = head_revision()
+    head = head_revision(script)
     pending = [rev.revision for rev in script.iterate_revisions(head, before or "base")] if before != head else []
     command.upgrade(cfg, "head")
     applied = Applied(before, current_revision(connection) or "", list(reversed(pending)), taken_over=taken_over)
@@ -205,17 +209,19 @@ def check_previous_shape(conn: Psycopg) -> None:
         )
 
 
-def definition_checksums(mart_schema: str, database_acl: str) -> dict[str, str]:
+def repeatable_definitions() -> dict[str, bytes]:
+    """name → text of each repeatable definition, in name order."""
+    return {path.name: path.read_bytes() for path in sorted(REPEATABLE_DIR.glob("*.sql"))}
+
+
+def definition_checksums(definitions: dict[str, bytes], mart_schema: str, database_acl: str) -> dict[str, str]:
     """name → sha256 of each repeatable definition with the mart schema's name and the
     database's own privileges: a new mart schema applies them again (the marts, their grants
     and the declaration depend on it), and so does a database whose privileges are not what
     they left (they live outside the database: a copy from a template or a restored dump lacks
     them, and a GRANT on the database is undone)."""
     context = f"{mart_schema}\n{database_acl}\n".encode()
-    return {
-        path.name: hashlib.sha256(context + path.read_bytes()).hexdigest()
-        for path in sorted(REPEATABLE_DIR.glob("*.sql"))
-    }
+    return {name: hashlib.sha256(context + text).hexdigest() for name, text in definitions.items()}
 
 
 def database_acl(conn: Psycopg) -> str:
@@ -227,13 +233,15 @@ def database_acl(conn: Psycopg) -> str:
 def apply_definitions(conn: Psycopg, mart_schema: str) -> list[str]:
     """Every repeatable definition in name order when any checksum differs from the recorded
     ones (then recorded); nothing otherwise. The names applied."""
-    wanted = definition_checksums(mart_schema, database_acl(conn))
+    definitions = repeatable_definitions()
+    wanted = definition_checksums(definitions, mart_schema, database_acl(conn))
     recorded = dict(conn.execute("SELECT name, sha256 FROM loginvault.schema_definitions").fetchall())
     if recorded == wanted:
         return []
-    for name in wanted:
-        conn.execute((REPEATABLE_DIR / name).read_text())
-    applied = definition_checksums(mart_schema, database_acl(conn))
+    for text in definitions.values():
+        conn.execute(text.decode())
+    # The definitions may change the database's privileges: record what they left.
+    applied = definition_checksums(definitions, mart_schema, database_acl(conn))
     conn.execute("DELETE FROM loginvault.schema_definitions")
     with conn.cursor() as cur:
         cur.executemany(
