@@ -10,11 +10,14 @@ parser; a bad one is one sentence naming the flag or the variable, and exit 2. N
 environment at import time.
 
 Credentials are not settings: the DSNs and the PII keys are read where they are used (ingest/db.py,
-ingest/keys.py), through `env` and `require` below, and checked there.
+ingest/vault/keys.py), through `env` and `require` below, and checked there.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+from ingest.settings import commands, services
 from ingest.settings.commands import (
     AuditSettings,
     DbtArgs,
@@ -60,17 +63,16 @@ __all__ = [
     "require", "setting", "sources", "variables",
 ]  # fmt: skip
 
-# The workloads' settings: the ones that read the environment.
-ALL = (
-    CommonSettings,
-    SqsSettings,
-    RunSettings,
-    TransformSettings,
-    RetentionSettings,
-    RequestSettings,
-    RecoveryServiceSettings,
-    BootstrapSettings,
-    LocalStackSettings,
+# The settings classes that read the environment (the workloads'), found in the modules that
+# declare them: a new one is in the README's check without being listed anywhere.
+ALL = tuple(
+    cls
+    for module in (services, commands)
+    for cls in vars(module).values()
+    if isinstance(cls, type)
+    and dataclasses.is_dataclass(cls)
+    and cls.__module__ == module.__name__
+    and any(source.env for _, source in sources(cls).values())
 )
 
 
