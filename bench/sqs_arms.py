@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bench.meter import RequestCounter, Sample, Samples
+from bench.meter import RequestCounter, Sample, Samples, stage_cpu
 from ingest.consumer import Consumer
 from ingest.consumer.raw_loader import RawLoader
 from ingest.consumer.sqs import (
@@ -118,6 +118,18 @@ def calibrate(loader: RawLoader) -> list[tuple[int, float]]:
             loader.load(messages, CALIBRATION_QUEUE)
             costs.append((size, time.process_time() - started))
     return costs
+
+
+# The consumer's stages by the names of their threads (the run loop, which builds the batches and
+# hands them on, is the main thread); what no named thread spent (dlt's own worker threads, e.g.
+# its COPY job) is counted to the loads. "bench" is this module's own threads.
+CONSUMER_STAGES = {
+    "receive": ("receiver-",),
+    "batch": ("MainThread",),
+    "load": ("load",),
+    "acknowledge": ("delete", "visibility"),
+    "bench": ("sampler", "mark-", "stop-when-done"),
+}
 
 
 # Set to a directory: the consumer arm records where its CPU goes with py-spy (when installed).
@@ -218,6 +230,7 @@ def consumer_arm(settings: SqsSettings, loader_dsn: str, total: int, options: Ru
             "load_cpu_us": sum(loader.cpu_us for loader in loaders),
         },
         requests,
+        stages=stage_cpu(CONSUMER_STAGES, rest="load"),
     )
 
     def stop_when_done() -> None:
