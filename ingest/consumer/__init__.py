@@ -1,7 +1,8 @@
 """The consumer: SQS deliveries into raw.login_events, at least once, one unit per job.
 
 - receiving.py: receiver threads long-poll the queue into the inbox, within the message budget
-- batching.py: the inbox, and the adaptive batch builder that makes micro-batches of it
+- batching.py: the inbox, and the batch builder: micro-batches that fill while messages
+  come and go when the queue drains
 - loading.py: each batch to an idle loader; a LoadResult says what landed and what was refused
 - acknowledging.py: deletes what landed after its commit; gives back what is held at the end
 - visibility.py: the messages held (InFlight) and the keeper that extends their visibility

@@ -63,10 +63,6 @@ class LoadDispatcher:
         self._first_load = threading.Lock()
         self._loaded_once = threading.Event()
 
-    def busy(self) -> bool:
-        """Whether a load is running (a loader is out of the idle pool)."""
-        return self._idle.qsize() < len(self.loaders)
-
     def dispatch(self, batch: list[Message]) -> bool:
         """Hand a batch to the next idle loader, waiting for one (and failing fast if a load
         failed). False when the run stopped first: the batch is not in hand, so it is released

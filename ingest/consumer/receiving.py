@@ -122,7 +122,7 @@ class Receivers:
         if not messages:
             return self.options.follow  # an empty long poll: drained, unless following
         pause_at("after_receive")
-        if not self.inbox.put(messages, self.stopping):
+        if not self.inbox.put(messages, self.stopping, asked=want):
             self.in_flight.release(messages)  # stopped while the inbox was full
             return False
         return True

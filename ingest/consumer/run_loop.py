@@ -46,7 +46,7 @@ class Consumer:
         loaders = [loaders] if hasattr(loaders, "load") else loaders
         self.loading = LoadDispatcher(loaders, queue_name, self.stopping, self.acknowledger.landed)
         inbox = Inbox(options.batch_size, options.batch_bytes)
-        self.batches = BatchBuilder(inbox, options, self.stopping, self.loading.busy)
+        self.batches = BatchBuilder(inbox, options, self.stopping)
         self.receivers = Receivers(queue, options, inbox, self.in_flight, self.stats, self.stopping)
 
     @property

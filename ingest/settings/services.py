@@ -77,10 +77,11 @@ class RunSettings:
     batch_bytes: int = setting(
         2 << 20, "bytes of bodies per load at most", env="INGEST_BATCH_BYTES", flag="--batch-bytes", parse=positive
     )
-    # While no load runs a batch goes at once, so batches grow with traffic and load time.
+    # A batch goes at once when the queue has drained; while receives come back full, it fills
+    # for this long at most (ingest/consumer/batching.py).
     batch_seconds: float = setting(
         1.0,
-        "the longest a batch waits to fill while another load runs",
+        "the longest a batch waits to fill while the queue has more",
         env="INGEST_BATCH_SECONDS",
         flag="--batch-seconds",
         parse=seconds(),

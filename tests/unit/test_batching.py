@@ -1,4 +1,5 @@
-"""Unit: the adaptive batch builder (batch size, window, carry-over) over the inbox; no services."""
+"""Unit: the batch builder (fill while messages come, go when the queue drains; batch size, window,
+carry-over) over the inbox; no services."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 import time
 
 from doubles import chunks, message, messages
-from ingest.consumer.batching import BatchBuilder, Inbox
+from ingest.consumer.batching import QUIET_SECONDS, BatchBuilder, Inbox
 from ingest.settings import RunSettings
 
 # Set: a put into a full inbox gives up at once instead of blocking the test.
@@ -14,15 +15,14 @@ stopped = threading.Event()
 stopped.set()
 
 
-def builder(
-    *arrived: list, batch_size: int = 100, batch_seconds: float = 5.0, loading: bool = False, visibility: int = 300
-) -> BatchBuilder:
-    """A batch builder whose inbox holds the chunks given (and is still open)."""
+def builder(*arrived: list, batch_size: int = 100, batch_seconds: float = 5.0, visibility: int = 300) -> BatchBuilder:
+    """A batch builder whose inbox holds the chunks given (and is still open); a chunk of fewer
+    than MAX_BATCH messages is what a receive brings when the queue has drained."""
     options = RunSettings(batch_size=batch_size, batch_seconds=batch_seconds, visibility_timeout=visibility)
     inbox = Inbox(options.batch_size)
     for chunk in arrived:
         assert inbox.put(chunk, stopped), "more chunks than the inbox holds"
-    return BatchBuilder(inbox, options, threading.Event(), loading=lambda: loading)
+    return BatchBuilder(inbox, options, threading.Event())
 
 
 def timed(build: BatchBuilder) -> tuple[list, float]:
@@ -31,21 +31,21 @@ def timed(build: BatchBuilder) -> tuple[list, float]:
     return batch, time.monotonic() - started
 
 
-def test_while_no_load_runs_a_batch_goes_at_once_with_what_has_arrived():
-    # GIVEN 20 messages in the inbox, room for 100 in a batch, and no load running
-    arrived = messages(20)
-    build = builder(*chunks(arrived), loading=False)
+def test_when_the_queue_has_drained_a_batch_goes_at_once_with_what_has_arrived():
+    # GIVEN 15 messages in the inbox: a full receive of 10, then one of 5 (the queue had no more)
+    arrived = messages(15)
+    build = builder(*chunks(arrived))
     # WHEN the next batch is built
     batch, seconds = timed(build)
-    # THEN it goes with the 20 at once instead of waiting out its 5 s window
+    # THEN it goes with the 15 once no more come for a moment, instead of waiting out its 5 s window
     assert batch == arrived
-    assert seconds < build.window / 2
+    assert QUIET_SECONDS <= seconds < build.window / 2
 
 
-def test_while_a_load_runs_a_batch_collects_until_its_window_ends():
-    # GIVEN 10 messages in the inbox, a 0.3 s window, and a load running
-    arrived = messages(10)
-    build = builder(*chunks(arrived), batch_seconds=0.3, loading=True)
+def test_while_full_receives_keep_coming_a_batch_collects_until_its_window_ends():
+    # GIVEN two full receives (10 each) in the inbox and a 0.3 s window: the queue has more
+    arrived = messages(20)
+    build = builder(*chunks(arrived), batch_seconds=0.3)
     # WHEN the next batch is built
     batch, seconds = timed(build)
     # THEN it waited for more until the window ended (not for the default 5 s one), then went
@@ -53,10 +53,79 @@ def test_while_a_load_runs_a_batch_collects_until_its_window_ends():
     assert 0.3 <= seconds < RunSettings().batch_seconds * 5
 
 
-def test_a_full_batch_goes_at_once_even_while_a_load_runs():
-    # GIVEN 30 messages in the inbox, batches of 20, a 5 s window, and a load running
+def test_while_short_receives_keep_coming_a_batch_collects_until_its_window_ends():
+    # GIVEN receives of 3 messages each (the queue holds only a few at a time), one every 20 ms
+    # for 0.6 s, and a 0.3 s window
+    build = builder(batch_seconds=0.3, batch_size=1000)  # an inbox that holds every receive
+    sent: list = []
+    flowing = threading.Event()
+    flowing.set()
+
+    def flow() -> None:
+        for _ in range(30):
+            chunk = messages(3)
+            sent.extend(chunk)
+            assert build.inbox.put(chunk, stopped)
+            time.sleep(0.02)
+        flowing.clear()
+
+    flow_thread = threading.Thread(target=flow)
+    flow_thread.start()
+    # WHEN the next batch is built
+    batch, seconds = timed(build)
+    still_flowing = flowing.is_set()
+    flow_thread.join()
+    # THEN it went when its window ended, while messages still came, with the messages of many
+    # receives (not with the first few, as a batch that went at the first drained receive would)
+    assert seconds >= 0.3
+    assert still_flowing
+    assert len(batch) > 3 * 5
+    assert batch == sent[: len(batch)]
+
+
+def test_a_receive_that_asked_for_fewer_and_got_them_all_is_not_a_drained_queue():
+    # GIVEN a receive that asked for 3 (the run's message budget) and got 3, and a 0.3 s window
+    options = RunSettings(batch_size=100, batch_seconds=0.3)
+    inbox = Inbox(options.batch_size)
+    arrived = messages(3)
+    assert inbox.put(arrived, stopped, asked=3)
+    build = BatchBuilder(inbox, options, threading.Event())
+    # WHEN the next batch is built
+    batch, seconds = timed(build)
+    # THEN the batch waited for its window: the queue may well have more
+    assert batch == arrived
+    assert seconds >= 0.3
+
+
+def test_a_batch_goes_once_a_drained_receive_comes_while_it_collects():
+    # GIVEN a full receive in the inbox, a 5 s window, and a receive of 4 (the queue has drained)
+    # that arrives 0.2 s later
+    first, last = messages(10), messages(4)
+    build = builder(first)
+    put_at: list[float] = []
+
+    def later() -> None:
+        time.sleep(0.2)
+        put_at.append(time.monotonic())
+        assert build.inbox.put(last, stopped)
+
+    putter = threading.Thread(target=later)
+    putter.start()
+    # WHEN the next batch is built
+    batch, seconds = timed(build)
+    went_at = time.monotonic()
+    putter.join()
+    # THEN it went with both once no chunk came for QUIET_SECONDS after the drained receive, long
+    # before its window ended
+    assert batch == first + last
+    assert went_at - put_at[0] >= QUIET_SECONDS
+    assert seconds < build.window / 2
+
+
+def test_a_full_batch_goes_at_once():
+    # GIVEN 30 messages in the inbox (full receives: the queue has more), batches of 20, a 5 s window
     arrived = messages(30)
-    build = builder(*chunks(arrived), batch_size=20, loading=True)
+    build = builder(*chunks(arrived), batch_size=20)
     # WHEN the next batch is built
     batch, seconds = timed(build)
     # THEN it holds the first 20 and did not wait for the window
@@ -76,9 +145,9 @@ def test_what_a_chunk_brings_beyond_the_batch_size_is_carried_into_the_next_batc
 
 
 def test_the_window_is_at_most_a_quarter_of_the_visibility_timeout():
-    # GIVEN a 60 s window asked for, but a visibility timeout of 2 s, and a load running
+    # GIVEN a 60 s window asked for, but a visibility timeout of 2 s, and a full receive
     arrived = messages(10)
-    build = builder(*chunks(arrived), batch_seconds=60, visibility=2, loading=True)
+    build = builder(*chunks(arrived), batch_seconds=60, visibility=2)
     # WHEN the next batch is built
     batch, seconds = timed(build)
     # THEN it waited 0.5 s at most: a message is never held near its visibility timeout by batching
@@ -90,7 +159,7 @@ def test_the_window_is_at_most_a_quarter_of_the_visibility_timeout():
 def test_once_the_receivers_are_done_the_last_messages_go_and_then_nothing():
     # GIVEN 20 messages in an inbox that the receivers have closed, batches of 8
     arrived = messages(20)
-    build = builder(*chunks(arrived), batch_size=8, loading=True)
+    build = builder(*chunks(arrived), batch_size=8)
     build.inbox.close()
     # WHEN batches are built until one comes back empty
     batches = [build.next_batch() for _ in range(4)]
@@ -134,7 +203,7 @@ def test_a_batch_is_bounded_by_bytes_and_carries_the_rest():
     for chunk in chunks(arrived):
         assert inbox.put(chunk, stopped)
     inbox.close()
-    build = BatchBuilder(inbox, options, threading.Event(), loading=lambda: True)
+    build = BatchBuilder(inbox, options, threading.Event())
     # WHEN the batches are built
     sizes = [len(build.next_batch()) for _ in range(4)]
     # THEN each holds what fits in 3,500 bytes, in order, and nothing is lost
@@ -148,7 +217,7 @@ def test_a_body_larger_than_the_bound_goes_alone():
     arrived = large(2, 50)
     assert inbox.put(arrived, stopped)
     inbox.close()
-    build = BatchBuilder(inbox, options, threading.Event(), loading=lambda: True)
+    build = BatchBuilder(inbox, options, threading.Event())
     assert [build.next_batch(), build.next_batch()] == [arrived[:1], arrived[1:]]
 
 
