@@ -71,3 +71,6 @@ from tokenized as tk
         where t.token = tk.token and t.kind = tk.kind
     )
 {%- endif %}
+{# In the order of the table's unique index (token, kind): a bulk build appends to the index
+    instead of writing its pages at random (most of a first build's time at 1,000,000 messages). #}
+order by tk.token, tk.kind
