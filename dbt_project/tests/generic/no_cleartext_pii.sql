@@ -15,6 +15,7 @@ with scoped as (
 
     -- Each checked message with its ip and device_id, as sent and canonical (each computed
     -- once per message, `offset 0` keeping them from being recomputed per compared cell).
+    -- Without masked columns, only the messages that have a row in the model are compared.
     select
         sc.message_id,
         o.pii_values
@@ -37,7 +38,11 @@ with scoped as (
             end as pii_values
         offset 0
     ) as o
-    where {{ loginvault_untested('sc._transformed_at') }}
+    where
+        {{ loginvault_untested('sc._transformed_at') }}
+        {%- if not masked_columns %}
+            and exists (select 1 from {{ model }} as m where m.message_id = sc.message_id)
+        {%- endif %}
 
 ),
 
