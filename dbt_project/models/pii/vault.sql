@@ -25,11 +25,12 @@ cleartext as (
         x.value,
         v.sent_at
     from valid as v
-    cross join lateral (
-        values
+    cross join
+        lateral (
+            values
             ('ip', {{ pii_canonical('v.ip', 'ip') }}),
             ('device_id', {{ pii_canonical('v.device_id', 'device_id') }})
-    ) as x (kind, value)
+        ) as x (kind, value)
     where x.value is not null
 
 ),

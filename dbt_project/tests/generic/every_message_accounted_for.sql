@@ -14,6 +14,8 @@
     two index look-ups per message. Returns message
     or load ids and counts only. -#}
 {% test every_message_accounted_for(model) %}
+    {%- set no_mark = loginvault_mark('tests_passed') | trim == '-infinity' -%}
+    {%- set every_message = loginvault_test_scope() == 'all' or no_mark -%}
 
 with taken as (
 
@@ -49,7 +51,7 @@ outcomes as (
 
 counted as (
 
-    {%- if loginvault_test_scope() == 'all' or loginvault_mark('tests_passed') | trim == '-infinity' %}
+{%- if every_message %}
     -- Every message is checked: each mart's outcomes counted once per message, hash-joined.
     select
         m.message_id,
@@ -65,7 +67,7 @@ counted as (
         from outcomes as x
         group by x.message_id
     ) as o on o.message_id = m.message_id
-    {%- else %}
+{%- else %}
     -- The messages staged since the last tested build: index look-ups in the marts.
     select
         m.message_id,
@@ -78,7 +80,7 @@ counted as (
         union all
         select st.message_id, 'staged' as source from staged as st
     ) as m
-    {%- endif %}
+{%- endif %}
 
 )
 
