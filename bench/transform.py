@@ -1,6 +1,19 @@
 """Transform: `dbt build` of the whole project (models and tests) over N raw rows (~30%
 repeated ip/device values, 1% rejects), vs a hand-written single SQL script doing the same
-masking, vault encryption and inserts (the limit); then M new raw rows on top, incrementally.
+masking, vault encryption and inserts (bench/handwritten_transform.sql; target <= 0.80 x); then
+M new raw rows on top, incrementally.
+
+The hand-written script is the straightforward version and is left so: its CTEs are inlined by
+PostgreSQL, so the JSON is parsed once per reference to `payload` (a dozen times per row), and
+it computes an HMAC per row rather than per distinct value. The dbt models do each expensive
+thing once (JSON parsed once into staging, one HMAC and one encryption per distinct vault
+value). The same script with its parse MATERIALIZED (JSON parsed once per row) is timed too and
+reported as `handwritten_parse_once_s` and `ratio_parse_once`, so the reader sees both.
+Both produce the same outputs: row counts and an md5 over the seven contract columns of
+user_logins (tokens included: the same keys and token rule) and over rejected_login_events are
+compared, and the bench raises when they differ. Where the build's time goes is reported from
+dbt's run_results.json: seconds in models, data tests and unit tests (summed over dbt's
+threads, so they can exceed the wall time), and the slowest nodes.
 
 dbt runs as the transform service runs it (`ingest transform --every S`: one process, the
 project parsed once): the full build is the service's first cycle (import and parse included),
@@ -9,6 +22,7 @@ interpreter, dbt's imports and manifest loading: ~2.5 s more) is measured too, f
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import statistics
@@ -63,12 +77,59 @@ def cli_build() -> float:
     return seconds()
 
 
-def handwritten(dsn: str, keys: dict[str, str]) -> float:
+def handwritten(dsn: str, keys: dict[str, str], parse_once: bool = False) -> float:
+    script = SCRIPT.read_text()
+    if parse_once:  # the JSON parsed once per row: the CTE computed once, not inlined per reference
+        script = script.replace("parsed as (", "parsed as materialized (", 1)
     execute(dsn, f"CREATE SCHEMA IF NOT EXISTS bench_hw AUTHORIZATION {config.TRANSFORMER_ROLE}")
     with psycopg.connect(dsn, autocommit=True, options=key_options(keys)) as conn, timed() as seconds:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
-        conn.execute(SCRIPT.read_text())
+        conn.execute(script)
     return seconds()
+
+
+# The seven contract columns of user_logins, and rejected_login_events' columns, each row's md5
+# aggregated in message_id order: equal digests, equal outputs (tokens included).
+_LOGINS = "user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date"
+_REJECTED = "reason, sent_at, received_at"
+
+
+def _digest(table: str, columns: str) -> str:
+    row = f"concat_ws('|', message_id, {', '.join(f'quote_nullable({c}::text)' for c in columns.split(', '))})"
+    return f"(SELECT md5(string_agg(md5({row}), '' ORDER BY message_id)) FROM {table})"
+
+
+def same_outputs(dsn: str) -> dict[str, object]:
+    """Counts and digests of dbt's outputs and the hand-written script's; raises when they differ."""
+    pairs = {
+        "user_logins": ("(SELECT count(*) FROM user_logins)", "(SELECT count(*) FROM bench_hw.user_logins)"),
+        "rejected": ("(SELECT count(*) FROM rejected_login_events)", "(SELECT count(*) FROM bench_hw.rejected)"),
+        "vault": ("(SELECT count(*) FROM pii.vault)", "(SELECT count(*) FROM bench_hw.vault)"),
+        "user_logins_md5": (_digest("user_logins", _LOGINS), _digest("bench_hw.user_logins", _LOGINS)),
+        "rejected_md5": (_digest("rejected_login_events", _REJECTED), _digest("bench_hw.rejected", _REJECTED)),
+    }
+    values = execute(dsn, "SELECT " + ", ".join(f"{a}, {b}" for a, b in pairs.values()))[0]
+    found = {name: (values[2 * i], values[2 * i + 1]) for i, name in enumerate(pairs)}
+    differ = [name for name, (dbt, hand) in found.items() if dbt != hand]
+    if differ:
+        raise RuntimeError(f"dbt and the hand-written SQL differ in {', '.join(differ)}: {found}")
+    return {name: dbt for name, (dbt, _) in found.items()}
+
+
+def profile(target: Path, top: int = 6) -> dict[str, object]:
+    """Where a dbt command's time went, from its run_results.json: seconds per resource type
+    (summed over threads) and the slowest nodes."""
+    results = json.loads((target / "run_results.json").read_text())
+    by_type: dict[str, float] = {}
+    for node in results["results"]:
+        kind = node["unique_id"].split(".", 1)[0]
+        by_type[kind] = by_type.get(kind, 0.0) + node["execution_time"]
+    slowest = sorted(results["results"], key=lambda node: node["execution_time"], reverse=True)[:top]
+    return {
+        "dbt_elapsed_s": round(results["elapsed_time"], 2),
+        **{f"{kind}s_s": round(seconds, 2) for kind, seconds in sorted(by_type.items())},
+        "slowest": {node["unique_id"].split(".")[2][:40]: round(node["execution_time"], 2) for node in slowest},
+    }
 
 
 def run(dsn: str, n: int, increment: int) -> list[Result]:
@@ -85,7 +146,7 @@ def run(dsn: str, n: int, increment: int) -> list[Result]:
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        return _run(dsn, n, increment, keys)
+        return _run(dsn, n, increment, keys, work / "target")
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -99,20 +160,18 @@ def _service_build(service: runner.Transformer, args) -> float:
     return seconds()
 
 
-def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]:
+def _run(dsn: str, n: int, increment: int, keys: dict[str, str], target: Path) -> list[Result]:
     load_raw(dsn, n, seed=17)
     with timed() as full:  # the service's first cycle: imports, parse, full build with unit tests
         service = runner.Transformer("incremental")  # as the service runs it
         service.warm(BUILD)
         _service_build(service, BUILD)
     full_s = full()
+    where = profile(target)
     hand_s = handwritten(dsn, keys)
-    counts = execute(
-        dsn,
-        "SELECT (SELECT count(*) FROM user_logins), (SELECT count(*) FROM bench_hw.user_logins),"
-        " (SELECT count(*) FROM pii.vault), (SELECT count(*) FROM bench_hw.vault)",
-    )[0]
-    assert counts[0] == counts[1] and counts[2] == counts[3], counts  # the same work
+    outputs = same_outputs(dsn)  # the same work: raises when the outputs differ
+    hand_once_s = handwritten(dsn, keys, parse_once=True)
+    same_outputs(dsn)
     # Untimed: the scratch schema goes and the database settles before the incremental cycles.
     # The bulk builds above leave autovacuum ~6M fresh rows to visit and a checkpoint to write
     # (minutes of I/O on this machine, more after the land bench); a service cycle on a
@@ -133,8 +192,13 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]
         "raw_rows": n,
         "dbt_build_s": round(full_s, 2),
         "handwritten_s": round(hand_s, 2),
-        "mart_rows": counts[0],
-        "vault_rows": counts[2],
+        "handwritten_parse_once_s": round(hand_once_s, 2),
+        "ratio_parse_once": round(full_s / hand_once_s, 3),
+        "mart_rows": outputs["user_logins"],
+        "rejected_rows": outputs["rejected"],
+        "vault_rows": outputs["vault"],
+        "outputs_equal": True,
+        **where,
     }
     incr = {
         "raw_rows": n,
@@ -146,6 +210,6 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str]) -> list[Result]
         "one_shot_ratio": round(one_shot_s / full_s, 3),
     }
     return [
-        Result("transform", full_s / hand_s, "<= 1.3 x hand-written SQL", full_s / hand_s <= 1.3, figures),
+        Result("transform", full_s / hand_s, "<= 0.80 x hand-written SQL", full_s / hand_s <= 0.80, figures),
         Result("incremental", incremental_s / full_s, "<= 0.05 x full build", incremental_s / full_s <= 0.05, incr),
     ]

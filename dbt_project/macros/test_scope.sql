@@ -26,9 +26,10 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- A test's `where` for models keyed by message_id (marts), by _transformed_at (staging). -#}
+{#- A test's `where` for models keyed by message_id (marts), by _transformed_at (staging).
+    Before any build's tests passed (no mark yet), every row is untested: no filter. -#}
 {% macro loginvault_untested_messages(column='message_id') -%}
-    {%- if loginvault_test_scope() == 'all' -%}
+    {%- if loginvault_test_scope() == 'all' or loginvault_mark('tests_passed') | trim == '-infinity' -%}
         true
     {%- else -%}
         {{ column }} in (

@@ -13,7 +13,6 @@
         ) }}
     {%- endif -%}
     {%- set target_relation = this.incorporate(type='table') -%}
-    {%- set temp_relation = make_temp_relation(target_relation) -%}
     {%- set grant_config = config.get('grants') -%}
 
     {{ run_hooks(pre_hooks, inside_transaction=False) }}
@@ -27,10 +26,13 @@
             truncate {{ target_relation }}
         {% endcall %}
     {% endif %}
-    {% do run_query(get_create_table_as_sql(True, temp_relation, sql)) %}
+    {#- Straight from the model's query: the rows are written once, not to a temporary table first. -#}
     {%- set columns = adapter.get_columns_in_relation(target_relation) | map(attribute='quoted') | join(', ') -%}
     {% call statement('main') %}
-        insert into {{ target_relation }} ({{ columns }}) select {{ columns }} from {{ temp_relation }}
+        insert into {{ target_relation }} ({{ columns }})
+        select {{ columns }} from (
+            {{ sql }}
+        ) as dbt_model
     {% endcall %}
 
     {% do apply_grants(target_relation, grant_config, should_revoke=True) %}

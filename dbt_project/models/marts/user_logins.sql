@@ -20,3 +20,5 @@ where
     {%- if loginvault_incremental() %}
         and {{ loginvault_new_messages('v') }}
     {%- endif %}
+{# In the order of the table's unique index (message_id): a bulk build appends to it. #}
+order by v.message_id

@@ -1,5 +1,6 @@
-{#- The PII vault: each distinct (kind, canonical value) once, encrypted once (AES-256,
-    key from the session), keyed by its token. Read only through the audited recovery functions. -#}
+{#- The PII vault: each distinct (kind, canonical value) once, tokenized once and encrypted
+    once (AES-256, key from the session), keyed by its token. Read only through the audited
+    recovery functions. -#}
 {{ config(
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
@@ -18,19 +19,19 @@ with valid as (
 
 cleartext as (
 
+    -- One pass over the valid rows: each row's ip and device id, canonical.
     select
-        'ip' as kind,
-        {{ pii_canonical('ip', 'ip') }} as value,
-        sent_at
-    from valid
-    where ip is not null
-    union all
-    select
-        'device_id' as kind,
-        {{ pii_canonical('device_id', 'device_id') }} as value,
-        sent_at
-    from valid
-    where device_id is not null
+        x.kind,
+        x.value,
+        v.sent_at
+    from valid as v
+    cross join
+        lateral (
+            values
+            ('ip', {{ pii_canonical('v.ip', 'ip') }}),
+            ('device_id', {{ pii_canonical('v.device_id', 'device_id') }})
+        ) as x (kind, value)
+    where x.value is not null
 
 ),
 
@@ -45,7 +46,8 @@ distinct_values as (
 
 ),
 
-tokenized as (
+-- Materialized: one HMAC per distinct value, read by the new-token check and the output.
+tokenized as materialized (
 
     select
         kind,
@@ -70,3 +72,6 @@ from tokenized as tk
         where t.token = tk.token and t.kind = tk.kind
     )
 {%- endif %}
+{# In the order of the table's unique index (token, kind): a bulk build appends to the index
+    instead of writing its pages at random (most of a first build's time at 1,000,000 messages). #}
+order by tk.token, tk.kind

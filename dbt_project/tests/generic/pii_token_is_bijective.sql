@@ -8,7 +8,8 @@
     Scope: every row (loginvault_test_scope all, the default), or in the incremental scope the
     messages staged since the last build whose tests all passed, without vault_orphan (which
     must read the whole vault).
-    Returns the failure kind, the token (never the cleartext) and a count. -#}
+    Each distinct (token, value) pair is checked once (one HMAC per pair, not per row), counted
+    by its rows. Returns the failure kind, the token (never the cleartext) and a count. -#}
 {% test pii_token_is_bijective(model, column_name, kind) %}
 
 with pairs as (
@@ -22,10 +23,21 @@ with pairs as (
 
 ),
 
+distinct_pairs as (
+
+    select
+        token,
+        value,
+        count(*) as n
+    from pairs
+    group by token, value
+
+),
+
 failures as (
 
     select 'nondeterministic' as failure, min(token) as token, count(distinct token) as n
-    from pairs
+    from distinct_pairs
     where value is not null
     group by value
     having count(distinct token) > 1
@@ -33,29 +45,29 @@ failures as (
     union all
 
     select 'collision', token, count(distinct value)
-    from pairs
+    from distinct_pairs
     where token is not null
     group by token
     having count(distinct value) > 1
 
     union all
 
-    select 'mismatch', token, count(*)
-    from pairs
+    select 'mismatch', token, sum(n)
+    from distinct_pairs
     where token <> {{ pii_hmac('value', "'" ~ kind ~ "'") }}
     group by token
 
     union all
 
-    select 'orphan_row', token, count(*)
-    from pairs
+    select 'orphan_row', token, sum(n)
+    from distinct_pairs
     where (token is null) <> (value is null)
     group by token
 
     union all
 
-    select 'not_in_vault', p.token, count(*)
-    from pairs as p
+    select 'not_in_vault', p.token, sum(p.n)
+    from distinct_pairs as p
     where p.token is not null
         and not exists (
             select 1 from {{ ref('vault') }} as vt
