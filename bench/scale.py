@@ -17,6 +17,7 @@ the daily counts over 30 days read 4x the rows (information: rows per second in 
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import statistics
@@ -130,14 +131,15 @@ def _measure(dsn: str, n: int, increment: int, same_rows_days: int) -> dict:
         with timed() as settle_s:  # untimed in the figures: as the incremental bench
             execute(dsn, "VACUUM (ANALYZE)")
             execute(dsn, "CHECKPOINT")
-        cycles = []
+        cycles, nodes = [], []
         for seed in range(CYCLES):
             transform.load_raw(dsn, increment, seed=100 + seed, loads=1)
             cycles.append(_cycle(service, runner.without_unit_tests(transform.BUILD)))
+            nodes.append(_node_seconds(work / "target" / "run_results.json"))
         out = {
             "incremental": statistics.median(cycles),
             "build": build_s(),
-            "figures": {"incremental_cycles_s": [round(c, 2) for c in cycles]},
+            "figures": {"incremental_cycles_s": [round(c, 2) for c in cycles], "incremental_slowest": _slowest(nodes)},
             "setup": {
                 "raw_rows": n,
                 "copy_s": round(copy_s(), 1),
@@ -157,6 +159,20 @@ def _cycle(service: runner.Transformer, args) -> float:
     if code != 0:
         raise RuntimeError(f"dbt build failed (exit {code}): see dbt's output above")
     return seconds()
+
+
+def _node_seconds(path: Path) -> dict[str, float]:
+    """Each node of a build (model or test, by name) → its seconds, from dbt's run_results.json."""
+    results = json.loads(path.read_text())["results"]
+    return {
+        r["unique_id"].split(".")[2]: r["execution_time"] for r in results
+    }  # model.project.name, test.project.name.hash
+
+
+def _slowest(cycles: list[dict[str, float]], count: int = 6) -> dict[str, float]:
+    """The `count` nodes with the largest median seconds over the cycles: where a cycle's time goes."""
+    medians = {name: statistics.median(c.get(name, 0.0) for c in cycles) for name in cycles[0]}
+    return {name[:60]: round(medians[name], 2) for name in sorted(medians, key=medians.get, reverse=True)[:count]}
 
 
 def _queries(dsn: str, first: date, same_rows_days: int, out: dict) -> None:
