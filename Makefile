@@ -110,7 +110,7 @@ FLAKE_BUSY ?= 0
 flake: $(STAMP) ## the timing-sensitive integration tests (tests/flake.sh) RUNS times in a row (default 20), one at a time, stopping at the first failure; FLAKE_BUSY=N keeps N cores busy meanwhile
 	@FLAKE_BUSY=$(FLAKE_BUSY) tests/flake.sh $(RUNS)
 
-bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, memory, rss, recovery; ratios vs same-run baselines
+bench: $(STAMP) ## benchmarks (not tests), BENCH="NAME…" for some: land, sqs, freshness, transform (+incremental), rotate, retention, scale, memory, rss, recovery; ratios vs same-run baselines
 	@$(PY) -m bench $(BENCH)
 
 clean: ## stop the stack and delete .local/ (keys included), dbt's target/ and logs/, the venv, egg-info and caches

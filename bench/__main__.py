@@ -8,8 +8,9 @@ import logging
 import time
 
 from bench import freshness, harness, land, memory, recovery, retention, rotate, rss, sqs_rate, transform
+from bench import scale as scale_bench
 
-ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "memory", "rss", "recovery")
+ALL = ("land", "sqs", "freshness", "transform", "rotate", "retention", "scale", "memory", "rss", "recovery")
 # Each profile: what the sizes are divided by, and the seconds the freshness producer sends.
 # quick: a look in a fraction of the time; smoke: every benchmark end to end on tiny sizes, for
 # CI (it fails when a benchmark crashes; its figures and ratios mean nothing).
@@ -71,6 +72,8 @@ def main() -> int:
                 results += rotate.run(pg, 1_000_000 // scale)
             elif name == "retention":
                 results += retention.run(pg, 1_000_000 // scale)
+            elif name == "scale":  # 1,000,000 and 4,000,000 messages of history
+                results += scale_bench.run(pg, 1_000_000 // scale, 10_000 // scale)
             elif name == "recovery":
                 results += recovery.run(pg, 100_000 // scale, 1_000 // scale)
             elif name == "memory":

@@ -134,6 +134,19 @@ def moto(fast_clock: bool = False):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def environ(values: dict[str, str]):
+    """This process's environment with `values` set, restored afterwards (dbt and the lifecycle
+    commands read their logins and keys from it)."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def role_dsn(admin_dsn: str, role: str) -> str:
     """The DSN of a workload's own login on the bench's cluster."""
     return throwaway_logins(admin_dsn)[role]

@@ -250,3 +250,34 @@ def test_every_definer_pins_its_search_path(pg_dsn):
     )
     assert len(definers) >= 20
     assert [name for name, pinned in definers if not pinned] == []
+
+
+# user_logins's indexes: the bootstrap's (ingest/schema/repeatable/70_mart.sql), the last three
+# for the analysts' queries (docs/operations.md, "Scale").
+USER_LOGINS_INDEXES = {
+    "user_logins_message_id_key": "CREATE UNIQUE INDEX user_logins_message_id_key ON public.user_logins USING btree (message_id)",
+    "user_logins_user_id_idx": "CREATE INDEX user_logins_user_id_idx ON public.user_logins USING btree (user_id)",
+    "user_logins_masked_ip_idx": "CREATE INDEX user_logins_masked_ip_idx ON public.user_logins USING btree (masked_ip)",
+    "user_logins_create_date_idx": (
+        "CREATE INDEX user_logins_create_date_idx ON public.user_logins USING btree (create_date, app_version)"
+    ),
+}
+
+
+def test_the_analysts_indexes_are_the_bootstraps_and_pass_the_checks(fresh):
+    """The analysts' indexes on user_logins are plain btree indexes on columns that the bootstrap
+    makes (the transformer creates nothing): after a build the shape check accepts the indexed
+    mart, `loginvault check` finds no difference, and the analyst's queries can use them."""
+    indexes = dict(query(fresh.dsn, "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'user_logins'"))
+    assert indexes == USER_LOGINS_INDEXES
+    assert query(fresh.dsn, "SELECT loginvault.checked_relation('public.user_logins') IS NOT NULL") == [(True,)]
+    fresh.run("check")
+    with psycopg.connect(role_dsn(fresh.dsn, config.ANALYST_ROLE), autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        for where, index in (
+            ("user_id = 'u'", "user_logins_user_id_idx"),
+            ("masked_ip = 't'", "user_logins_masked_ip_idx"),
+            ("create_date >= current_date - 30", "user_logins_create_date_idx"),
+        ):
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN SELECT * FROM user_logins WHERE {where}").fetchall())
+            assert index in plan, plan

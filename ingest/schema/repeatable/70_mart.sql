@@ -61,3 +61,22 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The analysts' indexes on user_logins (docs/operations.md, "Scale"; bench/scale.py): one
+-- user's logins (user_id), the users sharing a masked IP (masked_ip), and counts over a range
+-- of days (create_date, app_version: read from the index alone). Plain btree indexes on
+-- columns (built-in operator classes: the shape check accepts them), made by the bootstrap
+-- and owned with the table: the transformer creates nothing. Here, not in a migration: a mart
+-- schema named at a later bootstrap gets them too, and a database that has the marts already
+-- gets them when it is bootstrapped again (IF NOT EXISTS: nothing for one that has them).
+DO $$
+DECLARE
+    mart text := quote_ident(coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public'));
+BEGIN
+    EXECUTE format('CREATE INDEX IF NOT EXISTS user_logins_user_id_idx ON %s.user_logins (user_id)', mart);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS user_logins_masked_ip_idx ON %s.user_logins (masked_ip)', mart);
+    EXECUTE format(
+        'CREATE INDEX IF NOT EXISTS user_logins_create_date_idx ON %s.user_logins (create_date, app_version)', mart
+    );
+END
+$$;
