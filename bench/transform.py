@@ -3,12 +3,15 @@ repeated ip/device values, 1% rejects), vs a hand-written single SQL script doin
 masking, vault encryption and inserts (bench/handwritten_transform.sql; target <= 0.80 x); then
 M new raw rows on top, incrementally.
 
-The hand-written script is the straightforward version and is left so: its CTEs are inlined by
-PostgreSQL, so the JSON is parsed once per reference to `payload` (a dozen times per row), and
-it computes an HMAC per row rather than per distinct value. The dbt models do each expensive
-thing once (JSON parsed once into staging, one HMAC and one encryption per distinct vault
-value). The same script with its parse MATERIALIZED (JSON parsed once per row) is timed too and
-reported as `handwritten_parse_once_s` and `ratio_parse_once`, so the reader sees both.
+The baseline is the hand-written script with its JSON parsed once per row (`parsed` is a
+MATERIALIZED CTE): what a careful engineer writes. As first written, its CTE was inlined by
+PostgreSQL and the JSON parsed once per reference to `payload` (a dozen times per row), three
+times slower; that version is still timed, as information (`handwritten_inlined_s`,
+`ratio_inlined`): beating it would say nothing. The script computes an HMAC per row rather
+than per distinct value; the dbt models do each expensive thing once (JSON parsed once into
+staging, one HMAC and one encryption per distinct vault value). Its user_logins gets the same
+indexes as the mart (the unique message_id and the analysts' three), so both pay for the same
+index maintenance.
 Both produce the same outputs: row counts and an md5 over the seven contract columns of
 user_logins (tokens included: the same keys and token rule) and over rejected_login_events are
 compared, and the bench raises when they differ. Where the build's time goes is reported from
@@ -77,10 +80,10 @@ def cli_build() -> float:
     return seconds()
 
 
-def handwritten(dsn: str, keys: dict[str, str], parse_once: bool = False) -> float:
+def handwritten(dsn: str, keys: dict[str, str], inlined: bool = False) -> float:
     script = SCRIPT.read_text()
-    if parse_once:  # the JSON parsed once per row: the CTE computed once, not inlined per reference
-        script = script.replace("parsed as (", "parsed as materialized (", 1)
+    if inlined:  # as first written: the CTE inlined, the JSON parsed once per reference to it
+        script = script.replace("parsed as materialized (", "parsed as (", 1)
     execute(dsn, f"CREATE SCHEMA IF NOT EXISTS bench_hw AUTHORIZATION {config.TRANSFORMER_ROLE}")
     with psycopg.connect(dsn, autocommit=True, options=key_options(keys)) as conn, timed() as seconds:
         conn.execute(f"SET ROLE {config.TRANSFORMER_ROLE}")
@@ -170,7 +173,7 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str], target: Path) -
     where = profile(target)
     hand_s = handwritten(dsn, keys)
     outputs = same_outputs(dsn)  # the same work: raises when the outputs differ
-    hand_once_s = handwritten(dsn, keys, parse_once=True)
+    hand_inlined_s = handwritten(dsn, keys, inlined=True)
     same_outputs(dsn)
     # Untimed: the scratch schema goes and the database settles before the incremental cycles.
     # The bulk builds above leave autovacuum ~6M fresh rows to visit and a checkpoint to write
@@ -192,8 +195,8 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str], target: Path) -
         "raw_rows": n,
         "dbt_build_s": round(full_s, 2),
         "handwritten_s": round(hand_s, 2),
-        "handwritten_parse_once_s": round(hand_once_s, 2),
-        "ratio_parse_once": round(full_s / hand_once_s, 3),
+        "handwritten_inlined_s": round(hand_inlined_s, 2),
+        "ratio_inlined": round(full_s / hand_inlined_s, 3),
         "mart_rows": outputs["user_logins"],
         "rejected_rows": outputs["rejected"],
         "vault_rows": outputs["vault"],
