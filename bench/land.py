@@ -133,7 +133,7 @@ def run(dsn: str, n: int, row_by_row_n: int, batch_size: int) -> list[Result]:
         "row_by_row_msgs_per_s": round(rbr_rate),
     }
     return [
-        Result("land", land_rate / copy_rate, ">= 0.10 x COPY rate", land_rate / copy_rate >= 0.10, figures, "vs COPY"),
+        Result("land", land_rate / copy_rate, ">= 0.40 x COPY rate", land_rate / copy_rate >= 0.40, figures, "vs COPY"),
         Result(
             "land",
             land_rate / rbr_rate,
