@@ -55,14 +55,14 @@ def test_while_full_receives_keep_coming_a_batch_collects_until_its_window_ends(
 
 def test_while_short_receives_keep_coming_a_batch_collects_until_its_window_ends():
     # GIVEN receives of 3 messages each (the queue holds only a few at a time), one every 20 ms
-    # for 0.6 s, and a 0.3 s window
+    # for 1.2 s or more, and a 0.3 s window
     build = builder(batch_seconds=0.3, batch_size=1000)  # an inbox that holds every receive
     sent: list = []
     flowing = threading.Event()
     flowing.set()
 
     def flow() -> None:
-        for _ in range(30):
+        for _ in range(60):
             chunk = messages(3)
             sent.extend(chunk)
             assert build.inbox.put(chunk, stopped)
