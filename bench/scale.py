@@ -130,7 +130,7 @@ def _measure(dsn: str, n: int, increment: int, days: int) -> dict:
         with timed() as build_s:  # the service's first cycle: imports, parse, the full build
             service = runner.Transformer("incremental")
             service.warm(transform.BUILD)
-            _cycle(service, transform.BUILD)
+            transform.service_build(service, transform.BUILD)
         # Steady state: raw holds the last DAYS days, as the daily retention runs before would
         # have left it (at 4N it drops the older 3 x DAYS days; at N nothing).
         catch_up = _catch_up(dsn, days)
@@ -140,7 +140,7 @@ def _measure(dsn: str, n: int, increment: int, days: int) -> dict:
         cycles, nodes = [], []
         for seed in range(CYCLES):
             transform.load_raw(dsn, increment, seed=100 + seed, loads=1)
-            cycles.append(_cycle(service, runner.without_unit_tests(transform.BUILD)))
+            cycles.append(transform.service_build(service, runner.without_unit_tests(transform.BUILD)))
             nodes.append(_node_seconds(work / "target" / "run_results.json"))
         out = {
             "incremental": statistics.median(cycles),
@@ -158,14 +158,6 @@ def _measure(dsn: str, n: int, increment: int, days: int) -> dict:
         _retention(dsn, out)
     print(f"bench: scale at {n} rows: {out['setup']}", flush=True)
     return out
-
-
-def _cycle(service: runner.Transformer, args) -> float:
-    with timed() as seconds:
-        code = service.invoke(args)
-    if code != 0:
-        raise RuntimeError(f"dbt build failed (exit {code}): see dbt's output above")
-    return seconds()
 
 
 def _node_seconds(path: Path) -> dict[str, float]:

@@ -26,7 +26,6 @@ interpreter, dbt's imports and manifest loading: ~2.5 s more) is measured too, f
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -146,16 +145,12 @@ def run(dsn: str, n: int, increment: int) -> list[Result]:
         "DBT_TARGET_PATH": str(work / "target"),
         "DBT_LOG_PATH": str(work / "logs"),
     }
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
+    with harness.environ(env):
         return _run(dsn, n, increment, keys, work / "target")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
-def _service_build(service: runner.Transformer, args) -> float:
+def service_build(service: runner.Transformer, args) -> float:
+    """Seconds of one build by the service's in-process dbt; raises when dbt fails."""
     with timed() as seconds:
         code = service.invoke(args)
     if code != 0:
@@ -168,7 +163,7 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str], target: Path) -
     with timed() as full:  # the service's first cycle: imports, parse, full build with unit tests
         service = runner.Transformer("incremental")  # as the service runs it
         service.warm(BUILD)
-        _service_build(service, BUILD)
+        service_build(service, BUILD)
     full_s = full()
     where = profile(target)
     hand_s = handwritten(dsn, keys)
@@ -187,7 +182,7 @@ def _run(dsn: str, n: int, increment: int, keys: dict[str, str], target: Path) -
     cycles = []
     for seed in (18, 19, 20):
         load_raw(dsn, increment, seed=seed, loads=1)
-        cycles.append(_service_build(service, runner.without_unit_tests(BUILD)))
+        cycles.append(service_build(service, runner.without_unit_tests(BUILD)))
     incremental_s = statistics.median(cycles)
     load_raw(dsn, increment, seed=21, loads=1)
     one_shot_s = cli_build()
