@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench import transform
+from bench import harness, transform
 from bench.harness import Result, execute, timed
 from ingest import config
 from ingest.local.pg_cluster import PgCluster, ensure_database, throwaway_logins
@@ -46,23 +46,20 @@ def run(pg: PgCluster, messages: int, lookups: int) -> list[Result]:
         "DBT_TARGET_PATH": str(work / "target"),
         "DBT_LOG_PATH": str(work / "logs"),
     }
-    saved = dict(os.environ)
-    os.environ.update(env)
     try:
-        transform.load_raw(dsn, messages, seed=31)
-        service = ingest_transform.Transformer()
-        service.warm(transform.BUILD)
-        if service.invoke(transform.BUILD) != 0:
-            raise RuntimeError("dbt build failed: see dbt's output above")
-        execute(dsn, "INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES (%s, %s)",
-                (config.WORKLOADS[config.PII_ADMIN_ROLE].local_login, lookups * 2))  # fmt: skip
-        tokens = [t for (t,) in execute(dsn, "SELECT token FROM pii.vault ORDER BY random() LIMIT %s", (lookups,))]
-        tokens = (tokens * (lookups // max(1, len(tokens)) + 1))[:lookups]
-        direct = _direct(dsn, tokens, keys)
-        through = _through_service(logins[config.PII_ADMIN_ROLE], tokens, env, work)
+        with harness.environ(env):
+            transform.load_raw(dsn, messages, seed=31)
+            service = ingest_transform.Transformer()
+            service.warm(transform.BUILD)
+            if service.invoke(transform.BUILD) != 0:
+                raise RuntimeError("dbt build failed: see dbt's output above")
+            execute(dsn, "INSERT INTO pii.recovery_budget (login, daily_lookups) VALUES (%s, %s)",
+                    (config.WORKLOADS[config.PII_ADMIN_ROLE].local_login, lookups * 2))  # fmt: skip
+            tokens = [t for (t,) in execute(dsn, "SELECT token FROM pii.vault ORDER BY random() LIMIT %s", (lookups,))]
+            tokens = (tokens * (lookups // max(1, len(tokens)) + 1))[:lookups]
+            direct = _direct(dsn, tokens, keys)
+            through = _through_service(logins[config.PII_ADMIN_ROLE], tokens, env, work)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     service_p50, service_p99 = _percentiles(through)

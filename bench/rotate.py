@@ -39,13 +39,10 @@ def run(pg: PgCluster, n: int) -> list[Result]:
         "DBT_TARGET_PATH": str(work / "target"),
         "DBT_LOG_PATH": str(work / "logs"),
     }
-    saved = dict(os.environ)
-    os.environ.update(env)
     try:
-        return _run(dsn, n, keys)
+        with harness.environ(env):
+            return _run(dsn, n, keys)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
