@@ -68,7 +68,9 @@ $$;
 -- columns (built-in operator classes: the shape check accepts them), made by the bootstrap
 -- and owned with the table: the transformer creates nothing. Here, not in a migration: a mart
 -- schema named at a later bootstrap gets them too, and a database that has the marts already
--- gets them when it is bootstrapped again (IF NOT EXISTS: nothing for one that has them).
+-- gets them when it is bootstrapped again (IF NOT EXISTS: nothing for one that has them). No
+-- workload can have made one of these names first: CREATE INDEX needs CREATE on the schema,
+-- which none holds here, not even the tables' owner (test_shapes.py, CREATIONS).
 DO $$
 DECLARE
     mart text := quote_ident(coalesce(nullif(current_setting('loginvault.mart_schema', true), ''), 'public'));
