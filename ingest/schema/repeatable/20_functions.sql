@@ -65,11 +65,17 @@ $fn$;
 -- The form a PII value is tokenized and encrypted in: host(inet) for an IP (valid IPv4/IPv6
 -- only), the space-trimmed string for a device id; NULL when it is not a valid value of kind.
 -- A plain SQL expression (not strict, no SET clause), so that the planner inlines it into
--- dbt's queries.
+-- dbt's queries. A dotted quad of decimal octets 0-255 without leading zeros (what try_inet
+-- takes as IPv4, and most IPs are) is cast directly: the same result without a call of
+-- try_inet and its subtransaction (half the cost of validating and tokenizing an IP).
 CREATE OR REPLACE FUNCTION loginvault.canonical_pii(kind text, value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL UNSAFE AS $fn$
     SELECT CASE kind
-        WHEN 'ip' THEN host(loginvault.try_inet(value))
+        WHEN 'ip' THEN CASE
+            WHEN value ~ '^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$'
+                THEN host(value::inet)
+            ELSE host(loginvault.try_inet(value))
+        END
         WHEN 'device_id' THEN nullif(btrim(value), '')
     END
 $fn$;
