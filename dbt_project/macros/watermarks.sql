@@ -35,8 +35,10 @@ grant select on staging.loginvault_watermarks to loginvault_owner;
     {%- if execute and adapter.get_relation(
         database=target.database, schema='staging', identifier='loginvault_watermarks'
     ) is not none -%}
+        {#- Locked and checked first, in the same transaction (macros/locks.sql). -#}
         {{ run_query(
-            "select coalesce(max(high), '-infinity'::timestamptz)::text from staging.loginvault_watermarks"
+            "select loginvault.checked_relation('staging.loginvault_watermarks', 'ROW EXCLUSIVE');"
+            ~ " select coalesce(max(high), '-infinity'::timestamptz)::text from staging.loginvault_watermarks"
             ~ " where model = '" ~ name ~ "'"
         ).columns[0].values()[0] }}
     {%- else -%}
@@ -69,6 +71,10 @@ on conflict (model) do update set high = excluded.high, updated_at = now()
     {%- if config.get('materialized') in ('incremental', 'table', 'loginvault_declared') -%}
         do $analyze$
         begin
+            -- ANALYZE evaluates statistics expressions, which ROW EXCLUSIVE does not keep out:
+            -- the table is checked again under a lock that does.
+            perform loginvault.checked_relation(format('%I.%I', '{{ this.schema }}', '{{ this.identifier }}'),
+                                                'SHARE UPDATE EXCLUSIVE');
             if exists (
                 select from pg_stat_user_tables
                 where relid = '{{ this }}'::regclass and last_analyze is null and last_autoanalyze is null

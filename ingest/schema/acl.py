@@ -11,7 +11,8 @@ nobody declared. Objects dbt builds (`built_by = "dbt"`) may be absent before th
 Memberships are read from pg_auth_members for every `loginvault_%` role and every login that is a
 member of one: a group role is a member of what is declared only; a login of exactly one
 workload role, without ADMIN OPTION; the bootstrap's admin (who granted the roles) of none of
-the workload roles' logins.
+the workload roles' logins. The settings those roles and logins hold for their sessions: none but
+the bootstrap's row_security=off on the logins that read another role's tables.
 
 Column grants are privileges too (a relation's `columns`: "PRIVILEGE (col, …) to role"), and no
 privilege may be held WITH GRANT OPTION (none is declared). Last, every relation whose shape is
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest import LoginvaultError, db
+from ingest import LoginvaultError, config, db
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -163,6 +164,32 @@ FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON 
 WHERE g.rolname LIKE 'loginvault\\_%%' OR m.rolname LIKE 'loginvault\\_%%'
 """
 
+# Each setting a loginvault role, or a login that is a member of one, holds for its sessions
+# (ALTER ROLE … SET, everywhere or in this database): a login may set anything on itself, and a
+# search_path decides what its sessions' unqualified names are.
+_ROLE_SETTINGS = """
+SELECT r.rolname, s.setdatabase <> 0, split_part(c.setting, '=', 1), c.setting = 'row_security=off',
+       r.rolcanlogin AND NOT pg_has_role(r.oid, %(transformer)s, 'MEMBER')
+FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) AS c(setting)
+WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) AND NOT r.rolsuper
+  AND (r.rolname LIKE 'loginvault\\_%%' OR EXISTS (SELECT FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+                                                   WHERE am.member = r.oid AND g.rolname LIKE 'loginvault\\_%%'))
+ORDER BY 1, 3
+"""
+
+
+def compare_role_settings(rows: Iterable[tuple[Any, ...]]) -> list[str]:
+    """The one setting allowed: row_security=off, everywhere, on a login of a workload other than
+    the transformer (the bootstrap's: a policy on a table another role owns refuses the read
+    instead of running). Named by setting only: a value could be a secret."""
+    out = []
+    for role, in_database, name, row_security_off, reading_login in rows:
+        if row_security_off and reading_login and not in_database:
+            continue
+        where = " in this database" if in_database else ""
+        out.append(f"role {role}: setting {name}{where} is held, but not allowed (ALTER ROLE … RESET {name})")
+    return out
+
 
 def _role_names(conn: Connection[TupleRow]) -> dict[int, str]:
     return {oid: name for oid, name in conn.execute("SELECT oid::int, rolname FROM pg_roles")} | {0: "PUBLIC"}
@@ -272,6 +299,7 @@ def differences(conn: Connection[TupleRow], declaration: Declaration) -> list[st
     out += [f"{fact}: held, but not declared" for fact in sorted(other - expected)]
     out += [f"{fact}: declared, but not held" for fact in sorted(expected - other)]
     out += compare_memberships(conn.execute(_MEMBERSHIPS).fetchall(), declaration)
+    out += compare_role_settings(conn.execute(_ROLE_SETTINGS, {"transformer": config.TRANSFORMER_ROLE}).fetchall())
     out += compare_columns(conn, declaration)
     names = _role_names(conn)
     params = {"schemas": declaration.schemas}

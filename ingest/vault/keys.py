@@ -85,15 +85,24 @@ def setting_option(setting: str, value: str) -> str:
     return f"-c {setting}={escaped}"
 
 
+# The search path of every session that holds keys: names it does not qualify (pgcrypto's
+# functions, in public) resolve there and nowhere else. A login may give itself a search path
+# (ALTER ROLE … SET), and the transformer may create functions in staging: a pgp_sym_encrypt of
+# its own found first would be handed the keys. A startup option wins over the login's setting.
+KEYED_SEARCH_PATH = "pg_catalog,public"
+
+
 def key_options(values: dict[str, str] | None = None) -> str:
-    """PGOPTIONS that put the PII keys in the session as loginvault.* settings.
+    """PGOPTIONS that put the PII keys in the session as loginvault.* settings, with the search
+    path pinned (KEYED_SEARCH_PATH).
 
     `values` maps LOGINVAULT_*_KEY names to keys (default: the environment's, checked). Startup
     options are neither SQL nor logged, so the keys never reach compiled SQL, dbt's logs or
     the server's statement log.
     """
     values = values if values is not None else {name: check_key(name) for name in config.KEY_SETTINGS}
-    return " ".join(setting_option(setting, values[name]) for name, setting in config.KEY_SETTINGS.items())
+    keys = [setting_option(setting, values[name]) for name, setting in config.KEY_SETTINGS.items()]
+    return " ".join([setting_option("search_path", KEYED_SEARCH_PATH), *keys])
 
 
 def fingerprint(kind: str, key: str) -> str:

@@ -21,6 +21,7 @@ from ingest.schema import acl
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ANALYST_LOGIN = "loginvault_analyst_1"
+DBT_LOGIN = config.WORKLOADS[config.TRANSFORMER_ROLE].local_login
 
 
 def drift(job: Job, *plant: str) -> list[str]:
@@ -109,6 +110,48 @@ def test_the_transformer_granting_staging_to_the_analyst_is_caught_and_stops_the
         (
             "CREATE ROLE lv_side NOLOGIN; GRANT loginvault_recovery TO lv_side",
             "role lv_side: a member of loginvault_recovery, but not declared",
+        ),
+        # What a login may set on itself (ALTER ROLE … SET), named by setting, never by value.
+        (
+            f"ALTER ROLE {DBT_LOGIN} SET search_path = staging, public",
+            f"role {DBT_LOGIN}: setting search_path is held, but not allowed (ALTER ROLE … RESET search_path)",
+        ),
+        (
+            f"ALTER ROLE {DBT_LOGIN} SET row_security = off",
+            f"role {DBT_LOGIN}: setting row_security is held, but not allowed (ALTER ROLE … RESET row_security)",
+        ),
+        (
+            f"ALTER ROLE {ANALYST_LOGIN} IN DATABASE {{db}} SET loginvault.hmac_key = 'k'",
+            f"role {ANALYST_LOGIN}: setting loginvault.hmac_key in this database is held, but not allowed"
+            " (ALTER ROLE … RESET loginvault.hmac_key)",
+        ),
+        (
+            "ALTER ROLE loginvault_transformer SET statement_timeout = 1",
+            "role loginvault_transformer: setting statement_timeout is held, but not allowed"
+            " (ALTER ROLE … RESET statement_timeout)",
+        ),
+        # Built-in functions alone, in a table the transform writes: they run in its session.
+        (
+            "ALTER TABLE staging.stg_sqs__messages ADD CONSTRAINT sane"
+            " CHECK (pg_notify('loot', current_setting('loginvault.hmac_key', true)) IS NULL) NOT VALID",
+            "relation staging.stg_sqs__messages: it has constraints other than the declared ones (sane)",
+        ),
+        (
+            "ALTER TABLE pii.vault DROP CONSTRAINT vault_kind_check;"
+            " ALTER TABLE pii.vault ADD CONSTRAINT vault_kind_check CHECK (kind IS NOT NULL)",
+            "relation pii.vault: it has constraints other than the declared ones (vault_kind_check)",
+        ),
+        (
+            "ALTER TABLE pii.token_map DROP CONSTRAINT token_map_pkey",
+            "relation pii.token_map: it has constraints other than the declared ones (token_map_pkey)",
+        ),
+        (
+            "DROP INDEX public.rejected_login_events_message_id_key",
+            "relation public.rejected_login_events: it has lost its unique index on message_id",
+        ),
+        (
+            "ALTER TABLE staging.loginvault_watermarks ALTER COLUMN updated_at SET DEFAULT clock_timestamp()",
+            "relation staging.loginvault_watermarks: it has a column default that is not declared",
         ),
     ],
 )

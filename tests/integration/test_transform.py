@@ -318,7 +318,6 @@ def test_no_key_or_cleartext_in_artifacts_logs_or_output(sample_job):
         "raw.login_events",
         "raw._dlt_loads",
         "staging.stg_sqs__login_events",
-        "staging.int_login_events_validated",
         "pii.vault",
         "pii.recovery_audit",
     ],

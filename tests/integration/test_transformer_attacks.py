@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from conftest import Job, execute, ip_token, query, role_dsn
 from ingest import config
@@ -198,3 +199,95 @@ def test_the_erasure_serves_only_a_waiting_erasure_of_that_subject(fresh):
             ):
                 conn.execute("SELECT * FROM pii.erase_subject(%s, 'x', false, %s)", (subject, request))
     assert query(fresh.dsn, "SELECT count(*) FROM user_logins WHERE user_id = %s", (subject,)) != [(0,)]
+
+
+def stage_new_messages(job: Job, count: int = 5) -> None:
+    """New messages in raw, not yet transformed."""
+    job.run("seed", "--count", str(count), "--random-seed", "4242")  # values the origin's build has not seen
+    job.run("run", "--wait-time", "1")
+
+
+# Keys out of the transform's session through built-in functions alone, on a table it writes
+# (the CHECK holds: pg_notify returns void, '' as text; the notification goes at commit).
+LEAK_BY_CHECK = (
+    "ALTER TABLE staging.stg_sqs__messages ADD CONSTRAINT sane CHECK (pg_notify('loot',"
+    " coalesce(current_setting('loginvault.hmac_key', true), '-') || '|'"
+    " || coalesce(current_setting('loginvault.encryption_key', true), '-'))::text = '') NOT VALID"
+)
+
+
+def test_a_check_of_built_in_functions_on_a_staged_table_gets_no_key(fresh):
+    """A CHECK constraint of pg_notify(current_setting(…)) on a table the transform writes: the
+    transform refuses before dbt starts (`loginvault check`), and `dbt run` straight away — as
+    when the constraint is added after that check — refuses at the first model: no
+    notification ever carries a key."""
+    stage_new_messages(fresh)
+    as_transformer(fresh, LEAK_BY_CHECK)
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as listener:
+        heard: list[str] = []
+        listener.add_notify_handler(lambda notify: heard.append(notify.payload))
+        listener.execute("LISTEN loot")
+        build = fresh.transform(ok=False)
+        named = "relation staging.stg_sqs__messages: it has constraints other than the declared ones (sane)"
+        assert build.returncode == 1 and named in build.stderr
+        raced = fresh.dbt("run")  # the models alone: no data test runs first
+        assert raced.returncode != 0
+        assert "has constraints other than the declared ones (sane)" in raced.stdout, raced.stdout[-3000:]
+        listener.execute("SELECT 1")  # reads what was sent meanwhile
+        assert heard == []
+    execute(fresh.dsn, "ALTER TABLE staging.stg_sqs__messages DROP CONSTRAINT sane")  # not vacuous: now it builds
+    fresh.transform()
+
+
+def test_a_search_path_of_the_logins_own_finds_none_of_its_functions(fresh):
+    """dbt's login gives itself a search path that puts staging first, and makes a
+    pgp_sym_encrypt there that keeps the key it is handed: `loginvault check` names the setting
+    (the transform refuses), and a build that runs anyway (dbt started before the setting, or
+    run straight away) resolves pgcrypto's function, not the planted one: the session's search
+    path is a startup option, which wins over the login's."""
+    stage_new_messages(fresh)
+    login = conninfo_to_dict(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE))["user"]
+    database = conninfo_to_dict(fresh.dsn)["dbname"]
+    vault = query(fresh.dsn, "SELECT count(*) FROM pii.vault")[0][0]
+    # In this database only: the login is every test database's of the cluster.
+    setting = f"ALTER ROLE {login} IN DATABASE {database}"
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:
+        conn.execute(f"{setting} SET search_path = staging, public")  # as the login itself
+    try:
+        as_transformer(
+            fresh,
+            "CREATE TABLE staging.loot (key text)",
+            "CREATE FUNCTION staging.pgp_sym_encrypt(data text, psw text, opts text) RETURNS bytea LANGUAGE plpgsql"
+            " AS $$ BEGIN INSERT INTO staging.loot VALUES (psw); RETURN public.pgp_sym_encrypt(data, psw, opts); END $$",
+        )
+        with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE)) as conn:  # the login's own sessions
+            found = "SELECT 'pgp_sym_encrypt(text,text,text)'::regprocedure = 'staging.pgp_sym_encrypt(text,text,text)'::regprocedure"
+            assert conn.execute(found).fetchone() == (True,)  # not vacuous: the planted function would win
+        named = f"role {login}: setting search_path in this database is held, but not allowed (ALTER ROLE … RESET search_path)"
+        assert named in fresh.run("check", ok=False).stdout.splitlines()
+        assert fresh.transform(ok=False).returncode == 1
+        fresh.dbt("build", "--warn-error").check_returncode()
+        assert query(fresh.dsn, "SELECT count(*) FROM staging.loot") == [(0,)]
+        assert query(fresh.dsn, "SELECT count(*) FROM pii.vault")[0][0] > vault  # values were encrypted
+    finally:
+        execute(fresh.dsn, f"{setting} RESET search_path")
+
+
+def test_the_bootstrap_refuses_a_mart_of_its_own_that_lost_message_id(fresh):
+    """dbt's login drops message_id from user_logins ONLY (its guard keeps the column). The
+    bootstrap that applies the marts' definitions again refuses, naming it, instead of keeping
+    it aside as a table of the original exercise: renamed, it would keep the guard, and the new
+    mart would get neither a guard nor the analysts' indexes (their names taken) — then be made
+    a view of the transformer's code that analysts read. Nothing is renamed; `loginvault check`
+    names the change."""
+    as_transformer(fresh, "ALTER TABLE ONLY public.user_logins DROP COLUMN message_id")
+    execute(fresh.dsn, "DELETE FROM loginvault.schema_definitions")  # the definitions applied again
+    with pytest.raises(Exception, match="public.user_logins is loginvault's mart but has lost its column message_id"):
+        bootstrap.bootstrap(fresh.dsn)
+    assert query(fresh.dsn, "SELECT to_regclass('public.user_logins_before_loginvault')") == [(None,)]
+    guarded = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.user_logins'::regclass"
+    assert query(fresh.dsn, guarded) == [(1,)]
+    assert any(
+        line.startswith("relation public.user_logins: it has lost its unique index on message_id")
+        for line in fresh.run("check", ok=False).stdout.splitlines()
+    )

@@ -1,7 +1,8 @@
 {#- Every staged message with its fields extracted and, when it cannot enter the mart, the
     first validation rule it breaks (rejection_reason; NULL = valid). The rules and reasons
-    are listed in _intermediate__models.yml. A view: the marts read only the rows staged
-    after their watermark, and the filter reaches the staging index through the view. -#}
+    are listed in _intermediate__models.yml. Ephemeral: inlined into each model and test that
+    reads it, so that the marts' filter on the rows staged after their watermark reaches the
+    staging index, and no relation of dbt's login stands between a check and a read. -#}
 
 with fields as (
 

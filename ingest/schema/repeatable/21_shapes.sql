@@ -161,6 +161,41 @@ BEGIN
     IF EXISTS (SELECT FROM pg_rewrite AS w WHERE w.ev_class = rel) THEN
         RETURN 'has rules';
     END IF;
+    -- Constraints and column defaults: exactly the declared ones (as PostgreSQL prints them),
+    -- and the marts keep the unique index on message_id that deduplication and the erasure
+    -- rely on. Built-in functions alone are enough to do harm: a CHECK or a default runs in the
+    -- session that writes the table, and the transform's holds the keys (pg_notify of
+    -- current_setting('loginvault.hmac_key') needs no code of anyone's).
+    WITH declared (relation, name, definition) AS (
+        VALUES
+            ('staging.loginvault_watermarks', 'loginvault_watermarks_pkey', 'PRIMARY KEY (model)'),
+            ('pii.vault', 'vault_token_kind_key', 'UNIQUE (token, kind)'),
+            ('pii.vault', 'vault_kind_check',
+             'CHECK (((kind)::text = ANY ((ARRAY[''ip''::character varying, ''device_id''::character varying])::text[])))'),
+            ('pii.token_map', 'token_map_pkey', 'PRIMARY KEY (kind, old_token)')
+    ),
+    want AS (SELECT x.name, x.definition FROM declared AS x WHERE x.relation = decl AND NOT is_partition),
+    held AS (SELECT k.conname::text AS name, pg_get_constraintdef(k.oid) AS definition FROM pg_constraint AS k WHERE k.conrelid = rel)
+    SELECT string_agg(DISTINCT x.name, ', ' ORDER BY x.name) INTO have
+    FROM ((SELECT * FROM held EXCEPT SELECT * FROM want) UNION (SELECT * FROM want EXCEPT SELECT * FROM held)) AS x;
+    IF have IS NOT NULL THEN
+        RETURN format('has constraints other than the declared ones (%s)', have);
+    END IF;
+    IF EXISTS (
+        SELECT FROM pg_attrdef AS f JOIN pg_attribute AS a ON a.attrelid = f.adrelid AND a.attnum = f.adnum
+        WHERE f.adrelid = rel AND (decl, a.attname::text, pg_get_expr(f.adbin, f.adrelid)) NOT IN (
+            VALUES ('staging.loginvault_watermarks', 'updated_at', 'now()')
+        )
+    ) THEN
+        RETURN 'has a column default that is not declared';
+    END IF;
+    IF d.guarded AND NOT is_partition AND d.relation NOT LIKE 'pii.%' AND NOT EXISTS (
+        SELECT FROM pg_index AS i JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = rel AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indnatts = 1
+          AND i.indexprs IS NULL AND i.indpred IS NULL AND a.attname = 'message_id'
+    ) THEN
+        RETURN 'has lost its unique index on message_id';
+    END IF;
     IF c.relispartition <> is_partition OR (NOT is_partition AND EXISTS (SELECT FROM pg_inherits AS i WHERE i.inhrelid = rel)) THEN
         RETURN 'is attached to another table';
     END IF;
@@ -174,6 +209,12 @@ BEGIN
         SELECT FROM pg_inherits AS i WHERE i.inhparent = rel AND i.inhrelid = to_regclass(loginvault.guard_of(decl))
     ) THEN
         RETURN 'has lost its guard (' || loginvault.guard_of(decl) || '): run the bootstrap';
+    END IF;
+    -- A partitioned table of the transformer's keeps its default partition: locking it is what
+    -- makes ATTACH PARTITION wait for a reader (checked_transform_relations).
+    IF kind = 'p' AND d.owner = 'loginvault_transformer'
+        AND (SELECT t.partdefid FROM pg_partitioned_table AS t WHERE t.partrelid = rel) = 0 THEN
+        RETURN 'has lost its default partition';
     END IF;
     IF EXISTS (SELECT FROM pg_statistic_ext AS s WHERE s.stxrelid = rel) THEN
         RETURN 'has extended statistics';
@@ -256,8 +297,15 @@ BEGIN
     IF NOT EXISTS (SELECT FROM loginvault.declared_relations AS d WHERE d.relation = checked_relation.relation) THEN
         RAISE EXCEPTION 'no shape is declared for %', relation USING ERRCODE = 'undefined_table';
     END IF;
-    IF lock_mode NOT IN ('ACCESS SHARE', 'SHARE UPDATE EXCLUSIVE', 'SHARE ROW EXCLUSIVE') THEN
+    IF lock_mode NOT IN ('ACCESS SHARE', 'SHARE UPDATE EXCLUSIVE', 'SHARE ROW EXCLUSIVE', 'ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
         RAISE EXCEPTION 'lock mode % is not one the shape check takes', lock_mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The two modes of the transform's own sessions (checked_transform_relations), on what its
+    -- role owns (and could lock itself) only.
+    IF lock_mode IN ('ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') AND (
+        SELECT d.owner <> 'loginvault_transformer' FROM loginvault.declared_relations AS d WHERE d.relation = checked_relation.relation
+    ) THEN
+        RAISE EXCEPTION '% is for the transformer''s tables only, not %', lock_mode, relation USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'refusing to read %: the shape check needs a READ COMMITTED transaction, not %',
@@ -287,6 +335,43 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     RETURN rel;
+END
+$fn$;
+
+-- Every declared relation the transformer owns, locked and checked (checked_relation) at the
+-- start of each transaction of a build that reads or writes them (dbt's macros/locks.sql: every
+-- model's and every data test's). The transform's sessions hold the keys, and the transformer's
+-- login could add code to its tables between `loginvault check` and a statement: a CHECK or a
+-- trigger run by an insert, a policy by a read, an index predicate folded by the planner.
+-- ROW EXCLUSIVE waits for and blocks each way to add such code (ALTER TABLE, CREATE TRIGGER,
+-- CREATE INDEX — CONCURRENTLY waits for it too —, ATTACH PARTITION, which locks the default
+-- partition), and not the build's other sessions; `targets` (the model's own table) in
+-- `target_mode`: ACCESS EXCLUSIVE when a full refresh empties it. In the erasure's order (then
+-- the rest), so that an erasure and a build wait for each other instead of deadlocking.
+CREATE OR REPLACE FUNCTION loginvault.checked_transform_relations(targets text[], target_mode text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r text;
+BEGIN
+    IF target_mode NOT IN ('ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
+        RAISE EXCEPTION 'lock mode % is not one a build takes', target_mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR r IN
+        SELECT d.relation FROM loginvault.declared_relations AS d
+        WHERE d.owner = 'loginvault_transformer'
+        ORDER BY CASE
+            WHEN d.relation = 'staging.stg_sqs__messages' THEN 1
+            WHEN d.relation = 'staging.stg_sqs__login_events' THEN 2
+            WHEN d.relation LIKE '%.user\_logins' THEN 3
+            WHEN d.relation LIKE '%.rejected\_login\_events' THEN 4
+            WHEN d.relation = 'pii.vault' THEN 5
+            WHEN d.relation = 'pii.token_map' THEN 6
+            ELSE 7
+        END, d.relation
+    LOOP
+        PERFORM loginvault.checked_relation(r, CASE WHEN r = ANY (targets) THEN target_mode ELSE 'ROW EXCLUSIVE' END);
+    END LOOP;
 END
 $fn$;
 
@@ -332,7 +417,7 @@ END
 $fn$;
 
 REVOKE ALL ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.relation_problem(text),
-    loginvault.checked_relation(text, text),
+    loginvault.checked_relation(text, text), loginvault.checked_transform_relations(text[], text),
     loginvault.create_declared_table(text), loginvault.ensure_guard(text), loginvault.guard_of(text) FROM PUBLIC;
 -- The roles that own definer functions (raw's owner, the erasure's and the recovery's), and the
 -- transformer (its pre-flight checks raw before reading it), check shapes; they read the
@@ -340,5 +425,7 @@ REVOKE ALL ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.
 GRANT EXECUTE ON FUNCTION loginvault.shape_problem(oid, text, boolean), loginvault.relation_problem(text),
     loginvault.checked_relation(text, text), loginvault.guard_of(text)
     TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;
+-- The transform's sessions (dbt's).
+GRANT EXECUTE ON FUNCTION loginvault.checked_transform_relations(text[], text) TO loginvault_transformer;
 GRANT SELECT ON loginvault.declared_relations, loginvault.declared_columns
     TO loginvault_owner, loginvault_eraser, loginvault_recovery, loginvault_transformer;

@@ -28,6 +28,17 @@ BEGIN
     IF existing IS NOT NULL AND NOT EXISTS (
         SELECT FROM pg_attribute WHERE attrelid = existing AND attname = 'message_id' AND NOT attisdropped
     ) THEN
+        -- Loginvault's own mart (its guard is its child) that lost message_id was altered after
+        -- a bootstrap made it (its owner can drop the column from the table ONLY): not a table
+        -- of the original exercise to keep aside. Renamed, it would keep the guard, and the new
+        -- mart would get none and none of its indexes; the admin decides what becomes of it.
+        IF EXISTS (
+            SELECT FROM pg_inherits AS i
+            WHERE i.inhparent = existing AND i.inhrelid = to_regclass(loginvault.guard_of(quote_ident(mart) || '.user_logins'))
+        ) THEN
+            RAISE EXCEPTION '%.user_logins is loginvault''s mart but has lost its column message_id: it was altered after the bootstrap made it (`loginvault check` names it); restore the column, or drop the table as the admin, then run the bootstrap again', mart
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
         -- Never read (a view, a policy or an expression of its owner's would run in the admin's
         -- session, and SET ROLE is no boundary: such code could RESET it): a plain table with no
         -- data pages at all is empty; anything else is kept.
