@@ -3,6 +3,7 @@
 {{ config(
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
+-- depends_on: {{ ref('int_login_events_validated') }} (the same rows, inlined: macros/validated.sql)
 
 select
     v.user_id::varchar(128) as user_id,
@@ -14,7 +15,7 @@ select
     (v.sent_at at time zone 'UTC')::date as create_date,
     v.message_id,
     v.app_version_text
-from {{ ref('int_login_events_validated') }} as v
+from ({{ loginvault_validated_rows() }}) as v
 where
     v.rejection_reason is null
     {%- if loginvault_incremental() %}

@@ -4,11 +4,12 @@
 {{ config(
     post_hook="{{ loginvault_set_watermark() }}",
 ) }}
+-- depends_on: {{ ref('int_login_events_validated') }} (the same rows, inlined: macros/validated.sql)
 
 with valid as (
 
     select v.*
-    from {{ ref('int_login_events_validated') }} as v
+    from ({{ loginvault_validated_rows() }}) as v
     where
         v.rejection_reason is null
         {%- if loginvault_incremental() %}

@@ -18,7 +18,7 @@ with pairs as (
         m.{{ column_name }} as token,
         {{ pii_canonical('v.' ~ kind, kind) }} as value
     from {{ model }} as m
-    inner join {{ ref('int_login_events_validated') }} as v on v.message_id = m.message_id
+    inner join ({{ loginvault_validated_rows() }}) as v on v.message_id = m.message_id
     where {{ loginvault_untested('v._transformed_at') }}
 
 ),
