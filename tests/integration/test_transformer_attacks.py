@@ -291,3 +291,26 @@ def test_the_bootstrap_refuses_a_mart_of_its_own_that_lost_message_id(fresh):
         line.startswith("relation public.user_logins: it has lost its unique index on message_id")
         for line in fresh.run("check", ok=False).stdout.splitlines()
     )
+
+
+def test_a_replaced_validated_view_is_read_by_no_session_that_holds_the_keys(fresh):
+    """dbt's login replaces its view int_login_events_validated (as it may between the build that
+    made it and a read) with one that sends the keys of whoever reads it: the marts, the vault
+    and the tests inline the view's SQL, so a build that does not rebuild the view hears nothing."""
+    stage_new_messages(fresh)
+    as_transformer(
+        fresh,
+        "DO $$ BEGIN EXECUTE format('CREATE OR REPLACE VIEW staging.int_login_events_validated AS SELECT * FROM (%s) AS v"
+        " WHERE pg_notify(''loot'', current_setting(''loginvault.hmac_key'', true))::text = ''''',"
+        " rtrim(pg_get_viewdef('staging.int_login_events_validated'), ';')); END $$",
+    )
+    assert query(fresh.dsn, "SELECT count(*) FROM staging.int_login_events_validated")[0][0] > 0  # it would send
+    logins = query(fresh.dsn, "SELECT count(*) FROM user_logins")[0][0]
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as listener:
+        heard: list[str] = []
+        listener.add_notify_handler(lambda notify: heard.append(notify.payload))
+        listener.execute("LISTEN loot")
+        fresh.dbt("build", "--warn-error", "--exclude", "int_login_events_validated").check_returncode()
+        listener.execute("SELECT 1")  # reads what was sent meanwhile
+        assert heard == []
+    assert query(fresh.dsn, "SELECT count(*) FROM user_logins")[0][0] > logins  # the build read the new rows
