@@ -5,15 +5,14 @@
     CHECK of pg_notify(current_setting(…)) is code enough). `target`: the model's own table,
     locked to be emptied when a full refresh rebuilds it. -#}
 {% macro loginvault_lock_relations(target=none) -%}
-    {%- set mode = 'ACCESS EXCLUSIVE' if target is not none and should_full_refresh() else 'ROW EXCLUSIVE' -%}
-    select {{ loginvault_function('checked_transform_relations') }}(
-        {%- if target is not none %}
-            array[format('%I.%I', '{{ target.schema }}', '{{ target.identifier }}')],
-        {%- else %}
-            array[]::text[],
-        {%- endif %}
-        '{{ mode }}'
-    )
+    {%- if target is not none -%}
+        {%- set targets = "array[format('%I.%I', '" ~ target.schema ~ "', '" ~ target.identifier ~ "')]" -%}
+        {%- set mode = 'ACCESS EXCLUSIVE' if should_full_refresh() else 'ROW EXCLUSIVE' -%}
+    {%- else -%}
+        {%- set targets = "array[]::text[]" -%}
+        {%- set mode = 'ROW EXCLUSIVE' -%}
+    {%- endif -%}
+    select {{ loginvault_function('checked_transform_relations') }}({{ targets }}, '{{ mode }}')
 {%- endmacro %}
 
 {#- Every data test's query comes after that statement, in the same transaction: what it reads
