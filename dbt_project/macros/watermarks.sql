@@ -71,14 +71,14 @@ on conflict (model) do update set high = excluded.high, updated_at = now()
     {%- if config.get('materialized') in ('incremental', 'table', 'loginvault_declared') -%}
         do $analyze$
         begin
-            -- ANALYZE evaluates statistics expressions, which ROW EXCLUSIVE does not keep out:
-            -- the table is checked again under a lock that does.
-            perform loginvault.checked_relation(format('%I.%I', '{{ this.schema }}', '{{ this.identifier }}'),
-                                                'SHARE UPDATE EXCLUSIVE');
             if exists (
                 select from pg_stat_user_tables
                 where relid = '{{ this }}'::regclass and last_analyze is null and last_autoanalyze is null
             ) then
+                -- ANALYZE evaluates statistics expressions, which ROW EXCLUSIVE does not keep
+                -- out (macros/locks.sql): checked again under a lock that does.
+                perform loginvault.checked_relation(format('%I.%I', '{{ this.schema }}', '{{ this.identifier }}'),
+                                                    'SHARE UPDATE EXCLUSIVE');
                 analyze {{ this }};
             end if;
         end

@@ -68,3 +68,23 @@ def test_memberships_one_workload_role_per_login_no_admin_option_no_undeclared_g
         "role loginvault_transformer: a member of loginvault_owner, but not declared",
         "login lv_both: a member of loginvault_analyst, loginvault_eraser; a login is a member of one workload role",
     ]
+
+
+def test_the_one_role_setting_allowed_is_the_bootstraps_row_security_off_on_a_reading_login():
+    # (role, in this database only, setting name, is row_security=off, a login not of the transformer)
+    rows = [
+        ("loginvault_analyst_1", False, "row_security", True, True),  # the bootstrap's
+        ("loginvault_analyst_1", True, "row_security", True, True),  # in one database: not the bootstrap's
+        ("loginvault_dbt", False, "row_security", True, False),  # the transformer's login
+        ("loginvault_transformer", False, "row_security", True, False),  # a group role
+        ("loginvault_dbt", False, "search_path", False, False),
+        ("loginvault_analyst_1", False, "row_security", False, True),  # row_security=on
+    ]
+    assert acl.compare_role_settings(rows) == [
+        "role loginvault_analyst_1: setting row_security in this database is held, but not allowed"
+        " (ALTER ROLE … RESET row_security)",
+        "role loginvault_dbt: setting row_security is held, but not allowed (ALTER ROLE … RESET row_security)",
+        "role loginvault_transformer: setting row_security is held, but not allowed (ALTER ROLE … RESET row_security)",
+        "role loginvault_dbt: setting search_path is held, but not allowed (ALTER ROLE … RESET search_path)",
+        "role loginvault_analyst_1: setting row_security is held, but not allowed (ALTER ROLE … RESET row_security)",
+    ]
