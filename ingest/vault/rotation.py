@@ -88,6 +88,16 @@ def _connect() -> Connection[TupleRow]:
     return conn
 
 
+@contextlib.contextmanager
+def _checked(conn: Connection[TupleRow], *targets: str, mode: str = "ROW EXCLUSIVE") -> Iterator[None]:
+    """A transaction that starts by locking and checking every table the transformer owns
+    (loginvault.checked_transform_relations; `targets`, declared names, in `mode`): this session
+    holds the keys, and dbt's login could attach code to those tables at any time."""
+    with conn.transaction():
+        conn.execute("SELECT loginvault.checked_transform_relations(%s::text[], %s)", (list(targets), mode))
+        yield
+
+
 def _previous_key(kind: str) -> str:
     return keys.check_key(keys.PREVIOUS_ENV[kind])
 
@@ -151,7 +161,9 @@ def _decryption(conn: Connection[TupleRow]) -> str:
         setting_of[keys.fingerprint(keys.ENCRYPTION, previous)] = "loginvault.encryption_key_previous"
     registered = {v.version: v.fingerprint for v in keys.versions(conn) if v.kind == keys.ENCRYPTION}
     cases = []
-    for (version,) in conn.execute("SELECT DISTINCT encryption_key_version FROM pii.vault").fetchall():
+    with _checked(conn):
+        versions = conn.execute("SELECT DISTINCT encryption_key_version FROM pii.vault").fetchall()
+    for (version,) in versions:
         setting = setting_of.get(registered.get(version, ""))
         if setting is None:
             raise LoginvaultError(
@@ -189,19 +201,22 @@ def _map_tokens(conn: Connection[TupleRow], target: int, batch: int) -> int:
     """Every vault token → its token under the new key, in batches (keyset over the vault's
     (token, kind) index), each committed: a killed run resumes after the last batch."""
     statement = MAP_BATCH_SQL.replace("KEY_OF_ROW", _decryption(conn))
-    last = conn.execute(
-        "SELECT old_token, kind FROM pii.token_map WHERE to_version = %s ORDER BY old_token DESC, kind DESC LIMIT 1",
-        (target,),
-    ).fetchone() or ("", "")
+    with _checked(conn):
+        last = conn.execute(
+            "SELECT old_token, kind FROM pii.token_map WHERE to_version = %s ORDER BY old_token DESC, kind DESC LIMIT 1",
+            (target,),
+        ).fetchone() or ("", "")
     while True:
-        n, token, kind = db.one_row(
-            conn, statement, {"token": last[0], "kind": last[1], "batch": batch, "target": target}
-        )
+        with _checked(conn, "pii.token_map"):
+            n, token, kind = db.one_row(
+                conn, statement, {"token": last[0], "kind": last[1], "batch": batch, "target": target}
+            )
         if not n:
             break
         last = (token, kind)
         pause_at("rotate_mapping")
-    mapped: int = db.one_row(conn, "SELECT count(*) FROM pii.token_map WHERE to_version = %s", (target,))[0]
+    with _checked(conn):
+        mapped: int = db.one_row(conn, "SELECT count(*) FROM pii.token_map WHERE to_version = %s", (target,))[0]
     return mapped
 
 
@@ -209,12 +224,13 @@ def _check_mart(conn: Connection[TupleRow], mart: str) -> str:
     """The mart's schema, once every token it carries has a mapping (the vault knows every
     token the mart carries: a transform writes both from the same rows)."""
     for column, kind in TOKEN_COLUMNS.items():
-        (orphans,) = db.one_row(
-            conn,
-            f"SELECT count(*) FROM {mart}.user_logins AS u WHERE u.{column} IS NOT NULL AND NOT EXISTS"  # noqa: S608
-            f" (SELECT FROM pii.token_map AS m WHERE m.kind = %s AND m.old_token = u.{column})",
-            (kind,),
-        )
+        with _checked(conn):
+            (orphans,) = db.one_row(
+                conn,
+                f"SELECT count(*) FROM {mart}.user_logins AS u WHERE u.{column} IS NOT NULL AND NOT EXISTS"  # noqa: S608
+                f" (SELECT FROM pii.token_map AS m WHERE m.kind = %s AND m.old_token = u.{column})",
+                (kind,),
+            )
         if orphans:
             raise LoginvaultError(
                 f"{count(orphans, column + ' token')} of {mart}.user_logins have no vault entry: the mart and the vault"
@@ -231,7 +247,10 @@ def _rewrite(conn: Connection[TupleRow], mart: str, target: int) -> None:
     ones the bootstrap made (no workload may create in their schemas)."""
     with conn.transaction():
         conn.execute("SET LOCAL lock_timeout = '60s'")
-        conn.execute(f"LOCK TABLE {VAULT}, {mart}.user_logins IN SHARE ROW EXCLUSIVE MODE")
+        conn.execute(
+            "SELECT loginvault.checked_transform_relations(ARRAY[%s, format('%%I.user_logins', %s::text)], 'SHARE ROW EXCLUSIVE')",
+            (VAULT, mart),
+        )
         conn.execute(
             f"UPDATE {VAULT} AS v SET token = m.new_token, hmac_key_version = %s"  # noqa: S608
             " FROM pii.token_map AS m WHERE m.kind = v.kind AND m.old_token = v.token AND v.hmac_key_version IS DISTINCT FROM %s",
@@ -249,7 +268,9 @@ def _rewrite(conn: Connection[TupleRow], mart: str, target: int) -> None:
         # before: they are the transformer's, which the key administrator's functions never read.
         conn.execute("SELECT pii.activate_hmac_key()")
     for table in (VAULT, f"{mart}.user_logins"):
-        conn.execute(f"ANALYZE {table}")
+        with conn.transaction():  # ANALYZE runs statistics expressions: checked under a lock that keeps new ones out
+            conn.execute("SELECT loginvault.checked_relation(%s, 'SHARE UPDATE EXCLUSIVE')", (table,))
+            conn.execute(f"ANALYZE {table}")
 
 
 def _drop_leftovers(conn: Connection[TupleRow], mart: str) -> None:
@@ -303,9 +324,22 @@ def _rewrap(conn: Connection[TupleRow], old: int, new: int, batch: int) -> int:
     finds the rest by their version."""
     total, last = 0, ("", "")
     while True:
-        n, token, kind = db.one_row(
-            conn,
-            """
+        with _checked(conn, VAULT):
+            n, token, kind = _rewrap_batch(
+                conn, {"token": last[0], "kind": last[1], "old": old, "new": new, "batch": batch}
+            )
+        if not n:
+            return total
+        total += n
+        last = (token, kind)
+        pause_at("rewrapping")
+
+
+def _rewrap_batch(conn: Connection[TupleRow], params: dict[str, object]) -> tuple[int, str, str]:
+    """One batch of _rewrap: (rows re-encrypted, the last token and kind)."""
+    n, token, kind = db.one_row(
+        conn,
+        """
             WITH next AS (
                 SELECT token, kind FROM pii.vault
                 WHERE (token, kind) > (%(token)s, %(kind)s) AND encryption_key_version = %(old)s
@@ -324,10 +358,6 @@ def _rewrap(conn: Connection[TupleRow], old: int, new: int, batch: int) -> int:
             SELECT (SELECT count(*) FROM rewrapped), max(token), (array_agg(kind ORDER BY token DESC, kind DESC))[1]
             FROM next
             """,
-            {"token": last[0], "kind": last[1], "old": old, "new": new, "batch": batch},
-        )
-        if not n:
-            return total
-        total += n
-        last = (token, kind)
-        pause_at("rewrapping")
+        params,
+    )
+    return n, token, kind

@@ -13,6 +13,8 @@ keys) tried against the roles that trust its tables, each now refused or harmles
 
 from __future__ import annotations
 
+import secrets
+
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -20,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from conftest import Job, execute, ip_token, query, role_dsn
 from ingest import config
 from ingest.schema import bootstrap
+from ingest.vault import keys
 
 pytestmark = [pytest.mark.integration]
 
@@ -314,3 +317,31 @@ def test_a_replaced_validated_view_is_read_by_no_session_that_holds_the_keys(fre
         listener.execute("SELECT 1")  # reads what was sent meanwhile
         assert heard == []
     assert query(fresh.dsn, "SELECT count(*) FROM user_logins")[0][0] > logins  # the build read the new rows
+
+
+@pytest.mark.parametrize(
+    ("kind", "table"),
+    [("hmac", "pii.token_map"), ("encryption", "pii.vault")],
+)
+def test_a_check_on_what_a_rotation_writes_gets_no_key(fresh, kind, table):
+    """A key rotation runs as dbt's login with the current and the previous keys: a CHECK of
+    pg_notify(current_setting(…)) on the table it writes (the token map, the vault: NO INHERIT,
+    past the guard) refuses the rotation at its first transaction, and no notification carries
+    a key."""
+    as_transformer(
+        fresh,
+        f"ALTER TABLE {table} ADD CONSTRAINT sane CHECK (pg_notify('loot',"
+        " coalesce(current_setting('loginvault.hmac_key_previous', true), '-') || '|'"
+        " || coalesce(current_setting('loginvault.encryption_key_previous', true), '-'))::text = '') NO INHERIT NOT VALID",
+    )
+    name = keys.ENV[kind]
+    env = {**fresh.env, name: secrets.token_hex(32), keys.PREVIOUS_ENV[kind]: fresh.env[name]}
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as listener:
+        heard: list[str] = []
+        listener.add_notify_handler(lambda notify: heard.append(notify.payload))
+        listener.execute("LISTEN loot")
+        rotated = fresh.run("keys", "rotate", kind, ok=False, env=env)
+        listener.execute("SELECT 1")  # reads what was sent meanwhile
+        assert heard == []
+    assert rotated.returncode != 0
+    assert f"{table}: it has constraints other than the declared ones (sane)" in rotated.stderr

@@ -346,7 +346,8 @@ $fn$;
 -- ROW EXCLUSIVE waits for and blocks each way to add such code (ALTER TABLE, CREATE TRIGGER,
 -- CREATE INDEX — CONCURRENTLY waits for it too —, ATTACH PARTITION, which locks the default
 -- partition), and not the build's other sessions; `targets` (the model's own table) in
--- `target_mode`: ACCESS EXCLUSIVE when a full refresh empties it. In the erasure's order (then
+-- `target_mode`: ACCESS EXCLUSIVE when a full refresh empties it, SHARE ROW EXCLUSIVE for a key
+-- rotation's rewrite (ingest/vault/rotation.py, which does the same). In the erasure's order (then
 -- the rest), so that an erasure and a build wait for each other instead of deadlocking.
 CREATE OR REPLACE FUNCTION loginvault.checked_transform_relations(targets text[], target_mode text)
 RETURNS void
@@ -354,7 +355,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     r text;
 BEGIN
-    IF target_mode NOT IN ('ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
+    IF target_mode NOT IN ('ROW EXCLUSIVE', 'SHARE ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
         RAISE EXCEPTION 'lock mode % is not one a build takes', target_mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
     FOR r IN
