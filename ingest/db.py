@@ -89,8 +89,10 @@ def connect(role: str, *, options: str | None = None, autocommit: bool = False) 
             f"cannot parse {config.WORKLOADS[role].dsn_env} ({redact_dsn(dsn)}):"
             " expected postgresql://user:password@host:port/db"
         ) from None
-    if options:
-        params["options"] = f"{params.get('options', '')} {options}".strip()
+    # Always given, if only empty: libpq would otherwise take PGOPTIONS from the environment,
+    # where the transform puts the keys for dbt (runner.dbt_environment). No session of ours but
+    # dbt's and those asked for (`options`) holds them.
+    params["options"] = f"{params.get('options', '')} {options or ''}".strip()
     params.setdefault("connect_timeout", 10)
     try:
         conn = psycopg.connect(**params, autocommit=autocommit)

@@ -60,6 +60,9 @@
     {%- endif -%}
     {%- if execute and flags.WHICH in ('build', 'test') and passed and not failed and not missing -%}
         {% if target.role %}set role {{ adapter.quote(target.role) }};{% endif %}
+        {#- This session holds the keys: what it writes is locked and checked first, in the same
+            transaction (macros/locks.sql). -#}
+        {{ loginvault_lock_relations() }};
         insert into staging.loginvault_watermarks (model, high)
         values ('tests_passed', '{{ run_started_at }}')
         on conflict (model) do update set high = excluded.high, updated_at = now()

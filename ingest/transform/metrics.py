@@ -62,7 +62,8 @@ def newest_mart_sent_at(dsn: str, mart_schema: str) -> float | None:
         "SELECT FROM {mart}.user_logins AS u WHERE u.message_id = s.message_id) THEN s.sent_at END))::float8"
         " FROM staging.stg_sqs__login_events AS s WHERE s._transformed_at = %s"
     ).format(mart=mart)
-    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+    # options="": not PGOPTIONS, which holds the keys for dbt in this process (db.connect).
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True, options="") as conn:
         batch = conn.execute(last_batch).fetchone()
         if batch is None:
             return None

@@ -20,8 +20,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from conftest import Job, execute, ip_token, query, role_dsn
-from ingest import config
+from ingest import config, db
 from ingest.schema import bootstrap
+from ingest.transform import metrics
 from ingest.vault import keys
 
 pytestmark = [pytest.mark.integration]
@@ -345,3 +346,30 @@ def test_a_check_on_what_a_rotation_writes_gets_no_key(fresh, kind, table):
         assert heard == []
     assert rotated.returncode != 0
     assert f"{table}: it has constraints other than the declared ones (sane)" in rotated.stderr
+
+
+def test_the_transform_processs_own_sessions_hold_no_key(fresh, monkeypatch):
+    """The transform puts the keys in its process's PGOPTIONS for dbt; its other sessions (the
+    checks, the freshness metric that reads the mart and staging after each build) must not
+    inherit them: a forced policy of dbt's login on the mart, which runs in such a session,
+    finds no key."""
+    monkeypatch.setenv("PGOPTIONS", keys.key_options({name: secrets.token_hex(32) for name in config.KEY_ENVS}))
+    monkeypatch.setenv(config.WORKLOADS[config.TRANSFORMER_ROLE].dsn_env, role_dsn(fresh.dsn, config.TRANSFORMER_ROLE))
+    with db.connect(config.TRANSFORMER_ROLE) as conn:
+        assert conn.execute("SELECT current_setting('loginvault.hmac_key', true)").fetchone() == (None,)
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True) as conn:  # not vacuous
+        assert conn.execute("SELECT current_setting('loginvault.hmac_key', true)").fetchone() != (None,)
+    as_transformer(
+        fresh,
+        "ALTER TABLE public.user_logins ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE public.user_logins FORCE ROW LEVEL SECURITY",
+        "CREATE POLICY loot ON public.user_logins USING"
+        " (pg_notify('loot', coalesce(current_setting('loginvault.hmac_key', true), '-'))::text = '')",
+    )
+    with psycopg.connect(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), autocommit=True, options="") as listener:
+        heard: list[str] = []
+        listener.add_notify_handler(lambda notify: heard.append(notify.payload))
+        listener.execute("LISTEN loot")
+        metrics.newest_mart_sent_at(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), "public")
+        listener.execute("SELECT 1")  # reads what was sent meanwhile
+    assert heard and set(heard) == {"-"}  # the policy ran, and found no key
