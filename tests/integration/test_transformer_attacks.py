@@ -13,6 +13,7 @@ keys) tried against the roles that trust its tables, each now refused or harmles
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import psycopg
@@ -373,3 +374,17 @@ def test_the_transform_processs_own_sessions_hold_no_key(fresh, monkeypatch):
         metrics.newest_mart_sent_at(role_dsn(fresh.dsn, config.TRANSFORMER_ROLE), "public")
         listener.execute("SELECT 1")  # reads what was sent meanwhile
     assert heard and set(heard) == {"-"}  # the policy ran, and found no key
+
+
+def test_the_tests_mark_is_written_after_the_lock_and_check(fresh):
+    """The on-run-end hook writes staging.loginvault_watermarks in dbt's keyed session after
+    the last data test let go of its locks: a trigger added in between would run there. Its
+    statement locks and checks first (the same statement, so the same transaction)."""
+    fresh.transform()
+    log = (fresh.dbt_dir / "logs" / "dbt.log").read_text()
+    hook = re.compile(
+        r"checked_transform_relations\(array\[\]::text\[\], 'ROW EXCLUSIVE'\);\s*"
+        r"insert into staging\.loginvault_watermarks \(model, high\)\s*values \('tests_passed'"
+    )
+    assert "values ('tests_passed'" in log  # the mark was written
+    assert hook.search(log)
