@@ -172,12 +172,16 @@ BEGIN
             ('pii.vault', 'vault_token_kind_key', 'UNIQUE (token, kind)'),
             ('pii.vault', 'vault_kind_check',
              'CHECK (((kind)::text = ANY ((ARRAY[''ip''::character varying, ''device_id''::character varying])::text[])))'),
+            -- The same, as a database of loginvault 0.1.0 restored from a dump prints it.
+            ('pii.vault', 'vault_kind_check',
+             'CHECK (((kind)::text = ANY (ARRAY[(''ip''::character varying)::text, (''device_id''::character varying)::text])))'),
             ('pii.token_map', 'token_map_pkey', 'PRIMARY KEY (kind, old_token)')
     ),
     want AS (SELECT x.name, x.definition FROM declared AS x WHERE x.relation = decl AND NOT is_partition),
     held AS (SELECT k.conname::text AS name, pg_get_constraintdef(k.oid) AS definition FROM pg_constraint AS k WHERE k.conrelid = rel)
     SELECT string_agg(DISTINCT x.name, ', ' ORDER BY x.name) INTO have
-    FROM ((SELECT * FROM held EXCEPT SELECT * FROM want) UNION (SELECT * FROM want EXCEPT SELECT * FROM held)) AS x;
+    FROM ((SELECT * FROM held EXCEPT SELECT * FROM want)  -- one not declared, or not as declared
+          UNION (SELECT w.name, NULL FROM want AS w WHERE w.name NOT IN (SELECT h.name FROM held AS h))) AS x;  -- lost
     IF have IS NOT NULL THEN
         RETURN format('has constraints other than the declared ones (%s)', have);
     END IF;
