@@ -12,7 +12,8 @@ Memberships are read from pg_auth_members for every `loginvault_%` role and ever
 member of one: a group role is a member of what is declared only; a login of exactly one
 workload role, without ADMIN OPTION; the bootstrap's admin (who granted the roles) of none of
 the workload roles' logins. The settings those roles and logins hold for their sessions: none but
-the bootstrap's row_security=off on the logins that read another role's tables.
+the bootstrap's row_security=off on the logins that read another role's tables. Large objects
+those roles own or may read: none.
 
 Column grants are privileges too (a relation's `columns`: "PRIVILEGE (col, …) to role"), and no
 privilege may be held WITH GRANT OPTION (none is declared). Last, every relation whose shape is
@@ -178,6 +179,22 @@ ORDER BY 1, 3
 """
 
 
+# Large objects that a loginvault role or login owns or may read: none is declared. Any login
+# may make one (lo_from_bytea), grant it to another, and nothing else sees it: a copy of what it
+# reads that no retention or erasure reaches.
+_LARGE_OBJECTS = """
+SELECT l.oid::bigint, pg_get_userbyid(l.lomowner)
+FROM pg_largeobject_metadata l
+WHERE EXISTS (
+    SELECT FROM pg_roles r
+    WHERE (r.oid = l.lomowner OR r.oid IN (SELECT a.grantee FROM aclexplode(l.lomacl) a))
+      AND NOT r.rolsuper
+      AND (r.rolname LIKE 'loginvault\\_%%' OR EXISTS (SELECT FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+                                                     WHERE am.member = r.oid AND g.rolname LIKE 'loginvault\\_%%')))
+ORDER BY 1
+"""
+
+
 def compare_role_settings(rows: Iterable[tuple[Any, ...]]) -> list[str]:
     """The one setting allowed: row_security=off, everywhere, on a login of a workload other than
     the transformer (the bootstrap's: a policy on a table another role owns refuses the read
@@ -300,6 +317,10 @@ def differences(conn: Connection[TupleRow], declaration: Declaration) -> list[st
     out += [f"{fact}: declared, but not held" for fact in sorted(expected - other)]
     out += compare_memberships(conn.execute(_MEMBERSHIPS).fetchall(), declaration)
     out += compare_role_settings(conn.execute(_ROLE_SETTINGS, {"transformer": config.TRANSFORMER_ROLE}).fetchall())
+    out += [
+        f"large object {oid}: owned by {owner}, or readable by a loginvault role; none is declared"
+        for oid, owner in conn.execute(_LARGE_OBJECTS, {})
+    ]
     out += compare_columns(conn, declaration)
     names = _role_names(conn)
     params = {"schemas": declaration.schemas}

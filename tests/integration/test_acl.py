@@ -141,6 +141,19 @@ def test_the_transformer_granting_staging_to_the_analyst_is_caught_and_stops_the
             " ALTER TABLE pii.vault ADD CONSTRAINT vault_kind_check CHECK (kind IS NOT NULL)",
             "relation pii.vault: it has constraints other than the declared ones (vault_kind_check)",
         ),
+        (  # a crash would empty it, and no standby has it
+            "ALTER TABLE pii.vault SET UNLOGGED",
+            "relation pii.vault: it is not a logged table",
+        ),
+        # A copy that no retention or erasure reaches, shared with another role.
+        (
+            "SELECT lo_from_bytea(424242, 'a copy of raw'); ALTER LARGE OBJECT 424242 OWNER TO loginvault_transformer",
+            "large object 424242: owned by loginvault_transformer, or readable by a loginvault role; none is declared",
+        ),
+        (
+            "SELECT lo_from_bytea(424243, 'a copy of raw'); GRANT SELECT ON LARGE OBJECT 424243 TO loginvault_analyst",
+            "large object 424243: owned by loginvault_admin, or readable by a loginvault role; none is declared",
+        ),
         (
             "ALTER TABLE pii.token_map DROP CONSTRAINT token_map_pkey",
             "relation pii.token_map: it has constraints other than the declared ones (token_map_pkey)",

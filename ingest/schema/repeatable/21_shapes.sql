@@ -143,6 +143,10 @@ BEGIN
     IF c.relkind <> kind THEN
         RETURN format('is of kind %s, not %s', c.relkind, kind);
     END IF;
+    IF c.relpersistence <> 'p' THEN
+        -- Unlogged: a crash empties it (and no standby or point-in-time recovery has it).
+        RETURN 'is not a logged table';
+    END IF;
     IF pg_get_userbyid(c.relowner) <> d.owner THEN
         RETURN format('is owned by %s, not %s', pg_get_userbyid(c.relowner), d.owner);
     END IF;
