@@ -165,34 +165,46 @@ FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON 
 WHERE g.rolname LIKE 'loginvault\\_%%' OR m.rolname LIKE 'loginvault\\_%%'
 """
 
+# Role r (of pg_roles) is a loginvault role, or a login that is a member of one (a condition
+# for the queries below, which take parameters: % doubled).
+_LOGINVAULT_ROLE = """(r.rolname LIKE 'loginvault\\_%%' OR EXISTS (
+    SELECT FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
+    WHERE am.member = r.oid AND g.rolname LIKE 'loginvault\\_%%'))"""
+
 # Each setting a loginvault role, or a login that is a member of one, holds for its sessions
 # (ALTER ROLE … SET, everywhere or in this database): a login may set anything on itself, and a
 # search_path decides what its sessions' unqualified names are.
-_ROLE_SETTINGS = """
+_ROLE_SETTINGS = (
+    """
 SELECT r.rolname, s.setdatabase <> 0, split_part(c.setting, '=', 1), c.setting = 'row_security=off',
        r.rolcanlogin AND NOT pg_has_role(r.oid, %(transformer)s, 'MEMBER')
 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) AS c(setting)
 WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) AND NOT r.rolsuper
-  AND (r.rolname LIKE 'loginvault\\_%%' OR EXISTS (SELECT FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
-                                                   WHERE am.member = r.oid AND g.rolname LIKE 'loginvault\\_%%'))
+  AND """
+    + _LOGINVAULT_ROLE
+    + """
 ORDER BY 1, 3
 """
+)
 
 
 # Large objects that a loginvault role or login owns or may read: none is declared. Any login
 # may make one (lo_from_bytea), grant it to another, and nothing else sees it: a copy of what it
 # reads that no retention or erasure reaches.
-_LARGE_OBJECTS = """
+_LARGE_OBJECTS = (
+    """
 SELECT l.oid::bigint, pg_get_userbyid(l.lomowner)
 FROM pg_largeobject_metadata l
 WHERE EXISTS (
     SELECT FROM pg_roles r
     WHERE (r.oid = l.lomowner OR r.oid IN (SELECT a.grantee FROM aclexplode(l.lomacl) a))
       AND NOT r.rolsuper
-      AND (r.rolname LIKE 'loginvault\\_%%' OR EXISTS (SELECT FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid
-                                                     WHERE am.member = r.oid AND g.rolname LIKE 'loginvault\\_%%')))
+      AND """
+    + _LOGINVAULT_ROLE
+    + """)
 ORDER BY 1
 """
+)
 
 
 def compare_role_settings(rows: Iterable[tuple[Any, ...]]) -> list[str]:
